@@ -1,0 +1,109 @@
+// Package config holds weft's TOML configuration (SPEC §2): one small struct
+// per subsystem, defaults, and validation that names the offending key and
+// the line it is on.
+package config
+
+// Config is the whole agent configuration file.
+type Config struct {
+	Node      Node      `toml:"node"`
+	Cluster   Cluster   `toml:"cluster"`
+	API       API       `toml:"api"`
+	Metrics   Metrics   `toml:"metrics"`
+	Log       Log       `toml:"log"`
+	Network   Network   `toml:"network"`
+	BGP       BGP       `toml:"bgp"`
+	WireGuard WireGuard `toml:"wireguard"`
+	VXLAN     VXLAN     `toml:"vxlan"`
+	Dataplane Dataplane `toml:"dataplane"`
+}
+
+// Node identifies this machine.
+type Node struct {
+	Name    string            `toml:"name"`     // default: hostname
+	Address string            `toml:"address"`  // underlay IPv4 and/or IPv6 ("a" or "a,b"); default: autodetect
+	DataDir string            `toml:"data_dir"` // default /var/lib/weft
+	Labels  map[string]string `toml:"labels"`
+}
+
+// Cluster configures the replicated datastore.
+type Cluster struct {
+	Listen    string   `toml:"listen"`     // default 0.0.0.0:7700
+	Advertise string   `toml:"advertise"`  // default node.address + listen port
+	Join      []string `toml:"join"`       // addresses of existing members
+	TokenFile string   `toml:"token_file"` // join token file
+	Voters    int      `toml:"voters"`     // 1, 3, 5 or 7; default 3
+}
+
+// API is the local control socket.
+type API struct {
+	Socket string `toml:"socket"` // default /run/weft/weft.sock
+}
+
+// Metrics is the Prometheus/health HTTP listener.
+type Metrics struct {
+	Listen string `toml:"listen"` // default 0.0.0.0:9091; "" disables
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `toml:"level"`  // debug|info|warn|error
+	Format string `toml:"format"` // text|json
+}
+
+// Network holds workload networking settings and seed pools.
+type Network struct {
+	MTU             int    `toml:"mtu"`              // 0 = detect
+	InterfacePrefix string `toml:"interface_prefix"` // default "weft"
+	Pools           []Pool `toml:"pool"`
+	// ResyncPeriod is the dataplane's periodic full resync, a Go duration
+	// string ("90s"); default 90s, at most 90s.
+	ResyncPeriod Duration `toml:"resync_period"`
+}
+
+// Pool seeds an IPPool at bootstrap.
+type Pool struct {
+	Name         string `toml:"name"`
+	CIDR         string `toml:"cidr"`
+	BlockSize    int    `toml:"block_size"`   // default 26 (v4) / 122 (v6)
+	VXLANMode    string `toml:"vxlan_mode"`   // Never|Always|CrossSubnet, default Never
+	IPIPMode     string `toml:"ipip_mode"`    // Never|Always|CrossSubnet, default Never
+	NATOutgoing  bool   `toml:"nat_outgoing"` // default false
+	Disabled     bool   `toml:"disabled"`
+	NodeSelector string `toml:"node_selector"` // default all()
+}
+
+// BGP configures the embedded BGP speaker.
+type BGP struct {
+	Enabled    bool      `toml:"enabled"`     // default true
+	ASNumber   uint32    `toml:"as_number"`   // default 64512
+	ListenPort int       `toml:"listen_port"` // default 179
+	NodeMesh   bool      `toml:"node_mesh"`   // default true
+	Peers      []BGPPeer `toml:"peer"`
+}
+
+// BGPPeer seeds a global BGPPeer resource.
+type BGPPeer struct {
+	Address  string `toml:"address"`
+	ASNumber uint32 `toml:"as_number"`
+}
+
+// WireGuard configures the encrypted overlay.
+type WireGuard struct {
+	Enabled    bool   `toml:"enabled"`
+	ListenPort int    `toml:"listen_port"` // default 51820
+	Interface  string `toml:"interface"`   // default weft.wg
+}
+
+// VXLAN configures the VXLAN overlay device.
+type VXLAN struct {
+	Port      int    `toml:"port"`      // default 4789
+	VNI       int    `toml:"vni"`       // default 4096
+	Interface string `toml:"interface"` // default weft.vxlan
+}
+
+// Dataplane selects the policy backend and failsafe ports.
+type Dataplane struct {
+	Backend          string   `toml:"backend"` // nftables|iptables|ebpf
+	FailsafeInbound  []string `toml:"failsafe_inbound"`
+	FailsafeOutbound []string `toml:"failsafe_outbound"`
+}
