@@ -1,0 +1,33 @@
+// Command weft is the weft agent, its CLI and its CNI plugin in one binary.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the CLI and returns the process exit status. Every failure is
+// reported as exactly one line on stderr.
+func run(args []string) int {
+	root := newRootCommand()
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft: "+oneLine(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+// oneLine keeps the first line of a message: the contract is one clear line.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}

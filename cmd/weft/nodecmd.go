@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftnet/weft/node/localapi"
+)
+
+func newNodeCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "This node's state",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "Show this node: components, datastore role, BGP sessions, WireGuard peers",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := g.checkOutput("table", "wide", "json", "yaml"); err != nil {
+				return err
+			}
+			var st localapi.NodeStatus
+			if err := g.client().Do(c.Context(), "GET", "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			if g.output == "json" || g.output == "yaml" {
+				return printStructured(c.OutOrStdout(), g.output, st)
+			}
+			w := c.OutOrStdout()
+			ready := "not ready"
+			if st.Ready {
+				ready = "ready"
+			}
+			addr := st.Address
+			if st.AddressV6 != "" {
+				addr += " " + st.AddressV6
+			}
+			fmt.Fprintf(w, "Node:     %s (%s)\n", st.Name, ready)
+			fmt.Fprintf(w, "Address:  %s\n", addr)
+			fmt.Fprintf(w, "Version:  %s (commit %s)\n", st.Version, st.Commit)
+			fmt.Fprintf(w, "Uptime:   %s\n\n", time.Since(st.Started).Truncate(time.Second))
+			t := newTable(w, "COMPONENT", "STATE", "LIVE", "READY", "DETAIL")
+			for _, cs := range st.Components {
+				t.row(cs.Name, cs.State, fmt.Sprint(cs.Live), fmt.Sprint(cs.Ready), cs.Detail)
+			}
+			return t.flush()
+		},
+	})
+	return cmd
+}

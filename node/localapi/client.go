@@ -1,0 +1,114 @@
+package localapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is the agent's socket when neither --socket nor
+// WEFT_SOCKET says otherwise.
+const DefaultSocket = "/run/weft/weft.sock"
+
+// Client talks to one agent over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent listening on socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Socket is the path this client dials.
+func (c *Client) Socket() string { return c.socket }
+
+// Do sends a request with an optional JSON body and decodes a JSON response
+// into out (when non-nil). Errors from the agent come back as *Error.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding the agent's answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// Stream sends a request and returns the response body for the caller to
+// read incrementally (watches); the caller closes it.
+func (c *Client) Stream(ctx context.Context, method, path string, in any) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encoding request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://weft"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.dialError(err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var eb ErrorBody
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("agent answered %s to %s %s", resp.Status, method, path)}
+		}
+		return nil, &Error{Code: eb.Code, Message: eb.Error}
+	}
+	return resp, nil
+}
+
+// dialError turns connection failures into one clear sentence.
+func (c *Client) dialError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("no agent socket at %s (is `weft agent` running? set --socket or WEFT_SOCKET)", c.socket)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("agent socket %s refuses connections (the agent is not running)", c.socket)
+	case errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("permission denied on agent socket %s (root only)", c.socket)
+	}
+	return fmt.Errorf("talking to the agent at %s: %w", c.socket, err)
+}

@@ -1,0 +1,99 @@
+// Package localapi is the protocol of the agent's local control socket:
+// HTTP/1.1 with JSON bodies over a unix socket. The agent serves it; the
+// CLI and the CNI plugin are its clients.
+package localapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Error codes carried in error bodies; they map to HTTP statuses.
+const (
+	CodeInvalid     = "invalid"
+	CodeNotFound    = "not_found"
+	CodeExists      = "exists"
+	CodeConflict    = "conflict"
+	CodeUnavailable = "unavailable"
+	CodeInternal    = "internal"
+	CodeForbidden   = "forbidden"
+	CodeTooLarge    = "too_large"
+)
+
+// MaxBodyBytes bounds every request body the agent reads (SPEC: requests
+// over 1 MiB are refused).
+const MaxBodyBytes = 1 << 20
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// Error is an error with a code, as returned by the agent.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an *Error.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// HTTPStatus maps a code to an HTTP status.
+func HTTPStatus(code string) int {
+	switch code {
+	case CodeInvalid:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeExists, CodeConflict:
+		return http.StatusConflict
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// WriteJSON writes v as the JSON response body with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// WriteError writes err as an ErrorBody. Errors that are not *Error become
+// internal errors.
+func WriteError(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Code: CodeInternal, Message: err.Error()}
+	}
+	WriteJSON(w, HTTPStatus(e.Code), ErrorBody{Error: e.Message, Code: e.Code})
+}
+
+// ReadJSON decodes a request body of at most MaxBodyBytes into v, strictly.
+func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return Errorf(CodeTooLarge, "request body exceeds %d bytes", MaxBodyBytes)
+		}
+		return Errorf(CodeInvalid, "bad request body: %v", err)
+	}
+	return nil
+}
