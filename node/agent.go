@@ -221,4 +221,3 @@ func (a *Agent) status() localapi.NodeStatus {
 	}
 	return st
 }
-

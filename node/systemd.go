@@ -19,7 +19,7 @@ func (n notifier) send(state string) {
 	}
 }
 
-func (n notifier) ready(status string) { n.send(daemon.SdNotifyReady + "\nSTATUS=" + status) }
+func (n notifier) ready(status string)  { n.send(daemon.SdNotifyReady + "\nSTATUS=" + status) }
 func (n notifier) status(status string) { n.send("STATUS=" + status) }
 func (n notifier) stopping()            { n.send(daemon.SdNotifyStopping) }
 func (n notifier) watchdog()            { n.send(daemon.SdNotifyWatchdog) }

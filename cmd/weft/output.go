@@ -41,4 +41,4 @@ func newTable(w io.Writer, headers ...string) *table {
 }
 
 func (t *table) row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\t")) }
-func (t *table) flush() error      { return t.tw.Flush() }
+func (t *table) flush() error        { return t.tw.Flush() }
