@@ -19,7 +19,7 @@ type Config struct {
 
 // Node identifies this machine.
 type Node struct {
-	Name    string            `toml:"name"`     // default: hostname
+	Name    string            `toml:"name"`     // default ("" too): the hostname, lower-cased
 	Address string            `toml:"address"`  // underlay IPv4 and/or IPv6 ("a" or "a,b"); default: autodetect
 	DataDir string            `toml:"data_dir"` // default /var/lib/weft
 	Labels  map[string]string `toml:"labels"`
@@ -54,7 +54,9 @@ type Log struct {
 type Network struct {
 	MTU             int    `toml:"mtu"`              // 0 = detect
 	InterfacePrefix string `toml:"interface_prefix"` // default "weft"
-	Pools           []Pool `toml:"pool"`
+	// Pools seed IPPools at bootstrap. A file without network.pool gets
+	// DefaultPool(); "pool = []" means no pool at all.
+	Pools []Pool `toml:"pool"`
 	// ResyncPeriod is the dataplane's periodic full resync, a Go duration
 	// string ("90s"); default 90s, at most 90s.
 	ResyncPeriod Duration `toml:"resync_period"`
@@ -103,7 +105,9 @@ type VXLAN struct {
 
 // Dataplane selects the policy backend and failsafe ports.
 type Dataplane struct {
-	Backend          string   `toml:"backend"` // nftables|iptables|ebpf
+	Backend string `toml:"backend"` // nftables|iptables|ebpf
+	// Failsafe entries are "proto:port" or "proto:cidr:port" (see
+	// ParseProtoPort); an empty list turns failsafe ports off.
 	FailsafeInbound  []string `toml:"failsafe_inbound"`
 	FailsafeOutbound []string `toml:"failsafe_outbound"`
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -12,11 +13,18 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("not a duration (like \"90s\"): %q", string(b))
+		return fmt.Errorf("must be a duration such as \"90s\" or \"1m30s\", got %q", string(b))
 	}
 	d.Duration = v
 	return nil
 }
 
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+// MarshalText implements encoding.TextMarshaler. Whole seconds are written
+// as seconds ("90s", as the documentation writes them) rather than
+// time.Duration's "1m30s".
+func (d Duration) MarshalText() ([]byte, error) {
+	if d.Duration != 0 && d.Duration%time.Second == 0 {
+		return []byte(strconv.FormatInt(int64(d.Duration/time.Second), 10) + "s"), nil
+	}
+	return []byte(d.Duration.String()), nil
+}
