@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// DefaultDialTimeout bounds dial plus handshake when the caller gives no
+// timeout of its own.
+const DefaultDialTimeout = 10 * time.Second
+
+// dialTLS dials addr and completes a TLS handshake offering only alpn, all
+// within ctx. The configuration comes from conf (called per dial, so a
+// renewed certificate is used at once); its NextProtos are overridden.
+//
+// Every failure is a *net.OpError with Op "dial": nothing was sent to the
+// peer, so callers (and net/http) may safely retry elsewhere. It returns
+// net.Conn (holding a *tls.Conn, which net/http looks for) and a nil
+// interface on error, never a typed nil.
+func dialTLS(ctx context.Context, addr string, conf func() *tls.Config, alpn string) (net.Conn, error) {
+	dialErr := func(err error) error {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return err // the TCP dial failed; it already says where
+		}
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: stringAddr(addr), Err: fmt.Errorf("%s: %w", alpn, err)}
+	}
+	base := conf()
+	if base == nil {
+		return nil, dialErr(errors.New("no client TLS configuration (node has no certificate yet)"))
+	}
+	c := base.Clone()
+	c.NextProtos = []string{alpn}
+	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: c}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, dialErr(err)
+	}
+	tc := conn.(*tls.Conn)
+	if got := tc.ConnectionState().NegotiatedProtocol; got != alpn {
+		_ = tc.Close()
+		return nil, dialErr(fmt.Errorf("server negotiated protocol %q", got))
+	}
+	return tc, nil
+}
+
+// Raft returns the raft StreamLayer of the mux, for
+// raft.NewNetworkTransportWithConfig. advertise is this node's raft address
+// as the other members dial it (Addr reports it). clientTLS gives the
+// configuration for outgoing raft connections, normally
+// pki.ClientConfig(id, ALPNRaft); it is called per dial.
+//
+// Closing the StreamLayer (raft does when its transport closes) closes the
+// raft sub-listener only, not the mux. Every call shares that one
+// sub-listener, so there is one raft transport per mux.
+func (m *Mux) Raft(advertise raft.ServerAddress, clientTLS func() *tls.Config) raft.StreamLayer {
+	return &raftLayer{subListener: m.subs[ALPNRaft], advertise: advertise, clientTLS: clientTLS}
+}
+
+type raftLayer struct {
+	*subListener
+	advertise raft.ServerAddress
+	clientTLS func() *tls.Config
+}
+
+// Addr is the advertised address: raft uses it as this node's address.
+func (r *raftLayer) Addr() net.Addr { return stringAddr(r.advertise) }
+
+// Dial connects to another member's raft; timeout covers both the TCP dial
+// and the TLS handshake.
+func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return dialTLS(ctx, string(address), r.clientTLS, ALPNRaft)
+}
+
+// stringAddr is a TCP address kept as written (a host name stays a name).
+type stringAddr string
+
+func (a stringAddr) Network() string { return "tcp" }
+func (a stringAddr) String() string  { return string(a) }
