@@ -1,0 +1,9 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/weftnet/weft/internal/testbed"
+)
+
+func TestMain(m *testing.M) { testbed.Main(m) }
