@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/weftnet/weft/api/selector"
+
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -151,7 +153,9 @@ func (v *validator) pool(p keyPath, pool Pool) (netip.Prefix, bool) {
 	ipipOK := v.oneOf(p.Key("ipip_mode"), pool.IPIPMode, modes...)
 	if pool.NodeSelector == "" {
 		v.fail(p.Key("node_selector"), `must not be empty (use "all()" for every node)`)
-	} else if strings.Contains(pool.NodeSelector, "global()") {
+	} else if sel, err := selector.Parse(pool.NodeSelector); err != nil {
+		v.fail(p.Key("node_selector"), "%v", err)
+	} else if sel.UsesGlobal() {
 		v.fail(p.Key("node_selector"), "global() is not allowed in a pool's node selector")
 	}
 	if pool.CIDR == "" {
