@@ -11,6 +11,7 @@ export PATH=$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go
 # command -> Debian package
 declare -A want=(
 	[ip]=iproute2
+	[nsenter]=util-linux
 	[nft]=nftables
 	[iptables]=iptables
 	[ping]=iputils-ping
@@ -23,7 +24,7 @@ declare -A want=(
 	[etcd]=etcd-server
 	[etcdctl]=etcd-client
 	[bird]=bird2
-	[cnitool]=containernetworking-plugins
+	[portmap]=containernetworking-plugins
 	[bc]=bc
 	[curl]=curl
 )

@@ -14,6 +14,11 @@ func main() {
 // run executes the CLI and returns the process exit status. Every failure is
 // reported as exactly one line on stderr.
 func run(args []string) int {
+	// A CNI runtime runs the binary (as /opt/cni/bin/weft) with CNI_COMMAND
+	// set: then it is a CNI plugin, not the CLI.
+	if os.Getenv("CNI_COMMAND") != "" {
+		return runCNIPlugin()
+	}
 	root := newRootCommand()
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {

@@ -42,6 +42,12 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newAgentCommand(),
 		newConfigCommand(g),
 		newNodeCommand(g),
+		newWriteCommand(g, "apply", "Create or update resources from YAML/JSON (one or many documents, or a List)"),
+		newWriteCommand(g, "create", "Create resources; fails if one already exists"),
+		newWriteCommand(g, "replace", "Replace resources; fails if one does not exist"),
+		newGetCommand(g),
+		newDeleteCommand(g),
+		newInstallCNICommand(),
 	)
 	return root
 }

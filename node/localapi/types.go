@@ -1,6 +1,9 @@
 package localapi
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Subsystem states reported in NodeStatus.
 const (
@@ -33,4 +36,57 @@ type ComponentStatus struct {
 	Live   bool   `json:"live"`
 	Ready  bool   `json:"ready"`
 	Detail string `json:"detail,omitempty"`
+}
+
+// Write modes of POST /v1/resources.
+const (
+	ModeApply   = "apply"
+	ModeCreate  = "create"
+	ModeReplace = "replace"
+)
+
+// WriteRequest is the body of POST /v1/resources: resource documents (YAML
+// or JSON, one or many, or a List) and what to do with them.
+type WriteRequest struct {
+	Mode string `json:"mode"`
+	Data string `json:"data"`
+}
+
+// DeleteRequest is the body of POST /v1/resources/delete: either documents
+// naming the resources (Data), or one kind/namespace/name.
+type DeleteRequest struct {
+	Data            string `json:"data,omitempty"`
+	Kind            string `json:"kind,omitempty"`
+	Namespace       string `json:"namespace,omitempty"`
+	Name            string `json:"name,omitempty"`
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	Force           bool   `json:"force,omitempty"`
+}
+
+// ResourceResult says what a write did to one resource.
+type ResourceResult struct {
+	Kind            string `json:"kind"`
+	Namespace       string `json:"namespace,omitempty"`
+	Name            string `json:"name"`
+	Action          string `json:"action"` // created|configured|unchanged|replaced|deleted
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+}
+
+// WriteResponse answers writes and deletes.
+type WriteResponse struct {
+	Results []ResourceResult `json:"results"`
+}
+
+// ListResponse answers GET /v1/resources/{kind}: each item is a resource
+// in its projectcalico.org/v3 JSON form.
+type ListResponse struct {
+	Revision uint64            `json:"revision"`
+	Items    []json.RawMessage `json:"items"`
+}
+
+// WatchEvent is one line of GET /v1/watch (newline-delimited JSON).
+type WatchEvent struct {
+	Type     string          `json:"type"` // PUT|DELETE|SYNC|RESET
+	Revision uint64          `json:"revision"`
+	Object   json.RawMessage `json:"object,omitempty"`
 }

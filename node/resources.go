@@ -1,0 +1,441 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/store"
+)
+
+// resourceService serves the resource calls of the local API (`weft apply,
+// create, replace, get, delete`) over the replicated store. Every request
+// is decoded, defaulted and validated completely before anything is
+// written, and all of a request's writes commit in one transaction: nothing
+// is ever half-applied.
+type resourceService struct {
+	st store.Store
+	// hooks lets other subsystems take over writes of kinds whose
+	// lifecycle is theirs (IPAM owns IPPool deletion).
+	deleteHooks map[string]func(ctx context.Context, k store.Key, force bool) (store.Object, error)
+}
+
+func newResourceService(st store.Store) *resourceService {
+	return &resourceService{st: st, deleteHooks: map[string]func(context.Context, store.Key, bool) (store.Object, error){}}
+}
+
+func (s *resourceService) register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/resources", s.handleWrite)
+	mux.HandleFunc("GET /v1/resources/{kind}", s.handleList)
+	mux.HandleFunc("POST /v1/resources/delete", s.handleDelete)
+	mux.HandleFunc("GET /v1/watch", s.handleWatch)
+}
+
+// storeKey maps a resource to its store key.
+func storeKey(r api.Resource) store.Key {
+	kind, ns, name := api.Key(r)
+	return store.Key{Kind: kind, Namespace: ns, Name: name}
+}
+
+// prepare decodes, defaults and validates every resource of a request, and
+// rejects what users may not write.
+func prepare(data []byte) ([]api.Resource, error) {
+	rs, err := api.Decode(data)
+	if err != nil {
+		return nil, localapi.Errorf(localapi.CodeInvalid, "%v", err)
+	}
+	if len(rs) == 0 {
+		return nil, localapi.Errorf(localapi.CodeInvalid, "no resources in the input")
+	}
+	seen := map[store.Key]bool{}
+	for i, r := range rs {
+		info, _ := api.LookupKind(r.Kind())
+		if info.ReadOnly {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %s is read-only: it is made by `weft workload add` or the CNI plugin", i+1, api.Describe(r))
+		}
+		api.Default(r)
+		if err := api.Validate(r); err != nil {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %v", i+1, err)
+		}
+		if _, err := api.ParseRevision(r.GetMeta().ResourceVersion); err != nil {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %s: %v", i+1, api.Describe(r), err)
+		}
+		k := storeKey(r)
+		if seen[k] {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %s appears twice in the input", i+1, api.Describe(r))
+		}
+		seen[k] = true
+	}
+	return rs, nil
+}
+
+// WriteResult reports what happened to one resource.
+type WriteResult = localapi.ResourceResult
+
+func (s *resourceService) handleWrite(w http.ResponseWriter, r *http.Request) {
+	var req localapi.WriteRequest
+	if err := localapi.ReadJSON(w, r, &req); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	res, err := s.write(r.Context(), req.Mode, []byte(req.Data))
+	if err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	localapi.WriteJSON(w, http.StatusOK, localapi.WriteResponse{Results: res})
+}
+
+// write applies, creates or replaces resources atomically.
+func (s *resourceService) write(ctx context.Context, mode string, data []byte) ([]WriteResult, error) {
+	switch mode {
+	case localapi.ModeApply, localapi.ModeCreate, localapi.ModeReplace:
+	default:
+		return nil, localapi.Errorf(localapi.CodeInvalid, "unknown write mode %q", mode)
+	}
+	rs, err := prepare(data)
+	if err != nil {
+		return nil, err
+	}
+	var ops []store.Op
+	results := make([]WriteResult, len(rs))
+	opIndex := make([]int, len(rs)) // result index -> op index, -1 when unchanged
+	for i, r := range rs {
+		k := storeKey(r)
+		rev, _ := api.ParseRevision(r.GetMeta().ResourceVersion)
+		value, err := api.StoreValue(r)
+		if err != nil {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "%v", err)
+		}
+		results[i] = WriteResult{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name}
+		old, exists := s.st.Get(k)
+		if exists {
+			prev, err := api.FromStore(k.Kind, old.Value, old.UID, old.Revision, old.Created)
+			if err != nil {
+				return nil, fmt.Errorf("reading stored %s: %w", k, err)
+			}
+			if err := api.ValidateUpdate(prev, r); err != nil {
+				return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %v", i+1, err)
+			}
+		}
+		op := store.Op{Key: k, Value: value, Revision: rev}
+		switch mode {
+		case localapi.ModeCreate:
+			op.Type = store.OpCreate
+			op.Revision = 0
+			results[i].Action = "created"
+		case localapi.ModeReplace:
+			op.Type = store.OpUpdate
+			results[i].Action = "replaced"
+		case localapi.ModeApply:
+			op.Type = store.OpPut
+			results[i].Action = "created"
+			if exists {
+				results[i].Action = "configured"
+				if rev == 0 && bytes.Equal(old.Value, value) {
+					results[i].Action = "unchanged"
+					results[i].ResourceVersion = api.FormatRevision(old.Revision)
+					opIndex[i] = -1
+					continue
+				}
+			}
+		}
+		opIndex[i] = len(ops)
+		ops = append(ops, op)
+	}
+	if len(ops) == 0 {
+		return results, nil
+	}
+	tr, err := s.st.Txn(ctx, ops)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	for i := range results {
+		if j := opIndex[i]; j >= 0 && j < len(tr.Objects) {
+			results[i].ResourceVersion = api.FormatRevision(tr.Objects[j].Revision)
+		}
+	}
+	return results, nil
+}
+
+// listResources reads resources of a kind from the local replica (or
+// after a linearizable barrier when consistent is set).
+func (s *resourceService) listResources(ctx context.Context, kind, namespace, name string, consistent bool) ([]api.Resource, uint64, error) {
+	info, ok := api.LookupKind(kind)
+	if !ok {
+		if _, err := api.New(kind); err != nil {
+			return nil, 0, localapi.Errorf(localapi.CodeInvalid, "%v", err)
+		}
+		return nil, 0, localapi.Errorf(localapi.CodeInvalid, "unknown resource kind %q", kind)
+	}
+	if !info.Namespaced {
+		namespace = ""
+	}
+	if consistent {
+		if _, err := s.st.ConsistentRevision(ctx); err != nil {
+			return nil, 0, storeError(err)
+		}
+	}
+	var objs []store.Object
+	var rev uint64
+	if name != "" {
+		if !info.Namespaced || namespace != "" {
+			o, ok := s.st.Get(store.Key{Kind: info.Kind, Namespace: namespace, Name: name})
+			rev = s.st.Revision()
+			if !ok {
+				return nil, rev, localapi.Errorf(localapi.CodeNotFound, "%s not found", describeKey(info.Kind, namespace, name))
+			}
+			objs = []store.Object{o}
+		} else {
+			all, r := s.st.List(info.Kind, "")
+			rev = r
+			for _, o := range all {
+				if o.Name == name {
+					objs = append(objs, o)
+				}
+			}
+			if len(objs) == 0 {
+				return nil, rev, localapi.Errorf(localapi.CodeNotFound, "%s %q not found in any namespace", info.Kind, name)
+			}
+		}
+	} else {
+		objs, rev = s.st.List(info.Kind, namespace)
+	}
+	out := make([]api.Resource, 0, len(objs))
+	for _, o := range objs {
+		r, err := api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
+		if err != nil {
+			return nil, rev, fmt.Errorf("reading stored %s: %w", o.Key, err)
+		}
+		out = append(out, r)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].GetMeta(), out[j].GetMeta()
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	return out, rev, nil
+}
+
+func describeKey(kind, ns, name string) string {
+	if ns != "" {
+		return fmt.Sprintf("%s %q", kind, ns+"/"+name)
+	}
+	return fmt.Sprintf("%s %q", kind, name)
+}
+
+func (s *resourceService) handleList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ns := q.Get("namespace")
+	if q.Get("allNamespaces") == "true" {
+		ns = ""
+	} else if ns == "" {
+		if info, ok := api.LookupKind(r.PathValue("kind")); ok && info.Namespaced && q.Get("name") == "" {
+			ns = api.DefaultNamespace
+		}
+	}
+	rs, rev, err := s.listResources(r.Context(), r.PathValue("kind"), ns, q.Get("name"), q.Get("consistent") == "true")
+	if err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	items := make([]json.RawMessage, 0, len(rs))
+	for _, res := range rs {
+		b, err := api.Encode("json", []api.Resource{res})
+		if err != nil {
+			localapi.WriteError(w, err)
+			return
+		}
+		items = append(items, b)
+	}
+	localapi.WriteJSON(w, http.StatusOK, localapi.ListResponse{Revision: rev, Items: items})
+}
+
+func (s *resourceService) handleDelete(w http.ResponseWriter, r *http.Request) {
+	var req localapi.DeleteRequest
+	if err := localapi.ReadJSON(w, r, &req); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	res, err := s.delete(r.Context(), req)
+	if err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	localapi.WriteJSON(w, http.StatusOK, localapi.WriteResponse{Results: res})
+}
+
+// delete removes resources named either by kind/namespace/name or by the
+// documents of a file; all in one transaction.
+func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest) ([]WriteResult, error) {
+	type target struct {
+		key store.Key
+		rev uint64
+	}
+	var targets []target
+	if req.Data != "" {
+		rs, err := api.Decode([]byte(req.Data))
+		if err != nil {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "%v", err)
+		}
+		for _, r := range rs {
+			api.Default(r) // fills the default namespace
+			rev, err := api.ParseRevision(r.GetMeta().ResourceVersion)
+			if err != nil {
+				return nil, localapi.Errorf(localapi.CodeInvalid, "%s: %v", api.Describe(r), err)
+			}
+			targets = append(targets, target{storeKey(r), rev})
+		}
+	} else {
+		info, ok := api.LookupKind(req.Kind)
+		if !ok {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "unknown resource kind %q", req.Kind)
+		}
+		if req.Name == "" {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "delete needs a name")
+		}
+		ns := req.Namespace
+		if !info.Namespaced {
+			ns = ""
+		} else if ns == "" {
+			ns = api.DefaultNamespace
+		}
+		rev, err := api.ParseRevision(req.ResourceVersion)
+		if err != nil {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "%v", err)
+		}
+		targets = append(targets, target{store.Key{Kind: info.Kind, Namespace: ns, Name: req.Name}, rev})
+	}
+	if len(targets) == 0 {
+		return nil, localapi.Errorf(localapi.CodeInvalid, "no resources to delete")
+	}
+	var ops []store.Op
+	results := make([]WriteResult, 0, len(targets))
+	for _, t := range targets {
+		if info, _ := api.LookupKind(t.key.Kind); info.ReadOnly {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "%s is read-only: remove it with `weft workload del`", describeKey(t.key.Kind, t.key.Namespace, t.key.Name))
+		}
+		if _, ok := s.deleteHooks[t.key.Kind]; ok && len(targets) > 1 {
+			return nil, localapi.Errorf(localapi.CodeInvalid, "%s must be deleted on its own, not with other resources", t.key.Kind)
+		}
+		if _, ok := s.st.Get(t.key); !ok {
+			return nil, localapi.Errorf(localapi.CodeNotFound, "%s not found", describeKey(t.key.Kind, t.key.Namespace, t.key.Name))
+		}
+		ops = append(ops, store.Op{Type: store.OpDelete, Key: t.key, Revision: t.rev})
+		results = append(results, WriteResult{Kind: t.key.Kind, Namespace: t.key.Namespace, Name: t.key.Name, Action: "deleted"})
+	}
+	if hook, ok := s.deleteHooks[targets[0].key.Kind]; ok {
+		o, err := hook(ctx, targets[0].key, req.Force)
+		if err != nil {
+			return nil, storeError(err)
+		}
+		results[0].ResourceVersion = api.FormatRevision(o.Revision)
+		return results, nil
+	}
+	tr, err := s.st.Txn(ctx, ops)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	for i := range results {
+		if i < len(tr.Objects) {
+			results[i].ResourceVersion = api.FormatRevision(tr.Objects[i].Revision)
+		}
+	}
+	return results, nil
+}
+
+// handleWatch streams changes as newline-delimited JSON WatchEvents.
+func (s *resourceService) handleWatch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var f store.WatchFilter
+	for _, k := range strings.Split(q.Get("kinds"), ",") {
+		if k == "" {
+			continue
+		}
+		info, ok := api.LookupKind(k)
+		if !ok {
+			localapi.WriteError(w, localapi.Errorf(localapi.CodeInvalid, "unknown resource kind %q", k))
+			return
+		}
+		f.Kinds = append(f.Kinds, info.Kind)
+	}
+	f.Namespace, f.Name = q.Get("namespace"), q.Get("name")
+	var from uint64
+	if v := q.Get("revision"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			localapi.WriteError(w, localapi.Errorf(localapi.CodeInvalid, "revision %q is not a number", v))
+			return
+		}
+		from = n
+	}
+	events, err := s.st.Watch(r.Context(), from, f)
+	if err != nil {
+		localapi.WriteError(w, storeError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	for ev := range events {
+		out := localapi.WatchEvent{Type: string(ev.Type), Revision: ev.Revision}
+		if ev.Type == store.EventPut || ev.Type == store.EventDelete {
+			res, err := api.FromStore(ev.Object.Kind, ev.Object.Value, ev.Object.UID, ev.Object.Revision, ev.Object.Created)
+			if err != nil {
+				// Internal kinds (IPAM state) are not resources: skip.
+				continue
+			}
+			b, err := api.Encode("json", []api.Resource{res})
+			if err != nil {
+				continue
+			}
+			out.Object = b
+		}
+		if err := enc.Encode(out); err != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+// storeError maps store errors onto local API error codes, keeping the
+// message.
+func storeError(err error) error {
+	var le *localapi.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &le):
+		return err
+	case errors.Is(err, store.ErrNotFound):
+		return &localapi.Error{Code: localapi.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, store.ErrExists):
+		return &localapi.Error{Code: localapi.CodeExists, Message: err.Error()}
+	case errors.Is(err, store.ErrConflict):
+		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error() + " (the resource changed since it was read; get it again and retry)"}
+	case errors.Is(err, store.ErrNoLeader):
+		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
+	case errors.Is(err, store.ErrTooLarge):
+		return &localapi.Error{Code: localapi.CodeTooLarge, Message: err.Error()}
+	case errors.Is(err, store.ErrInvalid):
+		return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
+	case errors.Is(err, store.ErrNotAllowed):
+		return &localapi.Error{Code: localapi.CodeForbidden, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &localapi.Error{Code: localapi.CodeUnavailable, Message: "the datastore did not answer in time (no quorum?)"}
+	}
+	return err
+}
