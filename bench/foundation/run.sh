@@ -31,7 +31,6 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cat >"$work/weft.toml" <<TOML
 [node]
 name = "bench"
-address = "127.0.0.1"
 data_dir = "$work/data"
 [cluster]
 listen = "127.0.0.1:17700"
