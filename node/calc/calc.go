@@ -1,0 +1,445 @@
+// Package calc turns the replicated store's state into this node's desired
+// dataplane state: which workloads to plumb, which routes to own, the VXLAN
+// device and its peers, and outgoing NAT. It is pure: no I/O, no clocks,
+// and the result depends only on the current state, never on the order in
+// which changes arrived (ARCHITECTURE.md, "Calc depends on current state
+// only").
+//
+// The calculation is a full recompute over an in-memory cache of the
+// relevant objects. At weft's scale (≤ 50 nodes, a few thousand blocks and
+// workloads) that takes well under a millisecond, and it is never the
+// kernel path: the dataplane drivers diff the result against the kernel and
+// touch only what changed.
+package calc
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/store"
+)
+
+// Annotations weft keeps on the WorkloadEndpoints it makes: the workload's
+// network namespace path (the dataplane needs it to re-plumb a workload
+// after a restart or drift) and the interface name inside it.
+const (
+	AnnotationNetNS = "weft.io/netns"
+)
+
+// Config is the node's static identity and settings.
+type Config struct {
+	NodeName string
+	// Address is the node's underlay IPv4 address and UnderlayPrefix its
+	// connected subnet (for CrossSubnet and native routing).
+	Address        netip.Addr
+	UnderlayPrefix netip.Prefix
+	// UnderlayIface is the interface holding Address (native routes go out
+	// of it).
+	UnderlayIface string
+	// VXLANIface is the VXLAN device name (vxlan.interface).
+	VXLANIface string
+	// MTU is the configured VXLAN device MTU, 0 = derive.
+	VXLANMTU int
+}
+
+// nodeInfo is what the calculation needs of a Node.
+type nodeInfo struct {
+	name      string
+	underlay  netip.Addr
+	subnet    netip.Prefix
+	tunnelIP  netip.Addr
+	tunnelMAC net.HardwareAddr
+}
+
+// blockInfo is what the calculation needs of an IPAM block.
+type blockInfo struct {
+	cidr  netip.Prefix
+	owner string // node holding the affinity, "" when none
+	// borrowed maps addresses allocated in this block by nodes other than
+	// the owner to the node holding them.
+	borrowed map[netip.Addr]string
+}
+
+// Calculator caches the relevant store objects and computes the desired
+// state. It is not safe for concurrent use: one goroutine feeds it events
+// and asks for the result.
+type Calculator struct {
+	cfg       Config
+	nodes     map[string]nodeInfo
+	pools     map[string]*api.IPPool
+	blocks    map[string]blockInfo
+	workloads map[store.Key]*api.WorkloadEndpoint
+	// problems are objects that could not be decoded, by key; they are
+	// skipped (validated at the store's entrance, so this is a safety net).
+	problems map[store.Key]string
+}
+
+// New returns an empty calculator.
+func New(cfg Config) *Calculator {
+	return &Calculator{
+		cfg:       cfg,
+		nodes:     map[string]nodeInfo{},
+		pools:     map[string]*api.IPPool{},
+		blocks:    map[string]blockInfo{},
+		workloads: map[store.Key]*api.WorkloadEndpoint{},
+		problems:  map[store.Key]string{},
+	}
+}
+
+// Kinds are the store kinds the calculation reads.
+func Kinds() []string {
+	return []string{api.KindNode, api.KindIPPool, ipam.KindBlock, api.KindWorkloadEndpoint}
+}
+
+// Reset forgets everything (a watch RESET).
+func (c *Calculator) Reset() {
+	*c = *New(c.cfg)
+}
+
+// Problems lists objects the calculation had to skip, for the logs.
+func (c *Calculator) Problems() []string {
+	var out []string
+	for k, p := range c.problems {
+		out = append(out, k.String()+": "+p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// OnEvent updates the cache with one store change.
+func (c *Calculator) OnEvent(ev store.Event) {
+	switch ev.Type {
+	case store.EventPut:
+		c.put(ev.Object)
+	case store.EventDelete:
+		c.del(ev.Object.Key)
+	}
+}
+
+func (c *Calculator) del(k store.Key) {
+	delete(c.problems, k)
+	switch k.Kind {
+	case api.KindNode:
+		delete(c.nodes, k.Name)
+	case api.KindIPPool:
+		delete(c.pools, k.Name)
+	case ipam.KindBlock:
+		delete(c.blocks, k.Name)
+	case api.KindWorkloadEndpoint:
+		delete(c.workloads, k)
+	}
+}
+
+func (c *Calculator) put(o store.Object) {
+	delete(c.problems, o.Key)
+	fail := func(err error) {
+		c.del(o.Key)
+		c.problems[o.Key] = err.Error()
+	}
+	switch o.Kind {
+	case api.KindNode:
+		var n api.Node
+		if err := json.Unmarshal(o.Value, &n); err != nil {
+			fail(err)
+			return
+		}
+		c.nodes[o.Name] = decodeNode(o.Name, &n)
+	case api.KindIPPool:
+		var p api.IPPool
+		if err := json.Unmarshal(o.Value, &p); err != nil {
+			fail(err)
+			return
+		}
+		c.pools[o.Name] = &p
+	case ipam.KindBlock:
+		var b ipam.Block
+		if err := json.Unmarshal(o.Value, &b); err != nil {
+			fail(err)
+			return
+		}
+		bi, err := decodeBlock(&b)
+		if err != nil {
+			fail(err)
+			return
+		}
+		c.blocks[o.Name] = bi
+	case api.KindWorkloadEndpoint:
+		var w api.WorkloadEndpoint
+		if err := json.Unmarshal(o.Value, &w); err != nil {
+			fail(err)
+			return
+		}
+		if w.Spec.Node != c.cfg.NodeName {
+			delete(c.workloads, o.Key)
+			return
+		}
+		c.workloads[o.Key] = &w
+	}
+}
+
+func decodeNode(name string, n *api.Node) nodeInfo {
+	ni := nodeInfo{name: name}
+	if n.Spec.BGP != nil && n.Spec.BGP.IPv4Address != "" {
+		if p, err := netip.ParsePrefix(n.Spec.BGP.IPv4Address); err == nil {
+			ni.underlay, ni.subnet = p.Addr(), p.Masked()
+		} else if a, err := netip.ParseAddr(n.Spec.BGP.IPv4Address); err == nil {
+			ni.underlay, ni.subnet = a, netip.PrefixFrom(a, 32)
+		}
+	}
+	if a, err := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr); err == nil {
+		ni.tunnelIP = a
+	}
+	if mac, err := net.ParseMAC(n.Spec.VXLANTunnelMACAddr); err == nil && len(mac) == 6 {
+		ni.tunnelMAC = mac
+	} else {
+		ni.tunnelMAC = dataplane.VXLANMAC(name)
+	}
+	return ni
+}
+
+func decodeBlock(b *ipam.Block) (blockInfo, error) {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return blockInfo{}, fmt.Errorf("block cidr: %w", err)
+	}
+	bi := blockInfo{cidr: cidr, owner: strings.TrimPrefix(b.Affinity, "host:")}
+	if !strings.HasPrefix(b.Affinity, "host:") {
+		bi.owner = ""
+	}
+	for ord, idx := range b.Allocations {
+		if idx == nil || *idx < 0 || *idx >= len(b.Attributes) {
+			continue
+		}
+		holder := b.Attributes[*idx].Node
+		if holder == "" || holder == bi.owner {
+			continue
+		}
+		addr, ok := ordinalAddr(cidr, ord)
+		if !ok {
+			continue
+		}
+		if bi.borrowed == nil {
+			bi.borrowed = map[netip.Addr]string{}
+		}
+		bi.borrowed[addr] = holder
+	}
+	return bi, nil
+}
+
+// ordinalAddr is the address at offset ord in the block.
+func ordinalAddr(block netip.Prefix, ord int) (netip.Addr, bool) {
+	b := block.Masked().Addr().AsSlice()
+	carry := ord
+	for i := len(b) - 1; i >= 0 && carry > 0; i-- {
+		sum := int(b[i]) + carry
+		b[i] = byte(sum & 0xff)
+		carry = sum >> 8
+	}
+	a, _ := netip.AddrFromSlice(b)
+	if !block.Contains(a) {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// poolFor returns the pool containing prefix p, if any.
+func (c *Calculator) poolFor(p netip.Prefix) *api.IPPool {
+	var best *api.IPPool
+	bestBits := -1
+	for _, pool := range c.pools {
+		pp, err := netip.ParsePrefix(pool.Spec.CIDR)
+		if err != nil || pp.Bits() > p.Bits() || !pp.Contains(p.Addr()) {
+			continue
+		}
+		if pp.Bits() > bestBits {
+			best, bestBits = pool, pp.Bits()
+		}
+	}
+	return best
+}
+
+// useVXLAN decides whether traffic to peer for a pool goes over VXLAN.
+func (c *Calculator) useVXLAN(pool *api.IPPool, peer nodeInfo) bool {
+	switch pool.Spec.VXLANMode {
+	case api.EncapAlways:
+		return true
+	case api.EncapCrossSubnet:
+		return !c.sameSubnet(peer)
+	}
+	return false
+}
+
+// sameSubnet reports whether peer's underlay address is on this node's
+// connected subnet.
+func (c *Calculator) sameSubnet(peer nodeInfo) bool {
+	return c.cfg.UnderlayPrefix.IsValid() && peer.underlay.IsValid() && c.cfg.UnderlayPrefix.Contains(peer.underlay)
+}
+
+// vxlanWanted reports whether any pool uses VXLAN.
+func (c *Calculator) vxlanWanted() bool {
+	for _, p := range c.pools {
+		if p.Spec.VXLANMode == api.EncapAlways || p.Spec.VXLANMode == api.EncapCrossSubnet {
+			return true
+		}
+	}
+	return false
+}
+
+// routeTo builds the route for dst (a remote block or borrowed address)
+// held by peer under pool, or reports that there is none (the peer is not
+// reachable without BGP, or its VXLAN details are not known yet).
+func (c *Calculator) routeTo(dst netip.Prefix, pool *api.IPPool, peer nodeInfo) (dataplane.Route, bool) {
+	if !dst.Addr().Is4() {
+		return dataplane.Route{}, false // IPv6 overlay routing is not built yet
+	}
+	if c.useVXLAN(pool, peer) {
+		if !peer.tunnelIP.IsValid() || !peer.underlay.IsValid() || c.cfg.VXLANIface == "" {
+			return dataplane.Route{}, false
+		}
+		return dataplane.Route{Dst: dst, Dev: c.cfg.VXLANIface, Via: peer.tunnelIP, OnLink: true}, true
+	}
+	if c.sameSubnet(peer) && c.cfg.UnderlayIface != "" {
+		return dataplane.Route{Dst: dst, Dev: c.cfg.UnderlayIface, Via: peer.underlay}, true
+	}
+	return dataplane.Route{}, false
+}
+
+// Desired computes this node's desired dataplane state.
+func (c *Calculator) Desired() dataplane.Desired {
+	var d dataplane.Desired
+	me := c.cfg.NodeName
+
+	// Local workloads.
+	wkeys := make([]store.Key, 0, len(c.workloads))
+	for k := range c.workloads {
+		wkeys = append(wkeys, k)
+	}
+	sort.Slice(wkeys, func(i, j int) bool { return wkeys[i].String() < wkeys[j].String() })
+	local := map[netip.Addr]bool{}
+	for _, k := range wkeys {
+		w := c.workloads[k]
+		wl := dataplane.Workload{
+			Namespace: w.Metadata.Namespace,
+			Name:      w.Spec.Workload,
+			HostIface: w.Spec.InterfaceName,
+			NetNS:     w.Metadata.Annotations[AnnotationNetNS],
+			Iface:     w.Spec.Endpoint,
+		}
+		for _, s := range w.Spec.IPNetworks {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				wl.IPs = append(wl.IPs, p)
+				local[p.Addr()] = true
+			}
+		}
+		if mac, err := net.ParseMAC(w.Spec.MAC); err == nil {
+			wl.MAC = mac
+		}
+		if wl.NetNS == "" || len(wl.IPs) == 0 || wl.HostIface == "" {
+			continue // not weft's to plumb (or not yet complete)
+		}
+		d.Workloads = append(d.Workloads, wl)
+	}
+
+	// Routes for blocks and borrowed addresses.
+	bnames := make([]string, 0, len(c.blocks))
+	for n := range c.blocks {
+		bnames = append(bnames, n)
+	}
+	sort.Strings(bnames)
+	routes := map[netip.Prefix]dataplane.Route{}
+	for _, n := range bnames {
+		b := c.blocks[n]
+		pool := c.poolFor(b.cidr)
+		switch {
+		case b.owner == me:
+			if b.cidr.Bits() < b.cidr.Addr().BitLen() {
+				routes[b.cidr] = dataplane.Route{Dst: b.cidr, Type: dataplane.RouteBlackhole}
+			}
+		case b.owner != "" && pool != nil:
+			if peer, ok := c.nodes[b.owner]; ok {
+				if r, ok := c.routeTo(b.cidr, pool, peer); ok {
+					routes[b.cidr] = r
+				}
+			}
+		}
+		for addr, holder := range b.borrowed {
+			if holder == me || local[addr] || pool == nil {
+				continue // our own workloads have host routes
+			}
+			peer, ok := c.nodes[holder]
+			if !ok {
+				continue
+			}
+			dst := netip.PrefixFrom(addr, addr.BitLen())
+			if r, ok := c.routeTo(dst, pool, peer); ok {
+				routes[dst] = r
+			}
+		}
+	}
+	for _, r := range routes {
+		d.Routes = append(d.Routes, r)
+	}
+	sort.Slice(d.Routes, func(i, j int) bool { return d.Routes[i].Dst.String() < d.Routes[j].Dst.String() })
+
+	// VXLAN device and peers.
+	if self, ok := c.nodes[me]; ok && c.vxlanWanted() && self.tunnelIP.IsValid() && c.cfg.Address.IsValid() && c.cfg.VXLANIface != "" {
+		d.VXLAN = &dataplane.VXLANDevice{
+			TunnelAddr: self.tunnelIP,
+			MAC:        self.tunnelMAC,
+			Source:     c.cfg.Address,
+			Parent:     c.cfg.UnderlayIface,
+			MTU:        c.cfg.VXLANMTU,
+		}
+		names := make([]string, 0, len(c.nodes))
+		for n := range c.nodes {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			peer := c.nodes[n]
+			if n == me || !peer.tunnelIP.IsValid() || !peer.underlay.IsValid() {
+				continue
+			}
+			d.VXLANPeers = append(d.VXLANPeers, dataplane.VXLANPeer{
+				Node: n, TunnelIP: peer.tunnelIP, VTEPMAC: peer.tunnelMAC, UnderlayIP: peer.underlay,
+			})
+		}
+	}
+	if d.VXLAN == nil {
+		// Routes through a VXLAN device that does not exist cannot be
+		// programmed; drop them until the device can be.
+		kept := d.Routes[:0]
+		for _, r := range d.Routes {
+			if r.Dev != c.cfg.VXLANIface || c.cfg.VXLANIface == "" {
+				kept = append(kept, r)
+			}
+		}
+		d.Routes = kept
+	}
+
+	// Outgoing NAT.
+	pnames := make([]string, 0, len(c.pools))
+	for n := range c.pools {
+		pnames = append(pnames, n)
+	}
+	sort.Strings(pnames)
+	for _, n := range pnames {
+		p := c.pools[n]
+		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		d.NAT.AllPools = append(d.NAT.AllPools, cidr)
+		if p.Spec.NATOutgoing {
+			d.NAT.MasqPools = append(d.NAT.MasqPools, cidr)
+		}
+	}
+	return d
+}
