@@ -1,0 +1,844 @@
+// Package links plumbs workloads: a veth pair between the host namespace
+// and the workload's network namespace, set up as Calico does it
+// (calico.md §5.1).
+//
+// Host side: named [dataplane.WorkloadIfaceName], MAC ee:ee:ee:ee:ee:ee,
+// no address, proxy ARP (so the workload's gateway 169.254.1.1 and every
+// other address resolve to it), forwarding on, and a /32 (/128) scope-link
+// route per workload address carrying weft's route protocol.
+// Workload side: the configured name (default eth0), each address as a /32
+// (/128), a scope-link route to 169.254.1.1 and a default route via it, a
+// permanent neighbour entry 169.254.1.1 → ee:ee:ee:ee:ee:ee (so the gateway
+// resolves even on a host without a default route, where proxy ARP stays
+// silent); for
+// IPv6 a default route via the host side's link-local fe80::ecee:eeff:feee:eeee,
+// with duplicate address detection off.
+//
+// The [Plumber] does this synchronously (workload add, CNI ADD); the
+// [Manager] keeps desired workloads plumbed from the dataplane loop and
+// repairs them.
+//
+// Namespaces: the host side lives in the Plumber's host namespace (the
+// current one unless configured otherwise). Per-interface sysctls are
+// written to /proc/sys/net from a thread switched into the right namespace
+// (host side into the host namespace, IPv6 workload side into the workload
+// namespace), because /proc/sys/net always shows the calling thread's
+// namespace.
+package links
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/internal/kroute"
+	"github.com/weftnet/weft/dataplane/internal/nlutil"
+	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/dataplane/internal/sysctl"
+)
+
+var (
+	// ErrBadNetNS: the workload's namespace path is missing or is not a
+	// network namespace (for a running workload: its namespace is gone).
+	ErrBadNetNS = errors.New("bad workload network namespace")
+	// ErrIfaceTaken: an interface with the wanted name exists and is not
+	// this workload's.
+	ErrIfaceTaken = errors.New("interface name taken")
+	// ErrDrift: Check found the plumbing different from what is desired.
+	ErrDrift = errors.New("workload plumbing differs from the desired state")
+)
+
+// Config configures a [Plumber].
+type Config struct {
+	Logger *slog.Logger
+	// HostNS is the path of the namespace holding the host side; "" is the
+	// current namespace (the agent runs in the node's namespace).
+	HostNS string
+	// Prefix of host-side interface names; default [dataplane.DefaultIfacePrefix].
+	// The Plumber refuses to touch interfaces without it.
+	Prefix string
+	// MTU of both ends; 0 leaves the kernel default (1500).
+	MTU int
+	// RPFilter is the host side's rp_filter; "" copies the host namespace's
+	// net.ipv4.conf.default.rp_filter (1, strict, if it cannot be read).
+	RPFilter string
+	// Clock is used to time the intents that keep the Manager from racing
+	// synchronous adds and deletes; nil is the wall clock.
+	Clock dataplane.Clock
+}
+
+// Plumber creates, checks and deletes workload plumbing. It is safe for
+// concurrent use; operations are serialised.
+type Plumber struct {
+	cfg    Config
+	log    *slog.Logger
+	host   *nsx.Target
+	nl     *netlink.Handle
+	writes atomic.Uint64
+
+	mu sync.Mutex
+	// intents remembers the last synchronous Add (true) or Del (false) of a
+	// host interface, so the Manager neither deletes a workload that was
+	// just added nor recreates one that was just deleted while the desired
+	// state has not caught up yet.
+	intents map[string]intent
+}
+
+type intent struct {
+	present bool
+	at      time.Time
+}
+
+// Result describes plumbing that exists.
+type Result struct {
+	HostIface string
+	HostMAC   net.HardwareAddr
+	Iface     string
+	MAC       net.HardwareAddr
+}
+
+// NewPlumber opens the host namespace and a netlink handle in it.
+func NewPlumber(cfg Config) (*Plumber, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = dataplane.DefaultIfacePrefix
+	}
+	if err := dataplane.ValidateIfacePrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	if cfg.MTU != 0 && (cfg.MTU < 68 || cfg.MTU > 65535) {
+		return nil, fmt.Errorf("workload MTU %d out of range 68..65535", cfg.MTU)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = dataplane.RealClock{}
+	}
+	host, err := nsx.Open(cfg.HostNS)
+	if err != nil {
+		return nil, err
+	}
+	h, err := host.Netlink()
+	if err != nil {
+		host.Close()
+		return nil, err
+	}
+	if cfg.RPFilter == "" {
+		cfg.RPFilter = "1"
+		_ = host.Do(func() error {
+			if v, err := sysctl.Get("net/ipv4/conf/default/rp_filter"); err == nil {
+				cfg.RPFilter = v
+			}
+			return nil
+		})
+	}
+	return &Plumber{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "links"),
+		host:    host,
+		nl:      h,
+		intents: map[string]intent{},
+	}, nil
+}
+
+// Close releases the handles.
+func (p *Plumber) Close() error {
+	p.nl.Close()
+	return p.host.Close()
+}
+
+// Prefix is the host-side interface prefix.
+func (p *Plumber) Prefix() string { return p.cfg.Prefix }
+
+// IfaceName is the host-side interface name of a workload.
+func (p *Plumber) IfaceName(namespace, name string) (string, error) {
+	return dataplane.WorkloadIfaceName(p.cfg.Prefix, namespace, name)
+}
+
+// KernelWrites counts the changes made to the kernel.
+func (p *Plumber) KernelWrites() uint64 { return p.writes.Load() }
+
+// Add plumbs w, or completes and corrects existing plumbing of w without
+// recreating it. Everything is validated before anything changes: the
+// namespace must exist and be a network namespace, the host interface name
+// must be free or this workload's veth, the workload interface name free in
+// the namespace or this veth's peer. If a step fails after the veth was
+// created, the veth is deleted again (and with it its peer and routes):
+// nothing is left half-made.
+func (p *Plumber) Add(ctx context.Context, w dataplane.Workload) (Result, error) {
+	if err := p.validate(w); err != nil {
+		return Result{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.intents[w.HostIface] = intent{present: true, at: p.cfg.Clock.Now()}
+	res, _, err := p.ensure(ctx, w)
+	return res, err
+}
+
+// Del removes w's plumbing: the host-side veth, which takes its peer and
+// every route through it along. Only HostIface matters. Deleting plumbing
+// that does not exist succeeds; an interface that is not a weft veth is
+// left alone with an error.
+func (p *Plumber) Del(_ context.Context, w dataplane.Workload) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.intents[w.HostIface] = intent{present: false, at: p.cfg.Clock.Now()}
+	return p.del(w.HostIface)
+}
+
+func (p *Plumber) del(hostIface string) error {
+	if !strings.HasPrefix(hostIface, p.cfg.Prefix) {
+		return fmt.Errorf("delete %s: not a workload interface (prefix %q): %w", hostIface, p.cfg.Prefix, ErrIfaceTaken)
+	}
+	link, err := p.nl.LinkByName(hostIface)
+	if nlutil.IsLinkNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", hostIface, err)
+	}
+	if link.Type() != "veth" {
+		return fmt.Errorf("delete %s: a %s, not a workload veth: %w", hostIface, link.Type(), ErrIfaceTaken)
+	}
+	if err := p.nl.LinkDel(link); err != nil && !nlutil.IsLinkNotFound(err) {
+		return fmt.Errorf("delete %s: %w", hostIface, err)
+	}
+	p.writes.Add(1)
+	return nil
+}
+
+// Check reports, joined and wrapping [ErrDrift], every way w's plumbing
+// differs from what Add makes; nil means it is complete. A missing or
+// invalid namespace wraps [ErrBadNetNS].
+func (p *Plumber) Check(_ context.Context, w dataplane.Workload) error {
+	if err := p.validate(w); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.check(w)
+}
+
+func (p *Plumber) validate(w dataplane.Workload) error {
+	if err := w.Validate(); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(w.HostIface, p.cfg.Prefix) {
+		return fmt.Errorf("workload %s/%s: host interface %s lacks the prefix %q", w.Namespace, w.Name, w.HostIface, p.cfg.Prefix)
+	}
+	return nil
+}
+
+// recentIntent reports the last synchronous Add/Del of iface if it is more
+// recent than grace.
+func (p *Plumber) recentIntent(iface string, grace time.Duration) (present, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.cfg.Clock.Now()
+	for name, in := range p.intents {
+		if now.Sub(in.at) > grace {
+			delete(p.intents, name)
+		}
+	}
+	in, ok := p.intents[iface]
+	return in.present, ok
+}
+
+// workloadNS opens the workload's namespace, refusing the host's own.
+func (p *Plumber) workloadNS(w dataplane.Workload) (*nsx.Target, *netlink.Handle, error) {
+	wl, err := nsx.Open(w.NetNS)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, nsx.ErrNotNetNS) {
+			return nil, nil, fmt.Errorf("%w: %w", ErrBadNetNS, err)
+		}
+		return nil, nil, err
+	}
+	same, err := sameNS(p.host, wl)
+	if err != nil {
+		wl.Close()
+		return nil, nil, err
+	}
+	if same {
+		wl.Close()
+		return nil, nil, fmt.Errorf("%w: %s is the host's own network namespace", ErrBadNetNS, w.NetNS)
+	}
+	h, err := wl.Netlink()
+	if err != nil {
+		wl.Close()
+		return nil, nil, err
+	}
+	return wl, h, nil
+}
+
+func sameNS(a, b *nsx.Target) (bool, error) {
+	ida, err := nsID(a)
+	if err != nil {
+		return false, err
+	}
+	idb, err := nsID(b)
+	if err != nil {
+		return false, err
+	}
+	return ida == idb, nil
+}
+
+func nsID(t *nsx.Target) ([2]uint64, error) {
+	var st unix.Stat_t
+	var err error
+	if t.IsCurrent() {
+		err = unix.Stat("/proc/self/ns/net", &st)
+	} else {
+		err = unix.Fstat(t.Fd(), &st)
+	}
+	if err != nil {
+		return [2]uint64{}, fmt.Errorf("stat network namespace: %w", err)
+	}
+	return [2]uint64{st.Dev, st.Ino}, nil
+}
+
+// findPair looks up the host side and its peer. It returns nil links for
+// absent ones and ErrIfaceTaken when a name is used by something else.
+func (p *Plumber) findPair(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle) (host, peer netlink.Link, err error) {
+	iface := w.IfaceOrDefault()
+	host, err = p.nl.LinkByName(w.HostIface)
+	if nlutil.IsLinkNotFound(err) {
+		host = nil
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("look up %s: %w", w.HostIface, err)
+	}
+	named, err := wnl.LinkByName(iface)
+	if nlutil.IsLinkNotFound(err) {
+		named = nil
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("look up %s in %s: %w", iface, w.NetNS, err)
+	}
+	if host == nil {
+		if named != nil {
+			return nil, nil, fmt.Errorf("interface %s already exists in %s: %w", iface, w.NetNS, ErrIfaceTaken)
+		}
+		return nil, nil, nil
+	}
+	if host.Type() != "veth" {
+		return nil, nil, fmt.Errorf("host interface %s exists and is a %s: %w", w.HostIface, host.Type(), ErrIfaceTaken)
+	}
+	// The peer of our veth must be the interface named iface in the
+	// workload's namespace: same index on both sides, and the host sees
+	// the peer in that namespace.
+	nsid, err := p.nl.GetNetNsIdByFd(wl.Fd())
+	owned := err == nil && nsid >= 0 && host.Attrs().NetNsID == nsid &&
+		named != nil && named.Type() == "veth" && named.Attrs().Index == host.Attrs().ParentIndex &&
+		named.Attrs().ParentIndex == host.Attrs().Index
+	if !owned {
+		return nil, nil, fmt.Errorf("host interface %s exists and is not the veth of %s in %s: %w", w.HostIface, iface, w.NetNS, ErrIfaceTaken)
+	}
+	return host, named, nil
+}
+
+// ensure makes w's plumbing complete; it reports whether it changed
+// anything.
+func (p *Plumber) ensure(_ context.Context, w dataplane.Workload) (res Result, changed bool, err error) {
+	wl, wnl, err := p.workloadNS(w)
+	if err != nil {
+		return Result{}, false, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	defer wl.Close()
+	defer wnl.Close()
+
+	host, peer, err := p.findPair(w, wl, wnl)
+	if err != nil {
+		return Result{}, false, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	before := p.writes.Load()
+	created := false
+	if host == nil {
+		if host, peer, err = p.create(w, wl, wnl); err != nil {
+			return Result{}, true, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+		}
+		created = true
+	}
+	err = p.configure(w, wl, wnl, host, peer)
+	if err != nil && created {
+		if derr := p.nl.LinkDel(host); derr != nil && !nlutil.IsLinkNotFound(derr) {
+			err = errors.Join(err, fmt.Errorf("roll back %s: %w", w.HostIface, derr))
+		}
+	}
+	if err != nil {
+		return Result{}, true, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	if host, err = p.nl.LinkByIndex(host.Attrs().Index); err != nil {
+		return Result{}, true, fmt.Errorf("workload %s/%s: re-read %s: %w", w.Namespace, w.Name, w.HostIface, err)
+	}
+	if peer, err = wnl.LinkByIndex(peer.Attrs().Index); err != nil {
+		return Result{}, true, fmt.Errorf("workload %s/%s: re-read %s: %w", w.Namespace, w.Name, w.IfaceOrDefault(), err)
+	}
+	return Result{
+		HostIface: w.HostIface,
+		HostMAC:   host.Attrs().HardwareAddr,
+		Iface:     peer.Attrs().Name,
+		MAC:       peer.Attrs().HardwareAddr,
+	}, p.writes.Load() != before, nil
+}
+
+// create makes the veth pair with the peer created directly in the
+// workload's namespace under its final name (IFLA_NET_NS_FD on the peer):
+// no temporary name, no window in which the peer sits in the host
+// namespace, and a name clash in the workload namespace fails the whole
+// creation atomically.
+func (p *Plumber) create(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle) (host, peer netlink.Link, err error) {
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name:         w.HostIface,
+			MTU:          p.cfg.MTU,
+			HardwareAddr: dataplane.HostSideMAC,
+		},
+		PeerName:         w.IfaceOrDefault(),
+		PeerHardwareAddr: w.MAC,
+		PeerNamespace:    netlink.NsFd(wl.Fd()),
+	}
+	if err := p.nl.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, nil, fmt.Errorf("create veth %s/%s: %w: %w", w.HostIface, w.IfaceOrDefault(), ErrIfaceTaken, err)
+		}
+		return nil, nil, fmt.Errorf("create veth %s: %w", w.HostIface, err)
+	}
+	p.writes.Add(1)
+	host, err = p.nl.LinkByName(w.HostIface)
+	if err == nil {
+		peer, err = wnl.LinkByName(w.IfaceOrDefault())
+	}
+	if err != nil {
+		if derr := p.nl.LinkDel(veth); derr != nil && !nlutil.IsLinkNotFound(derr) {
+			err = errors.Join(err, derr)
+		}
+		return nil, nil, fmt.Errorf("look up new veth %s: %w", w.HostIface, err)
+	}
+	return host, peer, nil
+}
+
+// configure brings both ends to the desired state, writing only what
+// differs.
+func (p *Plumber) configure(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle, host, peer netlink.Link) error {
+	has4, has6 := families(w.IPs)
+	if err := p.configureHost(w, host, has6); err != nil {
+		return err
+	}
+	if err := p.configureWorkload(w, wl, wnl, peer, has4, has6); err != nil {
+		return err
+	}
+	return p.ensureHostRoutes(w, host.Attrs().Index)
+}
+
+func families(ips []netip.Prefix) (has4, has6 bool) {
+	for _, ip := range ips {
+		if ip.Addr().Is4() {
+			has4 = true
+		} else {
+			has6 = true
+		}
+	}
+	return has4, has6
+}
+
+func (p *Plumber) hostSysctls(iface string, has6 bool) [][2]string {
+	s := [][2]string{
+		{sysctl.IfaceKey("ipv4", iface, "proxy_arp"), "1"},
+		{"net/ipv4/neigh/" + iface + "/proxy_delay", "0"},
+		{sysctl.IfaceKey("ipv4", iface, "forwarding"), "1"},
+		{sysctl.IfaceKey("ipv4", iface, "route_localnet"), "1"},
+		{sysctl.IfaceKey("ipv4", iface, "rp_filter"), p.cfg.RPFilter},
+	}
+	if has6 {
+		s = append(s,
+			[2]string{sysctl.IfaceKey("ipv6", iface, "accept_dad"), "0"},
+			[2]string{sysctl.IfaceKey("ipv6", iface, "proxy_ndp"), "1"},
+			[2]string{sysctl.IfaceKey("ipv6", iface, "forwarding"), "1"},
+			[2]string{sysctl.IfaceKey("ipv6", iface, "accept_ra"), "0"},
+		)
+	}
+	return s
+}
+
+func (p *Plumber) ensureSysctls(t *nsx.Target, kvs [][2]string) error {
+	return t.Do(func() error {
+		var errs []error
+		for _, kv := range kvs {
+			wrote, err := sysctl.Ensure(kv[0], kv[1])
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if wrote {
+				p.writes.Add(1)
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+func (p *Plumber) configureHost(w dataplane.Workload, host netlink.Link, has6 bool) error {
+	attrs := host.Attrs()
+	if p.cfg.MTU != 0 && attrs.MTU != p.cfg.MTU {
+		if err := p.nl.LinkSetMTU(host, p.cfg.MTU); err != nil {
+			return fmt.Errorf("set MTU of %s: %w", w.HostIface, err)
+		}
+		p.writes.Add(1)
+	}
+	// Calico retries the MAC: on some systems udev rewrites the MAC of a
+	// new veth right after creation.
+	for try := 0; !slices.Equal(attrs.HardwareAddr, dataplane.HostSideMAC); try++ {
+		if try == 5 {
+			return fmt.Errorf("%s keeps MAC %s instead of %s", w.HostIface, attrs.HardwareAddr, dataplane.HostSideMAC)
+		}
+		if err := p.nl.LinkSetHardwareAddr(host, dataplane.HostSideMAC); err != nil {
+			return fmt.Errorf("set MAC of %s: %w", w.HostIface, err)
+		}
+		p.writes.Add(1)
+		l, err := p.nl.LinkByIndex(attrs.Index)
+		if err != nil {
+			return fmt.Errorf("re-read %s: %w", w.HostIface, err)
+		}
+		attrs = l.Attrs()
+	}
+	// Sysctls before the link comes up: the IPv6 link-local address is
+	// made at up, and must skip duplicate address detection to be usable
+	// as the workload's gateway at once.
+	if err := p.ensureSysctls(p.host, p.hostSysctls(w.HostIface, has6)); err != nil {
+		return fmt.Errorf("host side %s: %w", w.HostIface, err)
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		if err := p.nl.LinkSetUp(host); err != nil {
+			return fmt.Errorf("set %s up: %w", w.HostIface, err)
+		}
+		p.writes.Add(1)
+	}
+	return nil
+}
+
+func (p *Plumber) configureWorkload(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle, peer netlink.Link, has4, has6 bool) error {
+	iface := w.IfaceOrDefault()
+	attrs := peer.Attrs()
+	if p.cfg.MTU != 0 && attrs.MTU != p.cfg.MTU {
+		if err := wnl.LinkSetMTU(peer, p.cfg.MTU); err != nil {
+			return fmt.Errorf("set MTU of %s in %s: %w", iface, w.NetNS, err)
+		}
+		p.writes.Add(1)
+	}
+	if w.MAC != nil && !slices.Equal(attrs.HardwareAddr, w.MAC) {
+		if err := wnl.LinkSetHardwareAddr(peer, w.MAC); err != nil {
+			return fmt.Errorf("set MAC of %s in %s: %w", iface, w.NetNS, err)
+		}
+		p.writes.Add(1)
+	}
+	if has6 {
+		if err := p.ensureSysctls(wl, [][2]string{{sysctl.IfaceKey("ipv6", iface, "accept_dad"), "0"}}); err != nil {
+			return fmt.Errorf("workload side %s: %w", iface, err)
+		}
+	}
+	if err := p.ensureAddrs(w, wnl, peer); err != nil {
+		return err
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		if err := wnl.LinkSetUp(peer); err != nil {
+			return fmt.Errorf("set %s up in %s: %w", iface, w.NetNS, err)
+		}
+		p.writes.Add(1)
+	}
+	if has4 {
+		if err := p.ensureGatewayNeigh(w, wnl, peer.Attrs().Index); err != nil {
+			return err
+		}
+	}
+	return p.ensureWorkloadRoutes(w, wnl, peer.Attrs().Index, has4, has6)
+}
+
+// gatewayNeigh is the permanent neighbour entry for 169.254.1.1 inside the
+// workload. Calico relies on proxy ARP alone, which answers only when the
+// host has a route to 169.254.1.1 through another interface (in practice a
+// default route); with this entry workloads reach their gateway on hosts
+// without one too. Proxy ARP stays on for anything else the workload asks.
+func gatewayNeigh(linkIndex int) *netlink.Neigh {
+	return &netlink.Neigh{
+		LinkIndex:    linkIndex,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           dataplane.WorkloadGatewayV4.AsSlice(),
+		HardwareAddr: dataplane.HostSideMAC,
+	}
+}
+
+func hasGatewayNeigh(wnl *netlink.Handle, linkIndex int) (bool, error) {
+	ns, err := nlutil.Dump(func() ([]netlink.Neigh, error) { return wnl.NeighList(linkIndex, netlink.FAMILY_V4) })
+	if err != nil {
+		return false, err
+	}
+	want := gatewayNeigh(linkIndex)
+	for _, n := range ns {
+		if kroute.Addr(n.IP) == dataplane.WorkloadGatewayV4 {
+			return n.State == want.State && slices.Equal(n.HardwareAddr, want.HardwareAddr), nil
+		}
+	}
+	return false, nil
+}
+
+func (p *Plumber) ensureGatewayNeigh(w dataplane.Workload, wnl *netlink.Handle, linkIndex int) error {
+	ok, err := hasGatewayNeigh(wnl, linkIndex)
+	if err != nil {
+		return fmt.Errorf("list neighbours in %s: %w", w.NetNS, err)
+	}
+	if ok {
+		return nil
+	}
+	if err := wnl.NeighSet(gatewayNeigh(linkIndex)); err != nil {
+		return fmt.Errorf("gateway neighbour in %s: %w", w.NetNS, err)
+	}
+	p.writes.Add(1)
+	return nil
+}
+
+// ensureAddrs puts each address on the workload interface as a /32
+// (/128) and removes other global addresses.
+func (p *Plumber) ensureAddrs(w dataplane.Workload, wnl *netlink.Handle, peer netlink.Link) error {
+	have, err := wnl.AddrList(peer, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses in %s: %w", w.NetNS, err)
+	}
+	want := map[netip.Prefix]bool{}
+	for _, ip := range w.IPs {
+		want[ip] = true
+	}
+	for _, a := range have {
+		pfx, ok := addrPrefix(a)
+		if !ok || pfx.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if want[pfx] {
+			delete(want, pfx)
+			continue
+		}
+		if err := wnl.AddrDel(peer, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove stale address %s in %s: %w", pfx, w.NetNS, err)
+		}
+		p.writes.Add(1)
+	}
+	for _, ip := range w.IPs {
+		if !want[ip] {
+			continue
+		}
+		a := &netlink.Addr{IPNet: kroute.IPNet(ip)}
+		if ip.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := wnl.AddrAdd(peer, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add address %s in %s: %w", ip, w.NetNS, err)
+		}
+		p.writes.Add(1)
+	}
+	return nil
+}
+
+func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
+	if a.IPNet == nil {
+		return netip.Prefix{}, false
+	}
+	ip := kroute.Addr(a.IP)
+	if !ip.IsValid() {
+		return netip.Prefix{}, false
+	}
+	ones, _ := a.Mask.Size()
+	return netip.PrefixFrom(ip, ones), true
+}
+
+// workloadRoutes are the routes inside the workload namespace.
+func workloadRoutes(linkIndex int, has4, has6 bool) []kroute.Route {
+	var rs []kroute.Route
+	if has4 {
+		gw := dataplane.WorkloadGatewayV4
+		rs = append(rs,
+			kroute.Route{Dst: netip.PrefixFrom(gw, 32), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Scope: netlink.SCOPE_LINK},
+			kroute.Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: gw},
+		)
+	}
+	if has6 {
+		rs = append(rs, kroute.Route{Dst: netip.MustParsePrefix("::/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: dataplane.WorkloadGatewayV6})
+	}
+	return rs
+}
+
+func (p *Plumber) ensureWorkloadRoutes(w dataplane.Workload, wnl *netlink.Handle, linkIndex int, has4, has6 bool) error {
+	have, err := listRoutes(wnl, &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list routes in %s: %w", w.NetNS, err)
+	}
+	for _, r := range workloadRoutes(linkIndex, has4, has6) {
+		if cur, ok := have[r.Dst]; ok && cur == r {
+			continue
+		}
+		nr := r.Netlink()
+		nr.Protocol = unix.RTPROT_STATIC
+		if err := wnl.RouteReplace(nr); err != nil {
+			return fmt.Errorf("route %s in %s: %w", r.Dst, w.NetNS, err)
+		}
+		p.writes.Add(1)
+	}
+	return nil
+}
+
+// ensureHostRoutes programs the /32 (/128) routes to the workload and
+// removes weft routes on its interface to addresses it no longer has.
+func (p *Plumber) ensureHostRoutes(w dataplane.Workload, linkIndex int) error {
+	have, err := listRoutes(p.nl, &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("list host routes of %s: %w", w.HostIface, err)
+	}
+	want := map[netip.Prefix]kroute.Route{}
+	for _, r := range w.HostRoutes() {
+		want[r.Dst] = kroute.FromDesired(r, linkIndex)
+	}
+	for dst, r := range want {
+		if cur, ok := have[dst]; ok && cur == r {
+			continue
+		}
+		if err := p.nl.RouteReplace(r.Netlink()); err != nil {
+			return fmt.Errorf("host route %s dev %s: %w", dst, w.HostIface, err)
+		}
+		p.writes.Add(1)
+	}
+	for dst, r := range have {
+		if _, ok := want[dst]; ok {
+			continue
+		}
+		if err := p.nl.RouteDel(r.Netlink()); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("remove stale host route %s dev %s: %w", dst, w.HostIface, err)
+		}
+		p.writes.Add(1)
+	}
+	return nil
+}
+
+// listRoutes dumps routes matching filter, keyed by destination.
+func listRoutes(h *netlink.Handle, filter *netlink.Route, mask uint64) (map[netip.Prefix]kroute.Route, error) {
+	nrs, err := nlutil.Dump(func() ([]netlink.Route, error) { return h.RouteListFiltered(netlink.FAMILY_ALL, filter, mask) })
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[netip.Prefix]kroute.Route, len(nrs))
+	for _, nr := range nrs {
+		if r, ok := kroute.FromNetlink(nr); ok {
+			out[r.Dst] = r
+		}
+	}
+	return out, nil
+}
+
+// check lists every difference between w's plumbing and Add's result.
+func (p *Plumber) check(w dataplane.Workload) error {
+	wl, wnl, err := p.workloadNS(w)
+	if err != nil {
+		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	defer wl.Close()
+	defer wnl.Close()
+	host, peer, err := p.findPair(w, wl, wnl)
+	if err != nil {
+		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	if host == nil {
+		return fmt.Errorf("workload %s/%s: %w: no interface %s", w.Namespace, w.Name, ErrDrift, w.HostIface)
+	}
+	var probs []string
+	diff := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	has4, has6 := families(w.IPs)
+
+	ha := host.Attrs()
+	if ha.Flags&net.FlagUp == 0 {
+		diff("%s is down", w.HostIface)
+	}
+	if !slices.Equal(ha.HardwareAddr, dataplane.HostSideMAC) {
+		diff("%s has MAC %s", w.HostIface, ha.HardwareAddr)
+	}
+	if p.cfg.MTU != 0 && ha.MTU != p.cfg.MTU {
+		diff("%s has MTU %d", w.HostIface, ha.MTU)
+	}
+	_ = p.host.Do(func() error {
+		for _, kv := range p.hostSysctls(w.HostIface, has6) {
+			if v, err := sysctl.Get(kv[0]); err != nil || v != kv[1] {
+				diff("sysctl %s is %q, want %q", kv[0], v, kv[1])
+			}
+		}
+		return nil
+	})
+
+	pa := peer.Attrs()
+	iface := w.IfaceOrDefault()
+	if pa.Flags&net.FlagUp == 0 {
+		diff("%s is down in the workload", iface)
+	}
+	if p.cfg.MTU != 0 && pa.MTU != p.cfg.MTU {
+		diff("%s has MTU %d in the workload", iface, pa.MTU)
+	}
+	if w.MAC != nil && !slices.Equal(pa.HardwareAddr, w.MAC) {
+		diff("%s has MAC %s in the workload", iface, pa.HardwareAddr)
+	}
+	addrs, err := wnl.AddrList(peer, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("workload %s/%s: list addresses: %w", w.Namespace, w.Name, err)
+	}
+	got := map[netip.Prefix]bool{}
+	for _, a := range addrs {
+		if pfx, ok := addrPrefix(a); ok && !pfx.Addr().IsLinkLocalUnicast() {
+			got[pfx] = true
+		}
+	}
+	for _, ip := range w.IPs {
+		if !got[ip] {
+			diff("address %s missing in the workload", ip)
+		}
+		delete(got, ip)
+	}
+	for pfx := range got {
+		diff("unexpected address %s in the workload", pfx)
+	}
+	wroutes, err := listRoutes(wnl, &netlink.Route{LinkIndex: pa.Index, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("workload %s/%s: list routes: %w", w.Namespace, w.Name, err)
+	}
+	for _, r := range workloadRoutes(pa.Index, has4, has6) {
+		if cur, ok := wroutes[r.Dst]; !ok || cur != r {
+			diff("route %s missing in the workload", r.Dst)
+		}
+	}
+	if has4 {
+		if ok, err := hasGatewayNeigh(wnl, pa.Index); err != nil || !ok {
+			diff("gateway neighbour %s missing in the workload", dataplane.WorkloadGatewayV4)
+		}
+	}
+	hroutes, err := listRoutes(p.nl, &netlink.Route{LinkIndex: ha.Index, Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("workload %s/%s: list host routes: %w", w.Namespace, w.Name, err)
+	}
+	for _, r := range w.HostRoutes() {
+		if cur, ok := hroutes[r.Dst]; !ok || cur != kroute.FromDesired(r, ha.Index) {
+			diff("host route %s dev %s missing", r.Dst, w.HostIface)
+		}
+	}
+	if len(probs) > 0 {
+		slices.Sort(probs)
+		return fmt.Errorf("workload %s/%s: %w: %s", w.Namespace, w.Name, ErrDrift, strings.Join(probs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+// Package linux assembles weft's Linux dataplane: the drivers in
+// dependency order under one apply loop, plus the workload plumber the
+// agent calls synchronously (workload add/del, CNI).
+//
+// Order of the update phase: sysctls (forwarding) → nat → links (workload
+// veths) → vxlan (device, then neighbours and FDB) → routes. The removal
+// phase runs in reverse: routes go before the neighbours they use, and
+// neighbours before their device.
+//
+// # Wiring (the agent)
+//
+// The agent runs inside the node's network namespace, so Config.NetNS stays
+// empty and every driver acts on the current namespace.
+//
+//	dp, err := linux.New(linux.Config{Logger: log, Registerer: reg, WorkloadMTU: m, ...})
+//	box := dataplane.NewMailbox()
+//	go dp.Run(ctx, box.C())          // writes nothing until the first Send
+//	...                              // once the store is in sync:
+//	box.Send(calc.Desired())         // after every change; stale states are dropped
+//
+// Workload add (CLI, CNI ADD) calls dp.Plumber.Add synchronously, then
+// records the WorkloadEndpoint; workload del calls dp.Plumber.Del, then
+// deletes it; CNI CHECK calls dp.Plumber.Check. The loop's links manager
+// shares the plumber and defers to those calls for Config.Grace, so it
+// neither sweeps a workload just added nor resurrects one just deleted
+// before the desired state catches up. Config.OnNetNSGone reports a desired
+// workload whose namespace vanished: delete it and release its addresses.
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/links"
+	"github.com/weftnet/weft/dataplane/nat"
+	"github.com/weftnet/weft/dataplane/routes"
+	"github.com/weftnet/weft/dataplane/sysctls"
+	"github.com/weftnet/weft/dataplane/vxlan"
+)
+
+// Config configures the whole dataplane. Zero values take defaults.
+type Config struct {
+	Logger *slog.Logger
+	// Registerer receives the loop's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Clock drives the loop and the plumber's grace periods; nil is the
+	// wall clock.
+	Clock dataplane.Clock
+	// NetNS is the node's network namespace; "" is the current one (the
+	// agent runs inside the node's namespace). Tests point it elsewhere.
+	NetNS string
+	// IfacePrefix of workload interfaces; default "weft".
+	IfacePrefix string
+	// WorkloadMTU of workload veths; 0 leaves the kernel default. Compute
+	// it with the mtu package.
+	WorkloadMTU int
+	// VXLANName, VXLANVNI, VXLANPort: the VXLAN device's static
+	// parameters; defaults weft.vxlan, 4096, 4789.
+	VXLANName string
+	VXLANVNI  int
+	VXLANPort int
+	// ResyncPeriod of the full resync; default and at most 90 s.
+	ResyncPeriod time.Duration
+	// Sysctls kept at fixed values; nil means sysctls.Forwarding(false).
+	Sysctls map[string]string
+	// Grace: see links.ManagerConfig.Grace.
+	Grace time.Duration
+	// OnNetNSGone: see links.ManagerConfig.OnNetNSGone.
+	OnNetNSGone func(dataplane.Workload)
+}
+
+// Dataplane is the assembled dataplane.
+type Dataplane struct {
+	// Plumber performs workload add/del/check synchronously; it shares
+	// its state with the links manager inside the loop.
+	Plumber *links.Plumber
+	// Loop applies desired states; see dataplane.Loop.
+	Loop *dataplane.Loop
+	// Managers in update order (exposed for tests and diagnostics).
+	Managers []dataplane.Manager
+
+	closers []func() error
+}
+
+// New builds every driver and the loop. Nothing touches the kernel until
+// Run receives the first desired state (the plumber acts only when called).
+func New(cfg Config) (*Dataplane, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.IfacePrefix == "" {
+		cfg.IfacePrefix = dataplane.DefaultIfacePrefix
+	}
+	if cfg.Sysctls == nil {
+		cfg.Sysctls = sysctls.Forwarding(false)
+	}
+	d := &Dataplane{}
+	fail := func(err error) (*Dataplane, error) {
+		d.Close()
+		return nil, err
+	}
+
+	sc, err := sysctls.New(sysctls.Config{NetNS: cfg.NetNS, Values: cfg.Sysctls})
+	if err != nil {
+		return fail(fmt.Errorf("sysctls: %w", err))
+	}
+	d.closers = append(d.closers, sc.Close)
+
+	nm, err := nat.New(nat.Config{Logger: cfg.Logger, NetNS: cfg.NetNS})
+	if err != nil {
+		return fail(fmt.Errorf("nat: %w", err))
+	}
+	d.closers = append(d.closers, nm.Close)
+
+	p, err := links.NewPlumber(links.Config{
+		Logger: cfg.Logger, HostNS: cfg.NetNS, Prefix: cfg.IfacePrefix, MTU: cfg.WorkloadMTU, Clock: cfg.Clock,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("links: %w", err))
+	}
+	d.closers = append(d.closers, p.Close)
+	d.Plumber = p
+	lm, err := links.NewManager(links.ManagerConfig{Logger: cfg.Logger, Plumber: p, Grace: cfg.Grace, OnNetNSGone: cfg.OnNetNSGone})
+	if err != nil {
+		return fail(err)
+	}
+
+	vm, err := vxlan.New(vxlan.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, Name: cfg.VXLANName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort})
+	if err != nil {
+		return fail(fmt.Errorf("vxlan: %w", err))
+	}
+	d.closers = append(d.closers, vm.Close)
+
+	rm, err := routes.New(routes.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, WorkloadPrefix: cfg.IfacePrefix})
+	if err != nil {
+		return fail(fmt.Errorf("routes: %w", err))
+	}
+	d.closers = append(d.closers, rm.Close)
+
+	d.Managers = []dataplane.Manager{sc, nm, lm, vm, rm}
+	d.Loop, err = dataplane.NewLoop(dataplane.LoopConfig{
+		Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, ResyncPeriod: cfg.ResyncPeriod,
+	}, d.Managers...)
+	if err != nil {
+		return fail(err)
+	}
+	return d, nil
+}
+
+// Run applies desired states until ctx ends; see dataplane.Loop.Run.
+func (d *Dataplane) Run(ctx context.Context, updates <-chan dataplane.Desired) error {
+	return d.Loop.Run(ctx, updates)
+}
+
+// KernelWrites sums the kernel changes of every manager.
+func (d *Dataplane) KernelWrites() uint64 {
+	var n uint64
+	for _, m := range d.Managers {
+		if wc, ok := m.(dataplane.WriteCounter); ok {
+			n += wc.KernelWrites()
+		}
+	}
+	return n
+}
+
+// Close releases handles. The kernel state stays: a restarted agent adopts
+// it.
+func (d *Dataplane) Close() error {
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		errs = append(errs, d.closers[i]())
+	}
+	d.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,284 @@
+// Package routes manages the routes weft owns in the main routing table:
+// every route carrying [dataplane.RouteProtocol], IPv4 and IPv6.
+//
+// The manager keeps a cache of the kernel's weft routes, diffs the desired
+// routes against it and writes only the differences (RouteReplace, so a
+// changed route is swapped atomically rather than deleted and re-added).
+// On its first Apply, and on every resync, it dumps the weft routes from
+// the kernel: routes that already match are adopted untouched, so a
+// restarted agent does not flap anything. Routes of other protocols are
+// never read or removed. A weft route deleted behind weft's back is
+// repaired at once (route events) or at the latest at the next periodic
+// resync.
+//
+// Workload host routes (/32 and /128 to a workload interface) are desired
+// like any other route, but an undesired one is not removed here: it lives
+// and dies with its interface, which the links package owns. That keeps
+// this manager from deleting the route of a workload added a moment ago
+// whose desired state has not arrived yet.
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/internal/kroute"
+	"github.com/weftnet/weft/dataplane/internal/nlutil"
+	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/dataplane/internal/watch"
+)
+
+// Config configures a [Manager].
+type Config struct {
+	Logger *slog.Logger
+	// NetNS is the namespace whose main table is managed; "" is the
+	// current one.
+	NetNS string
+	// WorkloadPrefix is the workload interface prefix (default
+	// [dataplane.DefaultIfacePrefix]); undesired routes through such
+	// interfaces are left to the links package.
+	WorkloadPrefix string
+}
+
+// Kernel is the part of *netlink.Handle the manager uses; tests substitute
+// a fake.
+type Kernel interface {
+	RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error)
+	RouteReplace(*netlink.Route) error
+	RouteDel(*netlink.Route) error
+	LinkList() ([]netlink.Link, error)
+}
+
+// Manager is the route manager; see the package comment.
+type Manager struct {
+	cfg    Config
+	log    *slog.Logger
+	k      Kernel
+	ns     *nsx.Target
+	closer func()
+	writes atomic.Uint64
+
+	desired map[netip.Prefix]dataplane.Route
+	actual  map[netip.Prefix]kroute.Route // weft routes in the kernel
+	resync  bool
+	// linkNames maps interface indexes to names as of the last update
+	// phase.
+	linkNames map[int]string
+
+	// Shared with the Watch goroutine.
+	mu          sync.Mutex
+	wanted      map[netip.Prefix]bool
+	eventResync bool
+}
+
+// New opens a netlink handle in the configured namespace.
+func New(cfg Config) (*Manager, error) {
+	ns, err := nsx.Open(cfg.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	h, err := ns.Netlink()
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	m := NewWithKernel(cfg, h)
+	m.ns = ns
+	m.closer = func() { h.Close(); ns.Close() }
+	return m, nil
+}
+
+// NewWithKernel builds a manager over any Kernel (tests). It has no
+// namespace to watch.
+func NewWithKernel(cfg Config, k Kernel) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WorkloadPrefix == "" {
+		cfg.WorkloadPrefix = dataplane.DefaultIfacePrefix
+	}
+	return &Manager{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "routes"),
+		k:       k,
+		desired: map[netip.Prefix]dataplane.Route{},
+		actual:  map[netip.Prefix]kroute.Route{},
+		resync:  true,
+		wanted:  map[netip.Prefix]bool{},
+		closer:  func() {},
+	}
+}
+
+// Close releases the netlink handle.
+func (m *Manager) Close() error {
+	m.closer()
+	return nil
+}
+
+// Name implements dataplane.Manager.
+func (m *Manager) Name() string { return "routes" }
+
+// KernelWrites implements dataplane.WriteCounter.
+func (m *Manager) KernelWrites() uint64 { return m.writes.Load() }
+
+// Set implements dataplane.Manager: the desired routes are d.AllRoutes().
+func (m *Manager) Set(d *dataplane.Desired) {
+	all := d.AllRoutes()
+	m.desired = make(map[netip.Prefix]dataplane.Route, len(all))
+	wanted := make(map[netip.Prefix]bool, len(all))
+	for _, r := range all {
+		m.desired[r.Dst] = r
+		wanted[r.Dst] = true
+	}
+	m.mu.Lock()
+	m.wanted = wanted
+	m.mu.Unlock()
+}
+
+// QueueResync implements dataplane.Manager.
+func (m *Manager) QueueResync() { m.resync = true }
+
+// Apply implements dataplane.Manager.
+func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
+	if phase == dataplane.PhaseRemove {
+		return m.applyRemovals()
+	}
+	return m.applyUpdates()
+}
+
+func (m *Manager) applyUpdates() error {
+	m.mu.Lock()
+	if m.eventResync {
+		m.eventResync = false
+		m.resync = true
+	}
+	m.mu.Unlock()
+	if m.resync {
+		if err := m.readKernel(); err != nil {
+			return err
+		}
+		m.resync = false
+	}
+	// Resolve device names on every pass: a device deleted and recreated
+	// (VXLAN repaired, workload veth re-plumbed) has a new index, and every
+	// route through it differs from the cache and is rewritten.
+	links, err := nlutil.Dump(m.k.LinkList)
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	index := make(map[string]int, len(links))
+	m.linkNames = make(map[int]string, len(links))
+	for _, l := range links {
+		index[l.Attrs().Name] = l.Attrs().Index
+		m.linkNames[l.Attrs().Index] = l.Attrs().Name
+	}
+	var errs []error
+	for dst, r := range m.desired {
+		idx := 0
+		if r.Type == dataplane.RouteUnicast && r.Dev != "" {
+			var ok bool
+			if idx, ok = index[r.Dev]; !ok {
+				errs = append(errs, fmt.Errorf("route %s: device %s does not exist", r, r.Dev))
+				continue
+			}
+		}
+		want := kroute.FromDesired(r, idx)
+		if cur, ok := m.actual[dst]; ok && want.Satisfies(cur) {
+			continue
+		}
+		if err := m.k.RouteReplace(want.Netlink()); err != nil {
+			// The kernel may hold something else now: re-read it next time.
+			delete(m.actual, dst)
+			errs = append(errs, fmt.Errorf("route %s: %w", r, err))
+			continue
+		}
+		m.writes.Add(1)
+		m.actual[dst] = want
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) applyRemovals() error {
+	var errs []error
+	for dst, cur := range m.actual {
+		if _, ok := m.desired[dst]; ok {
+			continue
+		}
+		if cur.Type == unix.RTN_UNICAST && strings.HasPrefix(m.linkNames[cur.LinkIndex], m.cfg.WorkloadPrefix) {
+			continue // goes with its workload interface
+		}
+		err := m.k.RouteDel(cur.Netlink())
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove route %s: %w", dst, err))
+			continue
+		}
+		if err == nil {
+			m.writes.Add(1)
+		}
+		delete(m.actual, dst)
+	}
+	return errors.Join(errs...)
+}
+
+// readKernel replaces the cache with the weft routes in the main table.
+func (m *Manager) readKernel() error {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol}
+	nrs, err := nlutil.Dump(func() ([]netlink.Route, error) {
+		return m.k.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	})
+	if err != nil {
+		return fmt.Errorf("list weft routes: %w", err)
+	}
+	actual := make(map[netip.Prefix]kroute.Route, len(nrs))
+	for _, nr := range nrs {
+		r, ok := kroute.FromNetlink(nr)
+		if !ok {
+			m.log.Warn("ignoring a weft-protocol route weft cannot have written", "route", nr.String())
+			continue
+		}
+		actual[r.Dst] = r
+	}
+	m.actual = actual
+	return nil
+}
+
+// Watch implements dataplane.Watcher: a desired weft route deleted behind
+// weft's back triggers a resync and repair at once.
+func (m *Manager) Watch(ctx context.Context, kick func()) error {
+	ns := netns.None()
+	if m.ns != nil {
+		ns = m.ns.Handle()
+	}
+	err := watch.Routes(ctx, ns, func(u netlink.RouteUpdate) {
+		if u.Type != unix.RTM_DELROUTE || u.Protocol != dataplane.RouteProtocol || u.Table != unix.RT_TABLE_MAIN {
+			return
+		}
+		r, ok := kroute.FromNetlink(u.Route)
+		if !ok {
+			return
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.wanted[r.Dst] {
+			m.eventResync = true
+			kick()
+		}
+	})
+	if err != nil {
+		m.mu.Lock()
+		m.eventResync = true
+		m.mu.Unlock()
+	}
+	return err
+}

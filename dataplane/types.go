@@ -1,0 +1,433 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+)
+
+// Desired is this node's whole desired dataplane state, as the calculation
+// emits it. A value handed to the loop must not be modified afterwards.
+// Order inside the slices does not matter.
+type Desired struct {
+	// Workloads are the local workloads whose plumbing must exist.
+	Workloads []Workload
+	// Routes are the routes weft owns in the main table, besides the /32
+	// (/128) host route of each workload, which the route manager derives
+	// from Workloads (see [Desired.AllRoutes]).
+	Routes []Route
+	// VXLAN is the node's VXLAN device; nil means none (an existing one is
+	// removed).
+	VXLAN *VXLANDevice
+	// VXLANPeers are the other nodes reachable over VXLAN: a permanent
+	// neighbour and FDB entry each on the VXLAN device.
+	VXLANPeers []VXLANPeer
+	// NAT is the outgoing NAT configuration.
+	NAT NATConfig
+}
+
+// Workload is one local workload: a network namespace attached with a veth
+// pair (calico.md §5.1).
+type Workload struct {
+	Namespace string
+	Name      string
+	// HostIface is the host side of the veth, see [WorkloadIfaceName].
+	HostIface string
+	// NetNS is the path of the workload's network namespace
+	// (/proc/PID/ns/net, /run/netns/NAME, ...).
+	NetNS string
+	// Iface is the interface name inside the namespace; "" means
+	// [DefaultWorkloadIface].
+	Iface string
+	// IPs are the workload's addresses, each a full-length prefix (/32 or
+	// /128).
+	IPs []netip.Prefix
+	// MAC is the workload-side MAC; nil lets the kernel choose.
+	MAC net.HardwareAddr
+}
+
+// IfaceOrDefault is Iface, or [DefaultWorkloadIface] when it is empty.
+func (w Workload) IfaceOrDefault() string {
+	if w.Iface == "" {
+		return DefaultWorkloadIface
+	}
+	return w.Iface
+}
+
+// Equal reports whether two workloads want the same plumbing.
+func (w Workload) Equal(o Workload) bool {
+	return w.Namespace == o.Namespace && w.Name == o.Name && w.HostIface == o.HostIface &&
+		w.NetNS == o.NetNS && w.IfaceOrDefault() == o.IfaceOrDefault() &&
+		bytes.Equal(w.MAC, o.MAC) && samePrefixSet(w.IPs, o.IPs)
+}
+
+// Validate checks one workload on its own.
+func (w Workload) Validate() error {
+	var errs []error
+	if w.Name == "" {
+		errs = append(errs, errors.New("empty name"))
+	}
+	if !ValidIfaceName(w.HostIface) {
+		errs = append(errs, fmt.Errorf("host interface %q is not a valid interface name", w.HostIface))
+	}
+	if !ValidIfaceName(w.IfaceOrDefault()) {
+		errs = append(errs, fmt.Errorf("interface %q is not a valid interface name", w.Iface))
+	}
+	if w.NetNS == "" {
+		errs = append(errs, errors.New("empty network namespace path"))
+	}
+	if len(w.IPs) == 0 {
+		errs = append(errs, errors.New("no addresses"))
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, p := range w.IPs {
+		switch {
+		case !p.IsValid():
+			errs = append(errs, errors.New("invalid address"))
+		case !p.Addr().Is4() && !p.Addr().Is6() || p.Addr().Is4In6():
+			errs = append(errs, fmt.Errorf("address %s: not plain IPv4 or IPv6", p))
+		case p.Bits() != p.Addr().BitLen():
+			errs = append(errs, fmt.Errorf("address %s: want a /%d", p, p.Addr().BitLen()))
+		case seen[p]:
+			errs = append(errs, fmt.Errorf("address %s listed twice", p))
+		}
+		seen[p] = true
+	}
+	if w.MAC != nil && !validUnicastMAC(w.MAC) {
+		errs = append(errs, fmt.Errorf("MAC %s is not a unicast Ethernet address", w.MAC))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	return nil
+}
+
+// RouteType is the kind of a route.
+type RouteType uint8
+
+const (
+	// RouteUnicast forwards through a device, optionally via a gateway.
+	RouteUnicast RouteType = iota
+	// RouteBlackhole silently drops (used for this node's own blocks, so
+	// traffic to unused addresses in them is not sent back out).
+	RouteBlackhole
+)
+
+func (t RouteType) String() string {
+	switch t {
+	case RouteUnicast:
+		return "unicast"
+	case RouteBlackhole:
+		return "blackhole"
+	}
+	return fmt.Sprintf("RouteType(%d)", uint8(t))
+}
+
+// Route is one route weft owns in the main table. Dst identifies it: at
+// most one route per destination.
+type Route struct {
+	Dst  netip.Prefix
+	Type RouteType
+	// Dev is the output device (unicast only). It may be empty for a route
+	// via a gateway that is not onlink: the kernel then picks the device
+	// holding the gateway's subnet (native routing to a peer on the same
+	// L2 subnet, where the calculation knows addresses, not interfaces).
+	Dev string
+	// Via is the gateway; the zero Addr means directly connected (scope
+	// link).
+	Via netip.Addr
+	// OnLink tells the kernel Via is reachable on Dev even though no
+	// connected route says so (VXLAN: via the peer's tunnel address).
+	OnLink bool
+	// Src is the preferred source address; zero means none.
+	Src netip.Addr
+}
+
+// Validate checks one route on its own.
+func (r Route) Validate() error {
+	var errs []error
+	if !r.Dst.IsValid() {
+		return errors.New("route: invalid destination")
+	}
+	if r.Dst != r.Dst.Masked() {
+		errs = append(errs, errors.New("destination has host bits set"))
+	}
+	switch r.Type {
+	case RouteBlackhole:
+		if r.Dev != "" || r.Via.IsValid() || r.OnLink || r.Src.IsValid() {
+			errs = append(errs, errors.New("a blackhole route has no device, gateway or source"))
+		}
+	case RouteUnicast:
+		switch {
+		case r.Dev == "" && (!r.Via.IsValid() || r.OnLink):
+			errs = append(errs, errors.New("a route without a gateway, or onlink, needs a device"))
+		case r.Dev != "" && !ValidIfaceName(r.Dev):
+			errs = append(errs, fmt.Errorf("device %q is not a valid interface name", r.Dev))
+		}
+		if r.Via.IsValid() && r.Via.Is4() != r.Dst.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("gateway %s is not of the destination's family", r.Via))
+		}
+		if r.OnLink && !r.Via.IsValid() {
+			errs = append(errs, errors.New("onlink needs a gateway"))
+		}
+		if r.Src.IsValid() && r.Src.Is4() != r.Dst.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("source %s is not of the destination's family", r.Src))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown type %d", r.Type))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("route %s: %w", r.Dst, err)
+	}
+	return nil
+}
+
+func (r Route) String() string {
+	if r.Type == RouteBlackhole {
+		return "blackhole " + r.Dst.String()
+	}
+	s := r.Dst.String()
+	if r.Via.IsValid() {
+		s += " via " + r.Via.String()
+	}
+	s += " dev " + r.Dev
+	if r.OnLink {
+		s += " onlink"
+	}
+	if r.Src.IsValid() {
+		s += " src " + r.Src.String()
+	}
+	return s
+}
+
+// VXLANDevice is the desired state of the node's VXLAN device. Its name,
+// VNI and port are static configuration of the VXLAN driver.
+type VXLANDevice struct {
+	// TunnelAddr is the node's tunnel address, put on the device as a /32
+	// (/128); the zero Addr means none.
+	TunnelAddr netip.Addr
+	// MAC is the device's MAC, normally [VXLANMAC] of the node name.
+	MAC net.HardwareAddr
+	// Source is the underlay address VXLAN packets leave from.
+	Source netip.Addr
+	// Parent is the underlay interface the device is bound to; "" means
+	// the interface holding Source.
+	Parent string
+	// MTU is the device MTU; 0 means the parent's MTU minus the VXLAN
+	// overhead (50 for IPv4, 70 for IPv6).
+	MTU int
+}
+
+// Equal reports whether two device descriptions are the same.
+func (v *VXLANDevice) Equal(o *VXLANDevice) bool {
+	if v == nil || o == nil {
+		return v == o
+	}
+	return v.TunnelAddr == o.TunnelAddr && bytes.Equal(v.MAC, o.MAC) && v.Source == o.Source &&
+		v.Parent == o.Parent && v.MTU == o.MTU
+}
+
+// Validate checks the device description.
+func (v *VXLANDevice) Validate() error {
+	var errs []error
+	if !validUnicastMAC(v.MAC) {
+		errs = append(errs, fmt.Errorf("MAC %q is not a unicast Ethernet address", v.MAC))
+	}
+	if !v.Source.IsValid() || v.Source.Is4In6() || v.Source.IsUnspecified() {
+		errs = append(errs, errors.New("no underlay source address"))
+	}
+	if v.Parent != "" && !ValidIfaceName(v.Parent) {
+		errs = append(errs, fmt.Errorf("parent %q is not a valid interface name", v.Parent))
+	}
+	if v.MTU != 0 && (v.MTU < 68 || v.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("MTU %d out of range 68..65535", v.MTU))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("vxlan device: %w", err)
+	}
+	return nil
+}
+
+// VXLANPeer is another node reachable over VXLAN.
+type VXLANPeer struct {
+	Node string
+	// TunnelIP is the peer's tunnel address: routes go "via TunnelIP onlink"
+	// and a permanent neighbour entry maps it to VTEPMAC.
+	TunnelIP netip.Addr
+	// VTEPMAC is the MAC of the peer's VXLAN device; a permanent FDB entry
+	// maps it to UnderlayIP.
+	VTEPMAC net.HardwareAddr
+	// UnderlayIP is the peer's underlay address (its VXLAN source).
+	UnderlayIP netip.Addr
+}
+
+// Equal reports whether two peers are the same.
+func (p VXLANPeer) Equal(o VXLANPeer) bool {
+	return p.Node == o.Node && p.TunnelIP == o.TunnelIP && bytes.Equal(p.VTEPMAC, o.VTEPMAC) &&
+		p.UnderlayIP == o.UnderlayIP
+}
+
+// NATConfig is the outgoing NAT configuration (calico.md §5.6): traffic
+// whose source is in MasqPools and whose destination is in none of
+// AllPools and ExcludeDests leaves with the node's address.
+type NATConfig struct {
+	// MasqPools are the pools with natOutgoing.
+	MasqPools []netip.Prefix
+	// AllPools are all pools: traffic between them is never masqueraded.
+	AllPools []netip.Prefix
+	// ExcludeDests are further destinations never masqueraded, e.g. the
+	// nodes' own addresses.
+	ExcludeDests []netip.Prefix
+}
+
+// Equal reports whether two NAT configurations are the same.
+func (n NATConfig) Equal(o NATConfig) bool {
+	return samePrefixSet(n.MasqPools, o.MasqPools) && samePrefixSet(n.AllPools, o.AllPools) &&
+		samePrefixSet(n.ExcludeDests, o.ExcludeDests)
+}
+
+// Validate checks the prefixes.
+func (n NATConfig) Validate() error {
+	var errs []error
+	for _, set := range [][]netip.Prefix{n.MasqPools, n.AllPools, n.ExcludeDests} {
+		for _, p := range set {
+			if !p.IsValid() || p.Addr().Is4In6() {
+				errs = append(errs, fmt.Errorf("nat: invalid prefix %s", p))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the whole state, including uniqueness across items
+// (one workload per host interface, one owner per address, one route per
+// destination, one peer per tunnel address and per MAC).
+func (d *Desired) Validate() error {
+	var errs []error
+	ifaces := map[string]bool{}
+	owners := map[netip.Addr]string{}
+	for _, w := range d.Workloads {
+		if err := w.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ifaces[w.HostIface] {
+			errs = append(errs, fmt.Errorf("host interface %s used by two workloads", w.HostIface))
+		}
+		ifaces[w.HostIface] = true
+		for _, p := range w.IPs {
+			if o, ok := owners[p.Addr()]; ok {
+				errs = append(errs, fmt.Errorf("address %s used by workloads %s and %s/%s", p.Addr(), o, w.Namespace, w.Name))
+			}
+			owners[p.Addr()] = w.Namespace + "/" + w.Name
+		}
+	}
+	dsts := map[netip.Prefix]bool{}
+	for _, r := range d.AllRoutes() {
+		if err := r.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if dsts[r.Dst] {
+			errs = append(errs, fmt.Errorf("two routes to %s", r.Dst))
+		}
+		dsts[r.Dst] = true
+	}
+	if d.VXLAN != nil {
+		if err := d.VXLAN.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	tunnels := map[netip.Addr]bool{}
+	macs := map[string]bool{}
+	for _, p := range d.VXLANPeers {
+		var perr []error
+		if !p.TunnelIP.IsValid() || p.TunnelIP.Is4In6() {
+			perr = append(perr, errors.New("invalid tunnel address"))
+		} else if tunnels[p.TunnelIP] {
+			perr = append(perr, fmt.Errorf("tunnel address %s used twice", p.TunnelIP))
+		}
+		if !validUnicastMAC(p.VTEPMAC) {
+			perr = append(perr, fmt.Errorf("MAC %q is not a unicast Ethernet address", p.VTEPMAC))
+		} else if macs[p.VTEPMAC.String()] {
+			perr = append(perr, fmt.Errorf("MAC %s used twice", p.VTEPMAC))
+		}
+		if !p.UnderlayIP.IsValid() || p.UnderlayIP.Is4In6() {
+			perr = append(perr, errors.New("invalid underlay address"))
+		}
+		tunnels[p.TunnelIP] = true
+		macs[p.VTEPMAC.String()] = true
+		if err := errors.Join(perr...); err != nil {
+			errs = append(errs, fmt.Errorf("vxlan peer %s: %w", p.Node, err))
+		}
+	}
+	if err := d.NAT.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// HostRoutes are the host routes of one workload: each address as a /32
+// (/128) scope-link route to its host-side interface.
+func (w Workload) HostRoutes() []Route {
+	rs := make([]Route, 0, len(w.IPs))
+	for _, p := range w.IPs {
+		rs = append(rs, Route{Dst: netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), Type: RouteUnicast, Dev: w.HostIface})
+	}
+	return rs
+}
+
+// AllRoutes is Routes plus every workload's host routes: everything the
+// route manager owns.
+func (d *Desired) AllRoutes() []Route {
+	all := slices.Clone(d.Routes)
+	for _, w := range d.Workloads {
+		all = append(all, w.HostRoutes()...)
+	}
+	return all
+}
+
+// Equal reports whether two desired states are the same, ignoring order.
+func (d *Desired) Equal(o *Desired) bool {
+	if d == nil || o == nil {
+		return d == o
+	}
+	return sameSet(d.Workloads, o.Workloads, func(w Workload) string { return w.HostIface }, Workload.Equal) &&
+		sameSet(d.Routes, o.Routes, func(r Route) netip.Prefix { return r.Dst }, func(a, b Route) bool { return a == b }) &&
+		d.VXLAN.Equal(o.VXLAN) &&
+		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
+		d.NAT.Equal(o.NAT)
+}
+
+// sameSet compares two slices as sets of items identified by key. Slices
+// with duplicate keys compare by multiset of keys and pairwise item
+// equality after sorting, which is exact for valid states.
+func sameSet[T any, K comparable](a, b []T, key func(T) K, eq func(T, T) bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	index := make(map[K][]T, len(a))
+	for _, x := range a {
+		index[key(x)] = append(index[key(x)], x)
+	}
+	for _, y := range b {
+		xs := index[key(y)]
+		i := slices.IndexFunc(xs, func(x T) bool { return eq(x, y) })
+		if i < 0 {
+			return false
+		}
+		index[key(y)] = slices.Delete(xs, i, i+1)
+	}
+	return true
+}
+
+func samePrefixSet(a, b []netip.Prefix) bool {
+	return sameSet(a, b, func(p netip.Prefix) netip.Prefix { return p }, func(x, y netip.Prefix) bool { return x == y })
+}
+
+func validUnicastMAC(mac net.HardwareAddr) bool {
+	return len(mac) == 6 && mac[0]&1 == 0 && !bytes.Equal(mac, make(net.HardwareAddr, 6))
+}
