@@ -305,8 +305,9 @@ func (c *Calculator) routeTo(dst netip.Prefix, pool *api.IPPool, peer nodeInfo) 
 		}
 		return dataplane.Route{Dst: dst, Dev: c.cfg.VXLANIface, Via: peer.tunnelIP, OnLink: true}, true
 	}
-	if c.sameSubnet(peer) && c.cfg.UnderlayIface != "" {
-		return dataplane.Route{Dst: dst, Dev: c.cfg.UnderlayIface, Via: peer.underlay}, true
+	if c.sameSubnet(peer) {
+		// No device: the kernel resolves the peer on the connected subnet.
+		return dataplane.Route{Dst: dst, Via: peer.underlay}, true
 	}
 	return dataplane.Route{}, false
 }
@@ -397,12 +398,7 @@ func (c *Calculator) Desired() dataplane.Desired {
 			Parent:     c.cfg.UnderlayIface,
 			MTU:        c.cfg.VXLANMTU,
 		}
-		names := make([]string, 0, len(c.nodes))
-		for n := range c.nodes {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+		for _, n := range sortedKeys(c.nodes) {
 			peer := c.nodes[n]
 			if n == me || !peer.tunnelIP.IsValid() || !peer.underlay.IsValid() {
 				continue
@@ -424,7 +420,13 @@ func (c *Calculator) Desired() dataplane.Desired {
 		d.Routes = kept
 	}
 
-	// Outgoing NAT.
+	// Outgoing NAT: never towards another node's address (traffic between
+	// pools and nodes is not masqueraded).
+	for _, n := range sortedKeys(c.nodes) {
+		if a := c.nodes[n].underlay; a.IsValid() {
+			d.NAT.ExcludeDests = append(d.NAT.ExcludeDests, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
 	pnames := make([]string, 0, len(c.pools))
 	for n := range c.pools {
 		pnames = append(pnames, n)
@@ -442,4 +444,13 @@ func (c *Calculator) Desired() dataplane.Desired {
 		}
 	}
 	return d
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -112,7 +112,7 @@ func TestVXLANAlways(t *testing.T) {
 	if len(d.Workloads) != 2 {
 		t.Fatalf("workloads = %+v (want n1's two)", d.Workloads)
 	}
-	if len(d.NAT.MasqPools) != 1 || len(d.NAT.AllPools) != 1 {
+	if len(d.NAT.MasqPools) != 1 || len(d.NAT.AllPools) != 1 || len(d.NAT.ExcludeDests) != 3 {
 		t.Fatalf("nat = %+v", d.NAT)
 	}
 	if err := d.Validate(); err != nil {
@@ -124,8 +124,8 @@ func TestNativeAndCrossSubnet(t *testing.T) {
 	d := compute(scenario(t, api.EncapNever))
 	want := map[string]string{
 		"10.244.0.0/26":  "blackhole 10.244.0.0/26",
-		"10.244.0.64/26": "10.244.0.64/26 via 192.168.7.2 dev eth0",
-		"10.244.0.9/32":  "10.244.0.9/32 via 192.168.7.2 dev eth0",
+		"10.244.0.64/26": "10.244.0.64/26 via 192.168.7.2 dev ",
+		"10.244.0.9/32":  "10.244.0.9/32 via 192.168.7.2 dev ",
 		// n3 is on another subnet: no route without BGP.
 	}
 	if got := routeMap(d.Routes); !reflect.DeepEqual(got, want) {
