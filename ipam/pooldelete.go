@@ -1,0 +1,162 @@
+package ipam
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/weftnet/weft/store"
+)
+
+// DeletePoolRequest is the payload of ipam.deletePool.
+type DeletePoolRequest struct {
+	Name string `json:"name"`
+	// Force releases the addresses still in use and deletes the pool
+	// anyway.
+	Force bool `json:"force,omitempty"`
+}
+
+// DeletePoolResponse reports what happened. When addresses are in use and
+// Force is false the command still succeeds, with Deleted false: the pool
+// is disabled (no new allocations) and its empty blocks are released, so
+// that it drains; Message says why it was not deleted and the caller
+// should report it as an error.
+type DeletePoolResponse struct {
+	Deleted       bool       `json:"deleted"`
+	Disabled      bool       `json:"disabled"`
+	InUse         int        `json:"inUse"`
+	BlocksDeleted []string   `json:"blocksDeleted"`
+	Released      []Released `json:"released"`
+	Message       string     `json:"message,omitempty"`
+}
+
+// deletePool is the ipam.deletePool command (Calico's delete flow:
+// disable, release the blocks, delete).
+func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
+	resp := DeletePoolResponse{BlocksDeleted: []string{}, Released: []Released{}}
+	key := store.Key{Kind: KindIPPool, Name: r.Name}
+	o, ok := s.tx.Get(key)
+	if !ok {
+		return resp, newError(ErrNoPool, store.ErrNotFound, "IP pool %q does not exist", r.Name)
+	}
+	pl, err := decodePool(r.Name, o.Value)
+	if err != nil {
+		return resp, fmt.Errorf("IP pool %s: %w", r.Name, err)
+	}
+	all, err := s.blockPrefixes()
+	if err != nil {
+		return resp, err
+	}
+	var blocks []netip.Prefix
+	for _, p := range all {
+		if contains(pl.prefix, p) {
+			blocks = append(blocks, p)
+		}
+	}
+	for _, p := range blocks {
+		b, ok, err := s.block(p)
+		if err != nil {
+			return resp, err
+		}
+		if ok {
+			resp.InUse += b.inUse()
+		}
+	}
+	if resp.InUse > 0 && !r.Force {
+		if !pl.disabled() {
+			if err := s.disablePool(key, o.Value); err != nil {
+				return resp, err
+			}
+		}
+		resp.Disabled = true
+		cfg, err := s.config()
+		if err != nil {
+			return resp, err
+		}
+		for _, p := range blocks {
+			b, ok, err := s.block(p)
+			if err != nil {
+				return resp, err
+			}
+			if !ok {
+				continue
+			}
+			b.expireCooldown(s.now, cfg.cooldown)
+			if b.quiet() {
+				if err := s.dropBlock(p, b); err != nil {
+					return resp, err
+				}
+				resp.BlocksDeleted = append(resp.BlocksDeleted, p.String())
+			}
+		}
+		resp.Message = fmt.Sprintf("IP pool %s still has %d addresses in use: it is now disabled (no new allocations) but not deleted; release them, or delete it with force", r.Name, resp.InUse)
+		return resp, s.flush()
+	}
+	for _, p := range blocks {
+		b, ok, err := s.block(p)
+		if err != nil {
+			return resp, err
+		}
+		if !ok {
+			continue
+		}
+		for o := range b.Allocations {
+			if _, ok := b.attribute(o); ok {
+				rel, err := s.releaseOrdinal(p, b, o)
+				if err != nil {
+					return resp, err
+				}
+				resp.Released = append(resp.Released, rel)
+			}
+		}
+		if err := s.dropBlock(p, b); err != nil {
+			return resp, err
+		}
+		resp.BlocksDeleted = append(resp.BlocksDeleted, p.String())
+	}
+	// The blocks must be gone before the pool: the IPPool validator
+	// refuses to delete a pool that still has blocks.
+	if err := s.flush(); err != nil {
+		return resp, err
+	}
+	if err := s.tx.Delete(key); err != nil {
+		return resp, fmt.Errorf("delete IP pool %s: %w", r.Name, err)
+	}
+	resp.Deleted, resp.Disabled = true, true
+	s.log.Info("deleted IP pool", "pool", r.Name, "blocks", len(resp.BlocksDeleted), "released", len(resp.Released))
+	return resp, nil
+}
+
+// dropBlock deletes a block and its owner's affinity.
+func (s *session) dropBlock(p netip.Prefix, b *Block) error {
+	if node, ok := b.Node(); ok {
+		if err := s.deleteAffinity(node, p); err != nil {
+			return err
+		}
+	}
+	s.deleteBlock(p)
+	return nil
+}
+
+// disablePool sets spec.disabled on a stored pool, keeping every other
+// field as stored (including ones this package does not know).
+func (s *session) disablePool(key store.Key, value []byte) error {
+	var obj map[string]any
+	if err := json.Unmarshal(value, &obj); err != nil {
+		return fmt.Errorf("IP pool %s: decode: %w", key.Name, err)
+	}
+	spec, _ := obj["spec"].(map[string]any)
+	if spec == nil {
+		spec = map[string]any{}
+		obj["spec"] = spec
+	}
+	spec["disabled"] = true
+	v, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	if _, err := s.tx.Put(key, v); err != nil {
+		return fmt.Errorf("disable IP pool %s: %w", key.Name, err)
+	}
+	return nil
+}
