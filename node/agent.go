@@ -12,14 +12,17 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/node/config"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/store"
 )
 
 // ShutdownTimeout bounds a clean stop (SIGTERM to exit).
@@ -34,8 +37,18 @@ type Agent struct {
 	notify  notifier
 	started time.Time
 
-	addr4, addr6 netip.Addr
-	api          *http.ServeMux
+	addr4, addr6  netip.Addr
+	underlay4     netip.Prefix // addr4 with its connected subnet's length
+	underlayIface string
+	workloadMTU   int
+
+	api      *http.ServeMux
+	apiReady atomic.Bool
+
+	store     *store.Node
+	ipam      *ipamService
+	workloads *workloadService
+	dp        *dataplaneRunner
 }
 
 // New prepares an agent from a validated configuration. Nothing is started
@@ -61,6 +74,8 @@ func New(cfg *config.Config, log *slog.Logger) *Agent {
 
 // Run starts the agent and blocks until ctx is cancelled (SIGTERM/SIGINT)
 // or a component fails; then it stops everything within ShutdownTimeout.
+// The kernel state it programmed stays: workloads keep their traffic while
+// the agent restarts, and the next start adopts it.
 func (a *Agent) Run(ctx context.Context) (err error) {
 	a.started = time.Now()
 	lock, err := lockDataDir(a.cfg.Node.DataDir)
@@ -73,7 +88,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.log.Info("starting weft agent", "version", version.Version, "commit", version.Commit,
-		"node", a.cfg.Node.Name, "address", a.addr4String(), "data_dir", a.cfg.Node.DataDir)
+		"node", a.cfg.Node.Name, "address", a.addrString(), "data_dir", a.cfg.Node.DataDir)
 	a.warnUnbuilt()
 
 	sock, err := listenSocket(a.cfg.API.Socket)
@@ -81,8 +96,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer os.Remove(a.cfg.API.Socket)
-	a.routes()
-	apiSrv := startHTTP("api", sock, a.api, a.log)
+	a.baseRoutes()
+	apiSrv := startHTTP("api", sock, a.apiHandler(), a.log)
 
 	var metricsSrv *httpServer
 	if a.cfg.Metrics.Listen != "" {
@@ -99,24 +114,101 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		apiSrv.shutdown(sctx)
 		metricsSrv.shutdown(sctx)
 	}()
-
 	a.health.set(localapi.ComponentStatus{Name: "agent", State: localapi.StateRunning, Live: true, Ready: true})
+
+	// The dataplane is built first (it touches nothing until the store is
+	// in sync) so that the workload service has its plumber.
+	a.dp, err = a.startDataplane()
+	if err != nil {
+		return fmt.Errorf("dataplane: %w", err)
+	}
+	defer a.dp.dp.Close()
+
+	a.health.set(localapi.ComponentStatus{Name: "datastore", State: localapi.StateStarting, Live: true, Detail: "opening"})
+	a.notify.status("opening the datastore")
+	a.store, err = a.openStore(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			a.log.Info("stopped while opening the datastore")
+			return nil
+		}
+		return fmt.Errorf("datastore: %w", err)
+	}
+	defer func() {
+		if cerr := a.store.Close(); cerr != nil {
+			a.log.Warn("closing the datastore", "err", cerr)
+		}
+	}()
+	a.health.probe("datastore", a.datastoreHealth)
+	a.health.probe("dataplane", a.dp.health)
+
+	a.ipam = newIPAMService(a.store, a.cfg.Node.Name, a.log.With("component", "ipam"), a.reg)
+	a.workloads = newWorkloadService(a, a.dp.dp.Plumber)
+	res := newResourceService(a.store)
+	res.deleteHooks[api.KindIPPool] = a.ipam.deletePool
+	res.register(a.api)
+	a.ipam.register(a.api)
+	a.workloads.register(a.api)
+	a.clusterRoutes()
+	a.apiReady.Store(true)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	go a.afterOpen(runCtx)
+
 	a.notify.ready("running")
 	a.log.Info("agent ready", "socket", a.cfg.API.Socket, "metrics", a.cfg.Metrics.Listen)
 
-	a.superviseWatchdog(ctx)
+	a.superviseWatchdog(ctx, a.store.Failed())
 	a.notify.stopping()
 	a.log.Info("stopping weft agent")
+	if err := a.store.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("datastore failed: %w", err)
+	}
 	return nil
+}
+
+// afterOpen does what needs the datastore in sync: seeding a new
+// cluster, registering this node, and starting the dataplane and the IPAM
+// housekeeping. It waits for the replica to catch up, but not forever: a
+// node that restarts without quorum works from its local replica (the best
+// knowledge there is) rather than leaving its workloads unserved.
+func (a *Agent) afterOpen(ctx context.Context) {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := a.store.WaitInSync(wctx); err != nil && ctx.Err() == nil {
+		a.log.Warn("datastore not in sync after 30s; starting from the local replica", "err", err)
+	}
+	cancel()
+	go a.dp.run(ctx)
+	go a.ipam.housekeeping(ctx)
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := a.seedResources(cctx)
+		if err == nil {
+			err = a.registerNode(cctx, registerRequest{})
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		a.log.Warn("registering this node in the datastore failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // superviseWatchdog pings systemd's watchdog while the agent is live, until
 // ctx ends. A component that stops being live stops the pings, so systemd
 // restarts a wedged agent.
-func (a *Agent) superviseWatchdog(ctx context.Context) {
+func (a *Agent) superviseWatchdog(ctx context.Context, failed <-chan struct{}) {
 	interval := watchdogInterval()
 	if interval <= 0 {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-failed:
+		}
 		return
 	}
 	t := time.NewTicker(interval)
@@ -124,6 +216,8 @@ func (a *Agent) superviseWatchdog(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-failed:
 			return
 		case <-t.C:
 			if _, live, _ := a.health.report(); live {
@@ -141,22 +235,27 @@ func (a *Agent) resolveAddress() error {
 	v4, v6 := a.cfg.Node.Addresses()
 	if v4.IsValid() || v6.IsValid() {
 		a.addr4, a.addr6 = v4, v6
-		return nil
-	}
-	addr, err := autodetectAddress()
-	if err != nil {
-		return err
-	}
-	if addr.Is4() {
-		a.addr4 = addr
 	} else {
-		a.addr6 = addr
+		addr, err := autodetectAddress()
+		if err != nil {
+			return err
+		}
+		if addr.Is4() {
+			a.addr4 = addr
+		} else {
+			a.addr6 = addr
+		}
+		a.log.Info("autodetected node address", "address", addr)
 	}
-	a.log.Info("autodetected node address", "address", addr)
+	iface, prefix, err := underlayInfo(a.addr4)
+	if err != nil {
+		return fmt.Errorf("finding the interface of %s: %w", a.addr4, err)
+	}
+	a.underlayIface, a.underlay4 = iface, prefix
 	return nil
 }
 
-func (a *Agent) addr4String() string {
+func (a *Agent) addrString() string {
 	var parts []string
 	for _, x := range []netip.Addr{a.addr4, a.addr6} {
 		if x.IsValid() {
@@ -180,28 +279,36 @@ type unbuiltSubsystem struct{ name, why string }
 func (a *Agent) unbuilt() []unbuiltSubsystem {
 	var out []unbuiltSubsystem
 	c := a.cfg
-	out = append(out, unbuiltSubsystem{"datastore", "this node runs without the replicated datastore; cluster.* settings are ignored"})
-	if len(c.Network.Pools) > 0 {
-		out = append(out, unbuiltSubsystem{"ipam", "network.pool entries are not allocated from"})
-	}
-	out = append(out, unbuiltSubsystem{"workloads", "no workload routing or VXLAN is programmed"})
 	if c.BGP.Enabled {
 		out = append(out, unbuiltSubsystem{"bgp", "bgp.enabled is set but no BGP speaker runs"})
 	}
 	if c.WireGuard.Enabled {
 		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
 	}
-	out = append(out, unbuiltSubsystem{"policy", fmt.Sprintf("dataplane.backend %q is set but no policy is enforced", c.Dataplane.Backend)})
+	out = append(out, unbuiltSubsystem{"policy", fmt.Sprintf("dataplane.backend %q is set but no network policy is enforced", c.Dataplane.Backend)})
 	return out
 }
 
-// routes registers the local API.
-func (a *Agent) routes() {
+// baseRoutes registers the local API calls that work before the
+// datastore is open.
+func (a *Agent) baseRoutes() {
 	a.api.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, a.status())
 	})
 	a.api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, localapi.Errorf(localapi.CodeNotFound, "no such API call: %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// apiHandler answers "starting" for calls that need the datastore until
+// it is open.
+func (a *Agent) apiHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.apiReady.Load() && r.URL.Path != "/v1/status" {
+			localapi.WriteError(w, localapi.Errorf(localapi.CodeUnavailable, "the agent is starting: the datastore is not open yet (joining or waiting for the cluster)"))
+			return
+		}
+		a.api.ServeHTTP(w, r)
 	})
 }
 

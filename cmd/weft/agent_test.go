@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"runtime"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"net/http"
@@ -34,19 +37,25 @@ type testAgent struct {
 
 func newTestAgent(t *testing.T, extraEnv ...string) *testAgent {
 	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the agent programs its network namespace: needs root for a private one (unshare -n)")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) not installed")
+	}
 	dir := t.TempDir()
 	a := &testAgent{
 		t: t, dir: dir,
 		config:  filepath.Join(dir, "weft.toml"),
 		socket:  filepath.Join(dir, "run", "weft.sock"),
-		metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		metrics: agentAddress + ":9091",
 	}
 	toml := fmt.Sprintf(`[node]
 name = "lifecycle"
 address = %q
 data_dir = %q
 [cluster]
-listen = "127.0.0.1:%d"
+listen = "%s:7700"
 [api]
 socket = %q
 [metrics]
@@ -55,7 +64,7 @@ listen = %q
 level = "debug"
 [bgp]
 enabled = false
-`, hostAddress(t), filepath.Join(dir, "data"), freePort(t), a.socket, a.metrics)
+`, agentAddress, filepath.Join(dir, "data"), agentAddress, a.socket, a.metrics)
 	if err := os.WriteFile(a.config, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +72,15 @@ enabled = false
 	return a
 }
 
+// agentAddress is the node address the test agent gets on the loopback
+// of its private network namespace.
+const agentAddress = "10.255.77.1"
+
+// start runs the agent in a network namespace of its own, which vanishes
+// with it: whatever it programs never touches the machine's.
 func (a *testAgent) start(extraEnv ...string) {
-	a.cmd = exec.Command(weftBinary(a.t), "agent", "--config", a.config)
+	script := fmt.Sprintf("ip link set lo up && ip addr add %s/32 dev lo && exec %q agent --config %q", agentAddress, weftBinary(a.t), a.config)
+	a.cmd = exec.Command("unshare", "--net", "--", "sh", "-c", script)
 	a.cmd.Env = append(os.Environ(), extraEnv...)
 	a.stderr = &bytes.Buffer{}
 	a.cmd.Stderr = a.stderr
@@ -82,25 +98,72 @@ func (a *testAgent) start(extraEnv ...string) {
 	})
 }
 
+// get fetches a URL from inside the agent's network namespace: the
+// connection is dialed on a thread in that namespace (a socket belongs to
+// the namespace it was created in), then used from here.
+func (a *testAgent) get(path string) (int, string, error) {
+	var conn net.Conn
+	err := inNetns(fmt.Sprintf("/proc/%d/ns/net", a.cmd.Process.Pid), func() (err error) {
+		conn, err = net.DialTimeout("tcp", a.metrics, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	req, _ := http.NewRequest("GET", "http://"+a.metrics+path, nil)
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return 0, "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// inNetns runs f on a thread switched into the network namespace at path;
+// sockets f opens stay in that namespace.
+func inNetns(path string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is not unlocked: it ends with the goroutine rather
+		// than going back to the pool in the wrong namespace.
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
 // waitReady polls /readyz until it answers 200.
 func (a *testAgent) waitReady() {
 	a.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + a.metrics + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if code, _, err := a.get("/readyz"); err == nil && code == http.StatusOK {
+			return
 		}
 		select {
 		case err := <-a.done:
 			a.t.Fatalf("agent exited before ready: %v\n%s", err, a.stderr.String())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	a.t.Fatalf("agent not ready after 10s\n%s", a.stderr.String())
+	a.t.Fatalf("agent not ready after 20s\n%s", a.stderr.String())
 }
 
 func TestAgentLifecycle(t *testing.T) {
@@ -127,7 +190,7 @@ func TestAgentLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatalf("node status -o json is not JSON: %v\n%s", err, stdout)
 	}
-	if st.Name != "lifecycle" || !st.Ready || st.PID != a.cmd.Process.Pid {
+	if st.Name != "lifecycle" || !st.Ready || st.PID != a.cmd.Process.Pid || st.Address != agentAddress {
 		t.Fatalf("status = %+v", st)
 	}
 	// WEFT_SOCKET works as --socket.
@@ -137,14 +200,12 @@ func TestAgentLifecycle(t *testing.T) {
 
 	// Metrics and liveness.
 	for path, want := range map[string]string{"/metrics": "weft_build_info", "/livez": "COMPONENT"} {
-		resp, err := http.Get("http://" + a.metrics + path)
+		code, body, err := a.get(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
-			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		if code != 200 || !strings.Contains(body, want) {
+			t.Fatalf("%s: %d %q", path, code, body)
 		}
 	}
 

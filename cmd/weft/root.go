@@ -48,6 +48,11 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newGetCommand(g),
 		newDeleteCommand(g),
 		newInstallCNICommand(),
+		newClusterCommand(g),
+		newTokenCommand(g),
+		newSnapshotCommand(g),
+		newIPAMCommand(g),
+		newWorkloadCommand(g),
 	)
 	return root
 }

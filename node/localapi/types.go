@@ -90,3 +90,37 @@ type WatchEvent struct {
 	Revision uint64          `json:"revision"`
 	Object   json.RawMessage `json:"object,omitempty"`
 }
+
+// Member is one datastore member (`weft cluster members`).
+type Member struct {
+	Name               string  `json:"name"`
+	Address            string  `json:"address"`
+	Role               string  `json:"role"` // leader|voter|nonvoter
+	Healthy            bool    `json:"healthy"`
+	LastContactSeconds float64 `json:"lastContactSeconds"` // -1: unknown
+}
+
+// MembersResponse answers GET /v1/cluster/members.
+type MembersResponse struct {
+	Members []Member `json:"members"`
+	// Warning is set when the answer is this node's own view because no
+	// leader could be reached.
+	Warning string `json:"warning,omitempty"`
+}
+
+// RemoveMemberRequest is the body of POST /v1/cluster/remove.
+type RemoveMemberRequest struct {
+	Name string `json:"name"`
+}
+
+// RemoveMemberResponse says what removing a node did.
+type RemoveMemberResponse struct {
+	RemovedFromRaft bool            `json:"removedFromRaft"`
+	IPAM            json.RawMessage `json:"ipam,omitempty"`
+	Deleted         []string        `json:"deleted,omitempty"`
+}
+
+// TokenResponse answers GET /v1/token.
+type TokenResponse struct {
+	Token string `json:"token"`
+}

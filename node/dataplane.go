@@ -1,0 +1,271 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/linux"
+	"github.com/weftnet/weft/dataplane/mtu"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/node/calc"
+	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/store"
+)
+
+// underlayInfo finds the interface holding addr and its connected prefix.
+func underlayInfo(addr netip.Addr) (iface string, prefix netip.Prefix, err error) {
+	if !addr.IsValid() {
+		return "", netip.Prefix{}, nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return "", netip.Prefix{}, err
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return "", netip.Prefix{}, fmt.Errorf("listing addresses: %w", err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap() != addr {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		link, err := h.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			return "", netip.Prefix{}, err
+		}
+		return link.Attrs().Name, netip.PrefixFrom(addr, ones), nil
+	}
+	return "", netip.PrefixFrom(addr, addr.BitLen()), nil
+}
+
+// dataplaneRunner feeds the store's changes through the calculation into
+// the dataplane loop, and keeps this node's VXLAN tunnel address.
+type dataplaneRunner struct {
+	a    *Agent
+	dp   *linux.Dataplane
+	box  *dataplane.Mailbox
+	calc *calc.Calculator
+	// vxlanWanted/haveTunnel drive the tunnel address controller.
+	tunnelKick chan struct{}
+	synced     atomic.Bool
+}
+
+// startDataplane builds the dataplane. Nothing is written to the kernel
+// until the first desired state, which comes only after the store is in
+// sync.
+func (a *Agent) startDataplane() (*dataplaneRunner, error) {
+	under, err := mtu.Detect(mtu.Config{}, a.addr4)
+	if err != nil {
+		return nil, fmt.Errorf("detecting the underlay MTU: %w", err)
+	}
+	workloadMTU := mtu.Workload(under.MTU, mtu.Encaps{VXLANv4: true}, a.cfg.Network.MTU)
+	a.log.Info("dataplane MTU", "underlay", under.MTU, "from", under.How, "iface", under.Iface, "workload", workloadMTU)
+	r := &dataplaneRunner{a: a, box: dataplane.NewMailbox(), tunnelKick: make(chan struct{}, 1)}
+	r.dp, err = linux.New(linux.Config{
+		Logger:       a.log.With("component", "dataplane"),
+		Registerer:   a.reg,
+		IfacePrefix:  a.cfg.Network.InterfacePrefix,
+		WorkloadMTU:  workloadMTU,
+		VXLANName:    a.cfg.VXLAN.Interface,
+		VXLANVNI:     a.cfg.VXLAN.VNI,
+		VXLANPort:    a.cfg.VXLAN.Port,
+		ResyncPeriod: a.cfg.Network.ResyncPeriod.Duration,
+		OnNetNSGone:  a.onNetNSGone,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.workloadMTU = workloadMTU
+	r.calc = calc.New(calc.Config{
+		NodeName:       a.cfg.Node.Name,
+		Address:        a.addr4,
+		UnderlayPrefix: a.underlay4.Masked(),
+		UnderlayIface:  a.underlayIface,
+		VXLANIface:     a.cfg.VXLAN.Interface,
+	})
+	return r, nil
+}
+
+// run drives the loop and the calculation until ctx ends.
+func (r *dataplaneRunner) run(ctx context.Context) {
+	go func() {
+		if err := r.dp.Run(ctx, r.box.C()); err != nil && ctx.Err() == nil {
+			r.a.log.Error("dataplane loop stopped", "err", err)
+		}
+	}()
+	go r.tunnelController(ctx)
+	r.feed(ctx)
+}
+
+// feed watches the store and sends a new desired state after every batch
+// of changes. It resumes after a watch ends (a slow consumer is cut off by
+// the store) from the last revision it saw.
+func (r *dataplaneRunner) feed(ctx context.Context) {
+	var rev uint64
+	for ctx.Err() == nil {
+		events, err := r.a.store.Watch(ctx, rev, store.WatchFilter{Kinds: calc.Kinds()})
+		if err != nil {
+			r.a.log.Warn("dataplane: watch failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for ev := range events {
+			rev = ev.Revision
+			switch ev.Type {
+			case store.EventReset:
+				r.calc.Reset()
+				r.synced.Store(false)
+				continue
+			case store.EventSync:
+				r.synced.Store(true)
+			default:
+				r.calc.OnEvent(ev)
+				if !r.synced.Load() {
+					continue
+				}
+			}
+			// Coalesce: take everything already queued before computing.
+			r.drain(events, &rev)
+			r.publish()
+		}
+	}
+}
+
+// drain applies the events already waiting without blocking.
+func (r *dataplaneRunner) drain(events <-chan store.Event, rev *uint64) {
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			*rev = ev.Revision
+			switch ev.Type {
+			case store.EventReset:
+				r.calc.Reset()
+			case store.EventPut, store.EventDelete:
+				r.calc.OnEvent(ev)
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (r *dataplaneRunner) publish() {
+	d := r.calc.Desired()
+	if err := d.Validate(); err != nil {
+		r.a.log.Error("dataplane: desired state is invalid; keeping the last one", "err", err)
+		return
+	}
+	r.box.Send(d)
+	select {
+	case r.tunnelKick <- struct{}{}:
+	default:
+	}
+}
+
+// tunnelController gives this node a VXLAN tunnel address when some pool
+// uses VXLAN (and records it with the VTEP MAC on its Node), and gives it
+// back when none does.
+func (r *dataplaneRunner) tunnelController(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.tunnelKick:
+		case <-retry.C:
+		}
+		if err := r.ensureTunnel(ctx); err != nil {
+			r.a.log.Warn("dataplane: VXLAN tunnel address not ready; retrying", "err", err)
+			retry.Reset(2 * time.Second)
+		}
+	}
+}
+
+func (r *dataplaneRunner) ensureTunnel(ctx context.Context) error {
+	a := r.a
+	wanted := false
+	pools, _ := a.store.List(api.KindIPPool, "")
+	for _, o := range pools {
+		var p api.IPPool
+		if json.Unmarshal(o.Value, &p) == nil && (p.Spec.VXLANMode == api.EncapAlways || p.Spec.VXLANMode == api.EncapCrossSubnet) && !p.Spec.Disabled {
+			wanted = true
+		}
+	}
+	var self api.Node
+	if o, ok := a.store.Get(store.Key{Kind: api.KindNode, Name: a.cfg.Node.Name}); ok {
+		_ = json.Unmarshal(o.Value, &self)
+	}
+	have := self.Spec.IPv4VXLANTunnelAddr != ""
+	if wanted == have || !a.addr4.IsValid() {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if !wanted {
+		payload, _ := json.Marshal(ipam.ReleaseHandleRequest{Handle: ipam.TunnelHandle(ipam.TunnelVXLAN, a.cfg.Node.Name, false)})
+		if _, err := a.store.Command(cctx, ipam.CmdReleaseHandle, payload); err != nil && !errors.Is(err, store.ErrNotFound) {
+			a.log.Debug("releasing the VXLAN tunnel address", "err", err)
+		}
+		return a.registerNode(cctx, registerRequest{ClearVXLAN: true})
+	}
+	req, err := ipam.TunnelRequest(ipam.TunnelVXLAN, a.cfg.Node.Name, false)
+	if err != nil {
+		return err
+	}
+	req.NodeLabels = a.cfg.Node.Labels
+	payload, _ := json.Marshal(req)
+	out, err := a.store.Command(cctx, ipam.CmdAssign, payload)
+	if err != nil {
+		return fmt.Errorf("allocating the VXLAN tunnel address: %w", err)
+	}
+	var resp ipam.AssignResponse
+	if err := json.Unmarshal(out, &resp); err != nil || len(resp.Addresses) == 0 {
+		return fmt.Errorf("allocating the VXLAN tunnel address: empty answer")
+	}
+	addr := resp.Addresses[0].IP
+	a.log.Info("VXLAN tunnel address", "address", addr)
+	return a.registerNode(cctx, registerRequest{VXLANAddr: addr, VXLANMAC: dataplane.VXLANMAC(a.cfg.Node.Name).String()})
+}
+
+// health reports the dataplane: ready after its first complete apply.
+func (r *dataplaneRunner) health() localapi.ComponentStatus {
+	cs := localapi.ComponentStatus{Name: "dataplane", State: localapi.StateRunning, Live: true}
+	select {
+	case <-r.dp.Loop.Synced():
+		cs.Ready = true
+		if err := r.dp.Loop.LastError(); err != nil {
+			cs.Detail = "last apply: " + err.Error()
+		}
+	default:
+		cs.State = localapi.StateStarting
+		if !r.synced.Load() {
+			cs.Detail = "waiting for the datastore"
+		} else {
+			cs.Detail = "first apply in progress"
+		}
+		if err := r.dp.Loop.LastError(); err != nil {
+			cs.Detail = err.Error()
+		}
+	}
+	return cs
+}
