@@ -143,6 +143,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.health.probe("dataplane", a.dp.health)
 
 	a.ipam = newIPAMService(a.store, a.cfg.Node.Name, a.log.With("component", "ipam"), a.reg)
+	a.ipam.period = a.cfg.IPAM.GCInterval.Duration
+	a.ipam.leakGrace = a.cfg.IPAM.LeakGracePeriod.Duration
+	a.ipam.emptyGrace = a.cfg.IPAM.EmptyBlockGracePeriod.Duration
 	a.workloads = newWorkloadService(a, a.dp.dp.Plumber)
 	res := newResourceService(a.store)
 	res.deleteHooks[api.KindIPPool] = a.ipam.deletePool

@@ -53,6 +53,68 @@ func (s *ipamService) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/ipam/check", s.handleCheck)
 	mux.HandleFunc("POST /v1/ipam/release", s.handleRelease)
 	mux.HandleFunc("POST /v1/ipam/configure", s.handleConfigure)
+	mux.HandleFunc("POST /v1/ipam/assign", s.handleAssign)
+	mux.HandleFunc("POST /v1/ipam/release-handle", s.handleReleaseHandle)
+	mux.HandleFunc("POST /v1/ipam/gc", s.handleGC)
+}
+
+// handleAssign allocates addresses for a handle on this node: the call
+// orchestrators other than `weft workload` and CNI can use (and the IPAM
+// cluster tests do).
+func (s *ipamService) handleAssign(w http.ResponseWriter, r *http.Request) {
+	var req ipam.AssignRequest
+	if err := localapi.ReadJSON(w, r, &req); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	if req.Node == "" {
+		req.Node = s.me
+	}
+	if req.Attrs.Node == "" {
+		req.Attrs.Node = req.Node
+	}
+	var resp ipam.AssignResponse
+	if err := s.command(r.Context(), ipam.CmdAssign, req, &resp); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	localapi.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (s *ipamService) handleReleaseHandle(w http.ResponseWriter, r *http.Request) {
+	var req ipam.ReleaseHandleRequest
+	if err := localapi.ReadJSON(w, r, &req); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	var resp ipam.ReleaseResponse
+	if err := s.command(r.Context(), ipam.CmdReleaseHandle, req, &resp); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	localapi.WriteJSON(w, http.StatusOK, resp)
+}
+
+// handleGC runs one garbage-collection pass now, with the grace period of
+// the request (default: the configured one).
+func (s *ipamService) handleGC(w http.ResponseWriter, r *http.Request) {
+	var req ipam.GCRequest
+	if err := localapi.ReadJSON(w, r, &req); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	if req.GracePeriodSeconds == nil {
+		secs := int64(s.leakGrace / time.Second)
+		req.GracePeriodSeconds = &secs
+	}
+	var resp ipam.GCResponse
+	if err := s.command(r.Context(), ipam.CmdGC, req, &resp); err != nil {
+		localapi.WriteError(w, err)
+		return
+	}
+	s.gcCandidates.Set(float64(resp.Candidates))
+	s.gcReclamations.Add(float64(len(resp.Reclaimed)))
+	localapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (s *ipamService) handleShow(w http.ResponseWriter, r *http.Request) {

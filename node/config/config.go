@@ -15,6 +15,7 @@ type Config struct {
 	WireGuard WireGuard `toml:"wireguard"`
 	VXLAN     VXLAN     `toml:"vxlan"`
 	Dataplane Dataplane `toml:"dataplane"`
+	IPAM      IPAM      `toml:"ipam"`
 }
 
 // Node identifies this machine.
@@ -110,4 +111,19 @@ type Dataplane struct {
 	// ParseProtoPort); an empty list turns failsafe ports off.
 	FailsafeInbound  []string `toml:"failsafe_inbound"`
 	FailsafeOutbound []string `toml:"failsafe_outbound"`
+}
+
+// IPAM tunes the IPAM housekeeping the leader runs (Calico runs it in
+// kube-controllers; weft has no Kubernetes, so the agents do it).
+type IPAM struct {
+	// GCInterval is how often the leader looks for leaked addresses and
+	// empty blocks; default 1m.
+	GCInterval Duration `toml:"gc_interval"`
+	// LeakGracePeriod: an allocation whose WorkloadEndpoint (or node, for a
+	// tunnel address) is gone is released after this; default 15m, as
+	// Calico's leakGracePeriod. "0s" releases it at the next pass.
+	LeakGracePeriod Duration `toml:"leak_grace_period"`
+	// EmptyBlockGracePeriod: a block that stayed empty this long loses its
+	// node affinity (a node keeps at least one); default 5m.
+	EmptyBlockGracePeriod Duration `toml:"empty_block_grace_period"`
 }

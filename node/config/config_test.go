@@ -50,6 +50,7 @@ func TestDefaults(t *testing.T) {
 			FailsafeInbound:  []string{"tcp:22", "udp:68", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 			FailsafeOutbound: []string{"udp:53", "udp:67", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 		},
+		IPAM: IPAM{GCInterval: Duration{time.Minute}, LeakGracePeriod: Duration{15 * time.Minute}, EmptyBlockGracePeriod: Duration{5 * time.Minute}},
 	}
 	got := defaults(" Web-1\n")
 	if !reflect.DeepEqual(got, want) {
@@ -138,6 +139,11 @@ interface = "vx0"
 backend = "ebpf"
 failsafe_inbound = ["tcp:2222"]
 failsafe_outbound = []
+
+[ipam]
+gc_interval = "30s"
+leak_grace_period = "2m"
+empty_block_grace_period = "10m"
 `
 	want := Config{
 		Node: Node{Name: "edge-7", Address: "192.0.2.7,2001:db8::7", DataDir: "/srv/weft",
@@ -155,6 +161,7 @@ failsafe_outbound = []
 		WireGuard: WireGuard{Enabled: true, ListenPort: 51830, Interface: "wg0"},
 		VXLAN:     VXLAN{Port: 8472, VNI: 1, Interface: "vx0"},
 		Dataplane: Dataplane{Backend: "ebpf", FailsafeInbound: []string{"tcp:2222"}},
+		IPAM:      IPAM{GCInterval: Duration{30 * time.Second}, LeakGracePeriod: Duration{2 * time.Minute}, EmptyBlockGracePeriod: Duration{10 * time.Minute}},
 	}
 	got := mustParse(t, doc)
 	if !reflect.DeepEqual(*got, want) {

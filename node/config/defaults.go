@@ -85,6 +85,11 @@ func defaults(hostname string) Config {
 			FailsafeInbound:  []string{"tcp:22", "udp:68", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 			FailsafeOutbound: []string{"udp:53", "udp:67", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 		},
+		IPAM: IPAM{
+			GCInterval:            Duration{time.Minute},
+			LeakGracePeriod:       Duration{15 * time.Minute},
+			EmptyBlockGracePeriod: Duration{5 * time.Minute},
+		},
 	}
 }
 

@@ -57,6 +57,7 @@ func (c *Config) validate() []problem {
 	v.wireguard(keyPath{}.Key("wireguard"), c.WireGuard)
 	v.vxlan(keyPath{}.Key("vxlan"), c.VXLAN)
 	v.dataplane(keyPath{}.Key("dataplane"), c.Dataplane)
+	v.ipam(keyPath{}.Key("ipam"), c.IPAM)
 	v.portClashes(c)
 	return v.problems
 }
@@ -110,9 +111,9 @@ func (v *validator) network(p keyPath, n Network) {
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 9000) {
 		v.fail(p.Key("mtu"), "must be 0 (detect) or 576-9000, got %d", n.MTU)
 	}
-	// The host side of a workload veth is prefix + hash in 15 characters;
-	// at least 4 of them are needed for the hash.
-	v.check(p.Key("interface_prefix"), checkInterfaceName(n.InterfacePrefix, 11))
+	// The host side of a workload veth is prefix + 11 hex characters of a
+	// hash (as Calico's "cali" + 11), within Linux's 15.
+	v.check(p.Key("interface_prefix"), checkInterfaceName(n.InterfacePrefix, 4))
 	if d := n.ResyncPeriod.Duration; d < time.Second || d > DefaultResyncPeriod {
 		v.fail(p.Key("resync_period"), "must be between 1s and 90s, got %s", d)
 	}
@@ -343,4 +344,16 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func (v *validator) ipam(p keyPath, c IPAM) {
+	if d := c.GCInterval.Duration; d < time.Second || d > time.Hour {
+		v.fail(p.Key("gc_interval"), "must be between 1s and 1h, got %s", d)
+	}
+	if d := c.LeakGracePeriod.Duration; d < 0 {
+		v.fail(p.Key("leak_grace_period"), "must not be negative, got %s", d)
+	}
+	if d := c.EmptyBlockGracePeriod.Duration; d < 0 {
+		v.fail(p.Key("empty_block_grace_period"), "must not be negative, got %s", d)
+	}
 }
