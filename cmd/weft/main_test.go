@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,34 +68,6 @@ func runWeft(t testing.TB, env []string, args ...string) (string, string, int) {
 		t.Fatalf("running weft: %v", err)
 	}
 	return stdout.String(), stderr.String(), code
-}
-
-// hostAddress returns a non-loopback address of this machine for a test
-// agent's node.address, or skips.
-func hostAddress(t testing.TB) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Skipf("listing addresses: %v", err)
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
-			return ipn.IP.String()
-		}
-	}
-	t.Skip("this machine has no non-loopback IPv4 address for a test agent")
-	return ""
-}
-
-// freePort returns a TCP port that was free a moment ago on 127.0.0.1.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func TestOneLineErrors(t *testing.T) {
