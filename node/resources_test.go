@@ -1,0 +1,201 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/node/config"
+	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/store"
+)
+
+// singleStore runs a real one-node datastore on loopback with the agent's
+// registry, for tests of the services built on it.
+func singleStore(t *testing.T) *store.Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	st, err := store.Open(ctx, store.Config{
+		NodeName: "unit",
+		DataDir:  t.TempDir(),
+		Listen:   "127.0.0.1:0",
+		Voters:   1,
+		Registry: registry(log),
+		Logger:   log,
+		Tuning: store.Tuning{
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			LeaderLeaseTimeout: 50 * time.Millisecond,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+const poolYAML = `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: p1
+spec:
+  cidr: 10.20.0.0/16
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata:
+  name: set1
+  labels: {role: db}
+spec:
+  nets: [192.0.2.0/24]
+`
+
+func code(err error) string {
+	var le *localapi.Error
+	if errors.As(err, &le) {
+		return le.Code
+	}
+	return ""
+}
+
+func TestResourceWrites(t *testing.T) {
+	st := singleStore(t)
+	s := newResourceService(st)
+	ctx := context.Background()
+
+	res, err := s.write(ctx, localapi.ModeApply, []byte(poolYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].Action != "created" || res[1].Action != "created" {
+		t.Fatalf("apply results = %+v", res)
+	}
+	// Applying the same again changes nothing.
+	res, err = s.write(ctx, localapi.ModeApply, []byte(poolYAML))
+	if err != nil || res[0].Action != "unchanged" {
+		t.Fatalf("re-apply: %+v, %v", res, err)
+	}
+	// create of an existing resource fails and writes nothing of the batch.
+	_, err = s.write(ctx, localapi.ModeCreate, []byte(strings.Replace(poolYAML, "name: set1", "name: set2", 1)))
+	if code(err) != localapi.CodeExists {
+		t.Fatalf("create existing: %v", err)
+	}
+	if _, ok := st.Get(store.Key{Kind: api.KindGlobalNetworkSet, Name: "set2"}); ok {
+		t.Fatal("a failed create left part of its batch behind")
+	}
+	// replace with a stale resourceVersion is a conflict.
+	rs, _, err := s.listResources(ctx, "globalnetworksets", "", "set1", false)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("get: %v %v", rs, err)
+	}
+	rv := rs[0].GetMeta().ResourceVersion
+	stale := strings.Replace(poolYAML[strings.Index(poolYAML, "---"):], "labels: {role: db}", "labels: {role: db}\n  resourceVersion: \""+rv+"\"", 1)
+	if _, err := s.write(ctx, localapi.ModeReplace, []byte(stale)); err != nil {
+		t.Fatalf("replace at the current revision: %v", err)
+	}
+	if _, err := s.write(ctx, localapi.ModeReplace, []byte(stale)); code(err) != localapi.CodeConflict {
+		t.Fatalf("replace at a stale revision: %v", err)
+	}
+	// replace of a missing resource fails.
+	if _, err := s.write(ctx, localapi.ModeReplace, []byte(strings.Replace(poolYAML, "name: p1", "name: p9", 1))); code(err) != localapi.CodeNotFound {
+		t.Fatalf("replace missing: %v", err)
+	}
+}
+
+func TestResourceWritesRejectBadInput(t *testing.T) {
+	st := singleStore(t)
+	s := newResourceService(st)
+	ctx := context.Background()
+	cases := map[string]string{
+		"unknown field":  "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.1.0.0/16, blokSize: 26}\n",
+		"bad value":      "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.1.0.0/16, blockSize: 33}\n",
+		"unknown kind":   "apiVersion: projectcalico.org/v3\nkind: Frobnicator\nmetadata: {name: p}\n",
+		"read-only kind": "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: n-weft-w-eth0, namespace: default}\nspec: {node: n, orchestrator: weft, workload: w, endpoint: eth0, interfaceName: weft0, ipNetworks: [10.0.0.1/32]}\n",
+		"invalid name":   "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: Bad_Name}\nspec: {nets: [10.0.0.0/8]}\n",
+		"twice":          "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: a}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: a}\n",
+		"empty":          "\n",
+	}
+	for name, doc := range cases {
+		t.Run(name, func(t *testing.T) {
+			rev := st.Revision()
+			_, err := s.write(ctx, localapi.ModeApply, []byte(doc))
+			if code(err) != localapi.CodeInvalid {
+				t.Fatalf("err = %v, want an invalid-input error", err)
+			}
+			if st.Revision() != rev {
+				t.Fatal("a rejected write changed the store")
+			}
+		})
+	}
+	// Overlapping pools are refused inside the store (IPAM's validator).
+	if _, err := s.write(ctx, localapi.ModeApply, []byte(poolYAML)); err != nil {
+		t.Fatal(err)
+	}
+	overlap := "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p2}\nspec: {cidr: 10.20.128.0/17}\n"
+	if _, err := s.write(ctx, localapi.ModeApply, []byte(overlap)); err == nil || !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("overlapping pool: %v", err)
+	}
+}
+
+func TestResourceDelete(t *testing.T) {
+	st := singleStore(t)
+	s := newResourceService(st)
+	ctx := context.Background()
+	if _, err := s.write(ctx, localapi.ModeApply, []byte(poolYAML)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.delete(ctx, localapi.DeleteRequest{Kind: "gnetset", Name: "nope"}); code(err) != localapi.CodeNotFound {
+		t.Fatalf("delete missing: %v", err)
+	}
+	res, err := s.delete(ctx, localapi.DeleteRequest{Kind: "globalnetworksets", Name: "set1"})
+	if err != nil || len(res) != 1 || res[0].Action != "deleted" {
+		t.Fatalf("delete: %+v %v", res, err)
+	}
+	if _, ok := st.Get(store.Key{Kind: api.KindGlobalNetworkSet, Name: "set1"}); ok {
+		t.Fatal("still there after delete")
+	}
+	if _, err := s.delete(ctx, localapi.DeleteRequest{Kind: "workloadendpoints", Name: "x", Namespace: "default"}); code(err) != localapi.CodeInvalid {
+		t.Fatalf("delete of a read-only kind: %v", err)
+	}
+}
+
+func TestSeedOnce(t *testing.T) {
+	st := singleStore(t)
+	a := &Agent{store: st}
+	a.cfg = testConfig(t)
+	ctx := context.Background()
+	if err := a.seedResources(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pools, _ := st.List(api.KindIPPool, "")
+	tiers, _ := st.List(api.KindTier, "")
+	if len(pools) != 1 || pools[0].Name != "default-ipv4" || len(tiers) != 1 {
+		t.Fatalf("seeded pools %v tiers %v", pools, tiers)
+	}
+	// A second seed (another node's config, a restart) changes nothing,
+	// even after the pool was deleted by an operator.
+	if _, err := st.Txn(ctx, []store.Op{{Type: store.OpDelete, Key: pools[0].Key}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.seedResources(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pools, _ := st.List(api.KindIPPool, ""); len(pools) != 0 {
+		t.Fatalf("seeded again: %v", pools)
+	}
+}
+
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte("[node]\nname = \"unit\"\n"), "unit.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
