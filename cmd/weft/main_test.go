@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,5 +135,28 @@ func TestConfigCheckExample(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("effective config lacks %q", want)
 		}
+	}
+}
+
+// The binary `make build` produces is static (no ELF interpreter) and
+// stamped with a version and commit.
+func TestBuiltBinaryIsStaticAndStamped(t *testing.T) {
+	bin := os.Getenv("WEFT_BIN")
+	if bin == "" {
+		t.Skip("WEFT_BIN not set: run through `make test`, which builds bin/weft with the Makefile's flags")
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Fatalf("%s has an ELF interpreter: not a static binary", bin)
+		}
+	}
+	stdout, _, code := runWeft(t, nil, "version", "-o", "json")
+	if code != 0 || strings.Contains(stdout, `"version": "dev"`) || strings.Contains(stdout, `"commit": "unknown"`) {
+		t.Fatalf("version not stamped by the build: %s", stdout)
 	}
 }
