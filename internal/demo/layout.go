@@ -1,0 +1,183 @@
+package demo
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Fixed names and places. Everything the demo creates carries one of them,
+// so that `weft demo down` (or the next `weft demo`) finds it again without
+// any other record.
+const (
+	// StateDir holds every host's configuration, data dir, socket, log and
+	// pid file: StateDir/<host>/...
+	StateDir = "/run/weft-demo"
+	// NetnsPrefix starts the name of every network namespace the demo
+	// creates under /run/netns.
+	NetnsPrefix = "weft-demo-"
+	// SiteNetns is the underlay namespace: a bridge the hosts hang off.
+	SiteNetns = NetnsPrefix + "site"
+	// bridgeName is the underlay bridge inside SiteNetns.
+	bridgeName = "br0"
+	// hostUplink is each host's underlay interface inside its namespace.
+	hostUplink = "eth0"
+	// clusterPort and metricsPort are the agents' ports on their underlay
+	// address; every host has its own namespace, so they never clash.
+	clusterPort = 7700
+	metricsPort = 9091
+)
+
+// Default address ranges: private, and unlikely to be in use on a machine.
+// Run checks them against the machine's addresses and routes first.
+var (
+	DefaultUnderlay = netip.MustParsePrefix("10.250.77.0/24")
+	DefaultPool     = netip.MustParsePrefix("10.250.80.0/20")
+)
+
+// hostNames are the demo's hosts; the first bootstraps the cluster.
+var hostNames = [...]string{"h1", "h2", "h3"}
+
+// workloadsPerHost is how many workloads each host gets.
+const workloadsPerHost = 2
+
+// Layout is the whole demo: its address ranges, hosts and workloads.
+type Layout struct {
+	Underlay netip.Prefix
+	Pool     netip.Prefix
+	Hosts    []Host
+}
+
+// Host is one demo machine: a network namespace running an agent.
+type Host struct {
+	Name       string
+	Netns      string     // name under /run/netns
+	Address    netip.Addr // underlay address on hostUplink
+	BridgePort string     // the other end of its uplink, on the site bridge
+	Workloads  []Workload
+}
+
+// Workload is a network namespace attached to its host with `workload add`.
+type Workload struct {
+	Name  string // the workload's name in weft ("h1-w1")
+	Host  string
+	Netns string // name under /run/netns
+}
+
+// NetnsPath is the workload namespace's bind mount, what `workload add
+// --netns` takes.
+func (w Workload) NetnsPath() string { return netnsPath(w.Netns) }
+
+// Paths of one host's files under StateDir. They depend on the host's name
+// only, so the agent trampoline and `demo down` can compute them.
+func hostDir(host string) string    { return filepath.Join(StateDir, host) }
+func configPath(host string) string { return filepath.Join(hostDir(host), "weft.toml") }
+func dataDir(host string) string    { return filepath.Join(hostDir(host), "data") }
+func socketPath(host string) string { return filepath.Join(hostDir(host), "weft.sock") }
+func logPath(host string) string    { return filepath.Join(hostDir(host), "agent.log") }
+func pidPath(host string) string    { return filepath.Join(hostDir(host), "agent.pid") }
+func hostNetns(host string) string  { return NetnsPrefix + host }
+
+// Dir, ConfigPath, DataDir, Socket, LogPath and NetnsPath locate the host's
+// files and namespace.
+func (h Host) Dir() string        { return hostDir(h.Name) }
+func (h Host) ConfigPath() string { return configPath(h.Name) }
+func (h Host) DataDir() string    { return dataDir(h.Name) }
+func (h Host) Socket() string     { return socketPath(h.Name) }
+func (h Host) LogPath() string    { return logPath(h.Name) }
+func (h Host) NetnsPath() string  { return netnsPath(h.Netns) }
+
+// isHostName reports whether name is one of the demo's hosts.
+func isHostName(name string) bool {
+	for _, h := range hostNames {
+		if h == name {
+			return true
+		}
+	}
+	return false
+}
+
+// NewLayout plans the demo on the given ranges: hosts h1..h3 at .11-.13 of
+// underlay, two workloads each, addresses for workloads from pool.
+func NewLayout(underlay, pool netip.Prefix) (Layout, error) {
+	if !underlay.IsValid() || !underlay.Addr().Is4() || underlay.Bits() > 28 || underlay.Masked() != underlay {
+		return Layout{}, fmt.Errorf("underlay %s: want a masked IPv4 prefix of /28 or larger", underlay)
+	}
+	// Each host claims a /26 block; /24 leaves room for all three and more.
+	if !pool.IsValid() || !pool.Addr().Is4() || pool.Bits() > 24 || pool.Masked() != pool {
+		return Layout{}, fmt.Errorf("pool %s: want a masked IPv4 prefix of /24 or larger", pool)
+	}
+	if underlay.Overlaps(pool) {
+		return Layout{}, fmt.Errorf("underlay %s and pool %s overlap", underlay, pool)
+	}
+	l := Layout{Underlay: underlay, Pool: pool}
+	for i, name := range hostNames {
+		h := Host{
+			Name:       name,
+			Netns:      hostNetns(name),
+			Address:    nthAddr(underlay, 11+i),
+			BridgePort: "v-" + name,
+		}
+		for j := 1; j <= workloadsPerHost; j++ {
+			wname := name + "-w" + strconv.Itoa(j)
+			h.Workloads = append(h.Workloads, Workload{Name: wname, Host: name, Netns: NetnsPrefix + wname})
+		}
+		l.Hosts = append(l.Hosts, h)
+	}
+	return l, nil
+}
+
+// Workloads lists every workload, host by host.
+func (l Layout) Workloads() []Workload {
+	var all []Workload
+	for _, h := range l.Hosts {
+		all = append(all, h.Workloads...)
+	}
+	return all
+}
+
+// Namespaces lists every namespace the demo creates, site first.
+func (l Layout) Namespaces() []string {
+	names := []string{SiteNetns}
+	for _, h := range l.Hosts {
+		names = append(names, h.Netns)
+	}
+	for _, w := range l.Workloads() {
+		names = append(names, w.Netns)
+	}
+	return names
+}
+
+// nthAddr is the n-th address of p (n=0 is the network address).
+func nthAddr(p netip.Prefix, n int) netip.Addr {
+	a := p.Masked().Addr()
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+// AgentConfig is host h's weft.toml (SPEC §2). The first host bootstraps
+// the cluster and seeds the demo's pool; the others join it with the token
+// the first one writes to its data dir.
+func (l Layout) AgentConfig(h Host) []byte {
+	first := l.Hosts[0]
+	cluster := netip.AddrPortFrom(h.Address, clusterPort).String()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# weft demo: host %s, in network namespace %s.\n", h.Name, h.Netns)
+	fmt.Fprintf(&b, "[node]\nname = %q\naddress = %q\ndata_dir = %q\nlabels = { demo = \"true\" }\n\n",
+		h.Name, h.Address.String(), h.DataDir())
+	fmt.Fprintf(&b, "[cluster]\nlisten = %q\nadvertise = %q\n", cluster, cluster)
+	if h.Name != first.Name {
+		fmt.Fprintf(&b, "join = [%q]\ntoken_file = %q\n",
+			netip.AddrPortFrom(first.Address, clusterPort).String(), filepath.Join(first.DataDir(), "token"))
+	}
+	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n\n", h.Socket())
+	fmt.Fprintf(&b, "[metrics]\nlisten = %q\n\n", netip.AddrPortFrom(h.Address, metricsPort).String())
+	fmt.Fprintf(&b, "[log]\nlevel = \"info\"\n\n")
+	fmt.Fprintf(&b, "[[network.pool]]\nname = \"demo-ipv4\"\ncidr = %q\nblock_size = 26\nvxlan_mode = \"Always\"\nnat_outgoing = true\n",
+		l.Pool.String())
+	return []byte(b.String())
+}
