@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -195,6 +196,12 @@ func (s *ipamService) command(ctx context.Context, name string, req, resp any) e
 
 // ipamError maps IPAM and store errors onto local API errors.
 func ipamError(err error) error {
+	// IPAM's conflicts (pool exhausted, address taken, handle mismatch)
+	// explain themselves; storeError's advice for revision conflicts ("get
+	// it again and retry") would mislead.
+	if errors.Is(err, store.ErrConflict) {
+		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error()}
+	}
 	if e := storeError(err); e != err {
 		return e
 	}

@@ -428,6 +428,11 @@ func storeError(err error) error {
 		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error() + " (the resource changed since it was read; get it again and retry)"}
 	case errors.Is(err, store.ErrNoLeader):
 		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
+	case errors.Is(err, store.ErrIndeterminate):
+		// The leader went away mid-write: a transient failure the caller
+		// retries (idempotent writes, e.g. an IPAM assign with the same
+		// handle) or checks, not a bad request.
+		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, store.ErrTooLarge):
 		return &localapi.Error{Code: localapi.CodeTooLarge, Message: err.Error()}
 	case errors.Is(err, store.ErrInvalid):

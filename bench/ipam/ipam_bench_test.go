@@ -1,0 +1,408 @@
+// Package ipambench measures IPAM allocation on a real three-node weft
+// cluster (issue 4): allocation throughput with the three nodes allocating
+// concurrently, and the latency of one allocation, each against a plain
+// store write measured in the same run with the same concurrency.
+//
+// Each node is a network namespace of internal/testbed running the real
+// `weft agent`; the clients call each agent's local API over its unix
+// socket, as `weft`, the CNI plugin and orchestrators do. See README.md.
+package ipambench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/testbed"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/node/localapi"
+)
+
+var (
+	perNode = flag.Int("ipam.per-node", 600, "requests per node in each concurrent phase (a node holds at most 20 /26 blocks = 1280 addresses)")
+	clients = flag.Int("ipam.clients", 16, "concurrent clients per node in the concurrent phases")
+	rounds  = flag.Int("ipam.rounds", 3, "rounds; each runs the store-write and the allocation phase, in alternating order")
+	serial  = flag.Int("ipam.serial", 1000, "requests of the single-client latency phases (spread over the nodes)")
+)
+
+// op is one kind of request under test.
+type op struct {
+	name string
+	// do sends request i of round r from node h.
+	do func(ctx context.Context, c *localapi.Client, node string, r, i int) error
+	// undo removes what do created (untimed, between rounds).
+	undo func(ctx context.Context, c *localapi.Client, node string, r, i int) error
+}
+
+// storeWrite is the baseline: `weft apply` of a small GlobalNetworkSet
+// through the local API, one replicated store write.
+var storeWrite = op{
+	name: "store write (apply GlobalNetworkSet)",
+	do: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
+		doc := fmt.Sprintf("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: %s\n  labels:\n    bench: ipam\nspec:\n  nets:\n  - 192.0.2.%d/32\n",
+			name(node, r, i), i%256)
+		var resp localapi.WriteResponse
+		return c.Do(ctx, "POST", "/v1/resources", localapi.WriteRequest{Mode: localapi.ModeApply, Data: doc}, &resp)
+	},
+	undo: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
+		return c.Do(ctx, "POST", "/v1/resources/delete", localapi.DeleteRequest{Kind: "GlobalNetworkSet", Name: name(node, r, i)}, nil)
+	},
+}
+
+// allocation is ipam.assign of one IPv4 address for a new handle, as a
+// workload add asks for it.
+var allocation = op{
+	name: "IPAM allocation (assign one IPv4)",
+	do: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
+		var resp ipam.AssignResponse
+		err := c.Do(ctx, "POST", "/v1/ipam/assign", ipam.AssignRequest{
+			Handle: name(node, r, i), Num4: 1,
+			Attrs: ipam.Attributes{Namespace: "bench", Workload: name(node, r, i), Type: ipam.TypeWorkload},
+		}, &resp)
+		if err == nil && len(resp.Addresses) != 1 {
+			err = fmt.Errorf("assign %s: %d addresses", name(node, r, i), len(resp.Addresses))
+		}
+		return err
+	},
+	undo: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
+		return c.Do(ctx, "POST", "/v1/ipam/release-handle", ipam.ReleaseHandleRequest{Handle: name(node, r, i)}, nil)
+	},
+}
+
+func cpuCount() int { return runtime.NumCPU() }
+
+func name(node string, r, i int) string { return fmt.Sprintf("bench-%s-r%d-%d", node, r, i) }
+
+// result is one phase's measurements.
+type result struct {
+	ops       int
+	wall      time.Duration
+	latencies []time.Duration // sorted
+	cpu       time.Duration   // CPU time the three agents used
+}
+
+// cpuPerOp is the agents' CPU time per request.
+func (r result) cpuPerOp() time.Duration { return r.cpu / time.Duration(max(r.ops, 1)) }
+
+func (r result) throughput() float64 { return float64(r.ops) / r.wall.Seconds() }
+
+func (r result) quantile(q float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	return r.latencies[min(len(r.latencies)-1, int(q*float64(len(r.latencies))))]
+}
+
+// node is one agent and its client.
+type node struct {
+	name string
+	pid  int
+	c    *localapi.Client
+}
+
+// cpuTime is the CPU time (user + system) the agents have used so far,
+// from /proc/PID/stat.
+func cpuTime(nodes []node) (time.Duration, error) {
+	var total time.Duration
+	for _, n := range nodes {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.pid))
+		if err != nil {
+			return 0, fmt.Errorf("agent %s: %w", n.name, err)
+		}
+		// The command may contain spaces: fields start after the last ')'.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			return 0, fmt.Errorf("agent %s: short /proc stat %q", n.name, b)
+		}
+		utime, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("agent %s: bad /proc stat %q", n.name, b)
+		}
+		total += time.Duration(utime+stime) * time.Second / clockTicks
+	}
+	return total, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clockTicks = 100
+
+// runConcurrent runs op perNode times on every node with clients
+// concurrent clients each, all nodes at once.
+func runConcurrent(ctx context.Context, nodes []node, o op, round, perNode, clients int) (result, error) {
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		errs []error
+		wg   sync.WaitGroup
+	)
+	cpu0, err := cpuTime(nodes)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	for _, n := range nodes {
+		jobs := make(chan int, perNode)
+		for i := range perNode {
+			jobs <- i
+		}
+		close(jobs)
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				mine := make([]time.Duration, 0, perNode/clients+1)
+				for i := range jobs {
+					t0 := time.Now()
+					err := o.do(ctx, n.c, n.name, round, i)
+					mine = append(mine, time.Since(t0))
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Errorf("%s on %s: %w", o.name, n.name, err))
+						mu.Unlock()
+						return
+					}
+				}
+				mu.Lock()
+				lats = append(lats, mine...)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	cpu1, err := cpuTime(nodes)
+	if err != nil {
+		return result{}, err
+	}
+	if len(errs) > 0 {
+		return result{}, errs[0]
+	}
+	slices.Sort(lats)
+	return result{ops: len(lats), wall: wall, latencies: lats, cpu: cpu1 - cpu0}, nil
+}
+
+// runSerial runs op n times from one client, going round the nodes.
+func runSerial(ctx context.Context, nodes []node, o op, round, n int) (result, error) {
+	lats := make([]time.Duration, 0, n)
+	cpu0, err := cpuTime(nodes)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	for i := range n {
+		nd := nodes[i%len(nodes)]
+		t0 := time.Now()
+		if err := o.do(ctx, nd.c, nd.name, round, i); err != nil {
+			return result{}, fmt.Errorf("%s on %s: %w", o.name, nd.name, err)
+		}
+		lats = append(lats, time.Since(t0))
+	}
+	wall := time.Since(start)
+	cpu1, err := cpuTime(nodes)
+	if err != nil {
+		return result{}, err
+	}
+	slices.Sort(lats)
+	return result{ops: n, wall: wall, latencies: lats, cpu: cpu1 - cpu0}, nil
+}
+
+// cleanup undoes what a phase created, untimed, so every round starts from
+// the same state (a node may hold at most 20 blocks).
+func cleanup(ctx context.Context, nodes []node, o op, round, count int) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(nodes))
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem := make(chan struct{}, 8)
+			var inner sync.WaitGroup
+			var once sync.Once
+			for i := range count {
+				sem <- struct{}{}
+				inner.Add(1)
+				go func() {
+					defer inner.Done()
+					defer func() { <-sem }()
+					if err := o.undo(ctx, n.c, n.name, round, i); err != nil {
+						once.Do(func() { errc <- fmt.Errorf("undo %s on %s: %w", o.name, n.name, err) })
+					}
+				}()
+			}
+			inner.Wait()
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+// startCluster starts three agents as one cluster (h1 bootstraps, h2 and
+// h3 join) and waits until all three are healthy voters.
+func startCluster(b *testing.B) []node {
+	b.Helper()
+	site := testbed.New(b, testbed.Options{
+		Hosts: 3, NoStart: true, ReadyTimeout: 90 * time.Second,
+		// Production log level (the test bed defaults to debug); BGP plays
+		// no part in IPAM.
+		ExtraTOML: "[log]\nlevel = \"info\"\n[bgp]\nenabled = false\n",
+	})
+	hosts := site.Hosts()
+	ctx := context.Background()
+	if err := hosts[0].StartAgent(); err != nil {
+		b.Fatal(err)
+	}
+	if err := hosts[0].WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for _, h := range hosts[1:] {
+		h.SetJoin(filepath.Join(hosts[0].DataDir(), "token"), hosts[0])
+		if err := h.StartAgent(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var nodes []node
+	for _, h := range hosts {
+		if err := h.WaitReady(ctx); err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, node{name: h.Name(), pid: h.PID(), c: localapi.NewClient(h.Socket())})
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var ms localapi.MembersResponse
+		err := nodes[0].c.Do(ctx, "GET", "/v1/cluster/members", nil, &ms)
+		voters := 0
+		for _, m := range ms.Members {
+			if (m.Role == "leader" || m.Role == "voter") && m.Healthy {
+				voters++
+			}
+		}
+		if err == nil && voters == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("cluster not three healthy voters after 90s: %+v, %v", ms.Members, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nodes
+}
+
+// BenchmarkIPAMCluster measures, on one three-node cluster: throughput and
+// latency of allocations and of plain store writes with every node's
+// clients running at once, and single-client latency of each. Run it once
+// (-benchtime=1x; run.sh does), as root.
+func BenchmarkIPAMCluster(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("run with -benchtime=1x: one iteration is the whole measurement")
+	}
+	nodes := startCluster(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+
+	// Warm-up: every node claims its blocks and every path is exercised
+	// once, untimed.
+	for _, o := range []op{storeWrite, allocation} {
+		if _, err := runConcurrent(ctx, nodes, o, 0, 100, 4); err != nil {
+			b.Fatal(err)
+		}
+		if err := cleanup(ctx, nodes, o, 0, 100); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	conc := map[string][]result{}
+	b.ResetTimer()
+	for r := 1; r <= *rounds; r++ {
+		order := []op{storeWrite, allocation}
+		if r%2 == 0 {
+			order = []op{allocation, storeWrite}
+		}
+		for _, o := range order {
+			res, err := runConcurrent(ctx, nodes, o, r, *perNode, *clients)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conc[o.name] = append(conc[o.name], res)
+			if err := cleanup(ctx, nodes, o, r, *perNode); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ser := map[string]result{}
+	for _, o := range []op{storeWrite, allocation} {
+		res, err := runSerial(ctx, nodes, o, *rounds+1, *serial)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ser[o.name] = res
+		for i := range *serial {
+			nd := nodes[i%len(nodes)]
+			if err := o.undo(ctx, nd.c, nd.name, *rounds+1, i); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+
+	// Per kind: all rounds together (throughput = requests / time spent).
+	merged := func(rs []result) result {
+		var m result
+		for _, r := range rs {
+			m.ops += r.ops
+			m.wall += r.wall
+			m.cpu += r.cpu
+			m.latencies = append(m.latencies, r.latencies...)
+		}
+		slices.Sort(m.latencies)
+		return m
+	}
+	base, alloc := merged(conc[storeWrite.name]), merged(conc[allocation.name])
+	sBase, sAlloc := ser[storeWrite.name], ser[allocation.name]
+
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\nIPAM on a 3-node cluster (real agents, local API over unix sockets), %d CPUs\n", cpuCount())
+	fmt.Fprintf(&sb, "concurrent: 3 nodes x %d clients, %d requests per node per round, %d rounds (all rounds together)\n\n", *clients, *perNode, *rounds)
+	fmt.Fprintf(&sb, "| phase | requests | throughput (/s) | p50 (ms) | p99 (ms) | max (ms) | agents' CPU per request (ms) |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	row := func(label string, r result) {
+		fmt.Fprintf(&sb, "| %s | %d | %.0f | %s | %s | %s | %s |\n", label, r.ops, r.throughput(), ms(r.quantile(0.5)), ms(r.quantile(0.99)), ms(r.latencies[len(r.latencies)-1]), ms(r.cpuPerOp()))
+	}
+	row("concurrent "+storeWrite.name, base)
+	row("concurrent "+allocation.name, alloc)
+	row("single client "+storeWrite.name, sBase)
+	row("single client "+allocation.name, sAlloc)
+	for _, o := range []op{storeWrite, allocation} {
+		var per []string
+		for _, r := range conc[o.name] {
+			per = append(per, fmt.Sprintf("%.0f", r.throughput()))
+		}
+		fmt.Fprintf(&sb, "\nrounds of %s: %s /s", o.name, strings.Join(per, ", "))
+	}
+	fmt.Fprintf(&sb, "\n\n| ratio (allocation / store write) | value |\n| --- | --- |\n")
+	fmt.Fprintf(&sb, "| concurrent throughput | %.2f |\n", alloc.throughput()/base.throughput())
+	fmt.Fprintf(&sb, "| concurrent p99 latency | %.2f |\n", float64(alloc.quantile(0.99))/float64(base.quantile(0.99)))
+	fmt.Fprintf(&sb, "| single-client p99 latency | %.2f |\n", float64(sAlloc.quantile(0.99))/float64(sBase.quantile(0.99)))
+	fmt.Fprintf(&sb, "| agents' CPU per request (concurrent) | %.2f |\n", float64(alloc.cpuPerOp())/float64(base.cpuPerOp()))
+	fmt.Fprintf(&sb, "\nallocation throughput %.0f/s: target >= 2000/s cluster-wide: %s\n", alloc.throughput(), map[bool]string{true: "met", false: "NOT met"}[alloc.throughput() >= 2000])
+	fmt.Fprint(os.Stdout, sb.String())
+
+	b.ReportMetric(alloc.throughput(), "allocs/s")
+	b.ReportMetric(base.throughput(), "writes/s")
+	b.ReportMetric(alloc.throughput()/base.throughput(), "throughput-ratio")
+	b.ReportMetric(float64(alloc.quantile(0.99))/float64(time.Millisecond), "alloc-p99-ms")
+	b.ReportMetric(float64(alloc.quantile(0.99))/float64(base.quantile(0.99)), "p99-ratio")
+	b.ReportMetric(float64(sAlloc.quantile(0.99))/float64(sBase.quantile(0.99)), "serial-p99-ratio")
+	b.ReportMetric(float64(alloc.cpuPerOp())/float64(base.cpuPerOp()), "cpu-ratio")
+}
