@@ -60,6 +60,10 @@ type dataplaneRunner struct {
 	// vxlanWanted/haveTunnel drive the tunnel address controller.
 	tunnelKick chan struct{}
 	synced     atomic.Bool
+	// last is the desired state last handed to the loop.
+	last       dataplane.Desired
+	published  bool
+	lastTunnel calc.TunnelState
 }
 
 // startDataplane builds the dataplane. Nothing is written to the kernel
@@ -169,16 +173,25 @@ func (r *dataplaneRunner) drain(events <-chan store.Event, rev *uint64) {
 }
 
 func (r *dataplaneRunner) publish() {
+	if ts := r.calc.Tunnel(); !r.published || ts != r.lastTunnel {
+		r.lastTunnel = ts
+		select {
+		case r.tunnelKick <- struct{}{}:
+		default:
+		}
+	}
 	d := r.calc.Desired()
+	if r.published && d.Equal(&r.last) {
+		// Most changes (another node's allocation in its own block) do not
+		// change this node's dataplane: nothing to hand to the loop.
+		return
+	}
 	if err := d.Validate(); err != nil {
 		r.a.log.Error("dataplane: desired state is invalid; keeping the last one", "err", err)
 		return
 	}
 	r.box.Send(d)
-	select {
-	case r.tunnelKick <- struct{}{}:
-	default:
-	}
+	r.last, r.published = d, true
 }
 
 // tunnelController gives this node a VXLAN tunnel address when some pool
@@ -187,6 +200,7 @@ func (r *dataplaneRunner) publish() {
 func (r *dataplaneRunner) tunnelController(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	backoff := time.Second
 	for {
 		select {
 		case <-ctx.Done():
@@ -195,8 +209,11 @@ func (r *dataplaneRunner) tunnelController(ctx context.Context) {
 		case <-retry.C:
 		}
 		if err := r.ensureTunnel(ctx); err != nil {
-			r.a.log.Warn("dataplane: VXLAN tunnel address not ready; retrying", "err", err)
-			retry.Reset(2 * time.Second)
+			r.a.log.Warn("dataplane: VXLAN tunnel address not ready; retrying", "err", err, "in", backoff)
+			retry.Reset(backoff)
+			backoff = min(2*backoff, 30*time.Second)
+		} else {
+			backoff = time.Second
 		}
 	}
 }
@@ -207,7 +224,7 @@ func (r *dataplaneRunner) ensureTunnel(ctx context.Context) error {
 	pools, _ := a.store.List(api.KindIPPool, "")
 	for _, o := range pools {
 		var p api.IPPool
-		if json.Unmarshal(o.Value, &p) == nil && (p.Spec.VXLANMode == api.EncapAlways || p.Spec.VXLANMode == api.EncapCrossSubnet) && !p.Spec.Disabled {
+		if json.Unmarshal(o.Value, &p) == nil && (p.Spec.VXLANMode == api.EncapAlways || p.Spec.VXLANMode == api.EncapCrossSubnet) {
 			wanted = true
 		}
 	}

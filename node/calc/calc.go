@@ -159,7 +159,7 @@ func (c *Calculator) put(o store.Object) {
 		}
 		c.pools[o.Name] = &p
 	case ipam.KindBlock:
-		var b ipam.Block
+		var b blockFields
 		if err := json.Unmarshal(o.Value, &b); err != nil {
 			fail(err)
 			return
@@ -204,7 +204,19 @@ func decodeNode(name string, n *api.Node) nodeInfo {
 	return ni
 }
 
-func decodeBlock(b *ipam.Block) (blockInfo, error) {
+// blockFields is the part of an ipam.Block the calculation reads. Blocks
+// change on every allocation, on every node: decoding only these fields
+// (and not the attributes' other fields) keeps that cheap.
+type blockFields struct {
+	CIDR        string `json:"cidr"`
+	Affinity    string `json:"affinity"`
+	Allocations []*int `json:"allocations"`
+	Attributes  []struct {
+		Node string `json:"node"`
+	} `json:"attributes"`
+}
+
+func decodeBlock(b *blockFields) (blockInfo, error) {
 	cidr, err := netip.ParsePrefix(b.CIDR)
 	if err != nil {
 		return blockInfo{}, fmt.Errorf("block cidr: %w", err)
@@ -280,6 +292,18 @@ func (c *Calculator) useVXLAN(pool *api.IPPool, peer nodeInfo) bool {
 // connected subnet.
 func (c *Calculator) sameSubnet(peer nodeInfo) bool {
 	return c.cfg.UnderlayPrefix.IsValid() && peer.underlay.IsValid() && c.cfg.UnderlayPrefix.Contains(peer.underlay)
+}
+
+// TunnelState is what decides whether this node needs a VXLAN tunnel
+// address: whether a pool uses VXLAN, and the address its Node has.
+type TunnelState struct {
+	VXLANWanted bool
+	TunnelIP    netip.Addr
+}
+
+// Tunnel returns the current TunnelState.
+func (c *Calculator) Tunnel() TunnelState {
+	return TunnelState{VXLANWanted: c.vxlanWanted(), TunnelIP: c.nodes[c.cfg.NodeName].tunnelIP}
 }
 
 // vxlanWanted reports whether any pool uses VXLAN.
