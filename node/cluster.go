@@ -72,11 +72,13 @@ func (a *Agent) datastoreHealth() localapi.ComponentStatus {
 	}
 	leader, _ := st.Leader()
 	switch {
+	// Without a leader (cut off from the quorum, or during an election)
+	// the replica cannot know it is current, whatever it applied before.
+	case leader == "":
+		cs.Detail = "no leader (waiting for quorum); serving local reads"
 	case st.InSync():
 		cs.Ready = true
 		cs.Detail = "in sync, leader " + leader
-	case leader == "":
-		cs.Detail = "no leader (waiting for quorum); serving local reads"
 	default:
 		cs.Detail = "catching up with leader " + leader
 	}
@@ -162,9 +164,13 @@ func (a *Agent) clusterRoutes() {
 		ms, err := a.store.Members(ctx)
 		resp := localapi.MembersResponse{Members: make([]localapi.Member, 0, len(ms))}
 		for _, m := range ms {
+			last := m.LastContact.Seconds()
+			if m.LastContact < 0 {
+				last = -1 // unknown (the store says -1ns), as localapi.Member documents
+			}
 			resp.Members = append(resp.Members, localapi.Member{
 				Name: m.Name, Address: m.Address, Role: string(m.Role), Healthy: m.Healthy,
-				LastContactSeconds: m.LastContact.Seconds(),
+				LastContactSeconds: last,
 			})
 		}
 		if err != nil {
