@@ -205,6 +205,7 @@ func (a *Agent) clusterRoutes() {
 	})
 	a.api.HandleFunc("GET /v1/snapshot", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Trailer", localapi.TrailerSnapshotRevision+", "+localapi.TrailerSnapshotConsistent)
 		// The status line goes out with the first byte: errors after that
 		// can only cut the stream, which the client detects (the snapshot
 		// carries its own checksum).
@@ -213,6 +214,8 @@ func (a *Agent) clusterRoutes() {
 			a.log.Error("snapshot failed", "err", err)
 			panic(http.ErrAbortHandler)
 		}
+		w.Header().Set(localapi.TrailerSnapshotRevision, fmt.Sprint(info.Revision))
+		w.Header().Set(localapi.TrailerSnapshotConsistent, fmt.Sprint(info.Consistent))
 		a.log.Info("snapshot saved", "revision", info.Revision, "consistent", info.Consistent)
 	})
 }

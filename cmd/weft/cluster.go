@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -103,10 +104,11 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 		Short: "Write a consistent backup of the datastore to FILE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			body, err := g.client().Stream(c.Context(), "GET", "/v1/snapshot", nil)
+			resp, err := g.client().StreamResponse(c.Context(), "GET", "/v1/snapshot", nil)
 			if err != nil {
 				return err
 			}
+			body := resp.Body
 			defer body.Close()
 			dir := filepath.Dir(args[0])
 			tmp, err := os.CreateTemp(dir, ".weft-snapshot-*")
@@ -121,6 +123,11 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 			if cerr := tmp.Close(); err == nil {
 				err = cerr
 			}
+			rev := resp.Trailer.Get(localapi.TrailerSnapshotRevision)
+			if err == nil && rev == "" {
+				// The agent writes the trailer only after a complete backup.
+				err = errors.New("the backup stream ended early")
+			}
 			if err != nil {
 				return fmt.Errorf("writing the snapshot: %w (the agent may have failed: see its log)", err)
 			}
@@ -130,7 +137,12 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 			if err := os.Rename(tmp.Name(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.OutOrStdout(), "Saved snapshot to %s (%s bytes)\n", args[0], strconv.FormatInt(n, 10))
+			fmt.Fprintf(c.OutOrStdout(), "Saved snapshot to %s (%s bytes, revision %s)\n", args[0], strconv.FormatInt(n, 10), rev)
+			if resp.Trailer.Get(localapi.TrailerSnapshotConsistent) != "true" {
+				fmt.Fprintln(c.ErrOrStderr(), "warning: no leader confirmed it: the backup is this node's local state (Consistent: false)")
+			} else {
+				fmt.Fprintln(c.OutOrStdout(), "Consistent: true")
+			}
 			return nil
 		},
 	})

@@ -37,8 +37,10 @@ func readInput(c *cobra.Command, file string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", file, err)
 	}
-	if len(data) > localapi.MaxBodyBytes-1024 {
-		return nil, fmt.Errorf("%s is larger than the %d-byte request limit", file, localapi.MaxBodyBytes)
+	// The limit applies to the request as sent: the documents inside a
+	// JSON string, where newlines and quotes take two bytes.
+	if enc, _ := json.Marshal(string(data)); len(enc)+64 > localapi.MaxBodyBytes {
+		return nil, fmt.Errorf("%s is too large: the request would exceed the %d-byte limit", file, localapi.MaxBodyBytes)
 	}
 	return data, nil
 }

@@ -55,6 +55,7 @@
 //	                       namespace (the socket if metrics are off); fails
 //	                       at once, with the log's tail, if the agent exits
 //	h.CutLink(), h.HealLink()  set the bridge side of its veth down/up
+//	h.SetAddress(addr)     move a stopped host to another address of the site subnet
 //	h.Address(), Address6(), ClusterAddress(), Socket(), DataDir(),
 //	ConfigPath(), Config(), Logs(), LogPath(), PID(), HolderPID()
 //

@@ -61,11 +61,17 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 // Stream sends a request and returns the response body for the caller to
 // read incrementally (watches); the caller closes it.
 func (c *Client) Stream(ctx context.Context, method, path string, in any) (io.ReadCloser, error) {
-	resp, err := c.send(ctx, method, path, in)
+	resp, err := c.StreamResponse(ctx, method, path, in)
 	if err != nil {
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// StreamResponse is Stream returning the whole response, for callers that
+// read trailers after the body.
+func (c *Client) StreamResponse(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	return c.send(ctx, method, path, in)
 }
 
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {

@@ -124,3 +124,9 @@ type RemoveMemberResponse struct {
 type TokenResponse struct {
 	Token string `json:"token"`
 }
+
+// Trailers of GET /v1/snapshot: known only once the backup is written.
+const (
+	TrailerSnapshotRevision   = "Weft-Snapshot-Revision"
+	TrailerSnapshotConsistent = "Weft-Snapshot-Consistent"
+)
