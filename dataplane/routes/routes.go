@@ -9,7 +9,9 @@
 // restarted agent does not flap anything. Routes of other protocols are
 // never read or removed. A weft route deleted behind weft's back is
 // repaired at once (route events) or at the latest at the next periodic
-// resync.
+// resync. The kernel flushes the IPv4 routes through a device that is set
+// down or deleted without any route event, so a link going down or away
+// also makes the next pass re-read the routes.
 //
 // Workload host routes (/32 and /128 to a workload interface) are desired
 // like any other route, but an undesired one is not removed here: it lives
@@ -23,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -215,7 +218,7 @@ func (m *Manager) applyRemovals() error {
 		if _, ok := m.desired[dst]; ok {
 			continue
 		}
-		if cur.Type == unix.RTN_UNICAST && strings.HasPrefix(m.linkNames[cur.LinkIndex], m.cfg.WorkloadPrefix) {
+		if cur.Type == unix.RTN_UNICAST && isWorkloadIface(m.cfg.WorkloadPrefix, m.linkNames[cur.LinkIndex]) {
 			continue // goes with its workload interface
 		}
 		err := m.k.RouteDel(cur.Netlink())
@@ -229,6 +232,24 @@ func (m *Manager) applyRemovals() error {
 		delete(m.actual, dst)
 	}
 	return errors.Join(errs...)
+}
+
+// isWorkloadIface reports whether name has the shape of a workload's host
+// interface: the prefix and exactly the hash characters
+// (dataplane.WorkloadIfaceName). The prefix alone is not enough: the
+// default VXLAN device weft.vxlan starts with the default prefix too, and
+// the routes through it must be removed when no longer desired.
+func isWorkloadIface(prefix, name string) bool {
+	hash, ok := strings.CutPrefix(name, prefix)
+	if !ok || len(hash) != 15-dataplane.MaxIfacePrefixLen {
+		return false
+	}
+	for _, c := range hash {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // readKernel replaces the cache with the weft routes in the main table.
@@ -254,27 +275,52 @@ func (m *Manager) readKernel() error {
 }
 
 // Watch implements dataplane.Watcher: a desired weft route deleted behind
-// weft's back triggers a resync and repair at once.
+// weft's back, or a link set down or deleted (the kernel then flushes the
+// routes through it silently), triggers a resync and repair at once.
 func (m *Manager) Watch(ctx context.Context, kick func()) error {
 	ns := netns.None()
 	if m.ns != nil {
 		ns = m.ns.Handle()
 	}
-	err := watch.Routes(ctx, ns, func(u netlink.RouteUpdate) {
-		if u.Type != unix.RTM_DELROUTE || u.Protocol != dataplane.RouteProtocol || u.Table != unix.RT_TABLE_MAIN {
-			return
-		}
-		r, ok := kroute.FromNetlink(u.Route)
-		if !ok {
-			return
-		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if m.wanted[r.Dst] {
-			m.eventResync = true
-			kick()
-		}
-	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() {
+		errc <- watch.Routes(ctx, ns, func(u netlink.RouteUpdate) {
+			if u.Type != unix.RTM_DELROUTE || u.Protocol != dataplane.RouteProtocol || u.Table != unix.RT_TABLE_MAIN {
+				return
+			}
+			r, ok := kroute.FromNetlink(u.Route)
+			if !ok {
+				return
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.wanted[r.Dst] {
+				m.eventResync = true
+				kick()
+			}
+		})
+	}()
+	go func() {
+		errc <- watch.Links(ctx, ns, func(u netlink.LinkUpdate) {
+			if u.Header.Type != unix.RTM_DELLINK && u.Link.Attrs().Flags&net.FlagUp != 0 {
+				return
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if len(m.wanted) > 0 {
+				m.eventResync = true
+				kick()
+			}
+		})
+	}()
+	// The first subscription to end (an error, or ctx) ends both.
+	err := <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
 	if err != nil {
 		m.mu.Lock()
 		m.eventResync = true

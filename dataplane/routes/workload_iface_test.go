@@ -1,0 +1,48 @@
+package routes
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/internal/kroute"
+)
+
+// A route through the VXLAN device (weft.vxlan starts with the default
+// workload prefix "weft") that is no longer desired is removed: only
+// routes through workload interfaces are left to the links package.
+func TestUndesiredRouteThroughVXLANDeviceIsRemoved(t *testing.T) {
+	k := newFake("eth0", "weft.vxlan", "weft0123456789a")
+	via := dataplane.Route{Dst: pfx("10.244.2.0/26"), Dev: "weft.vxlan", Via: addr("10.244.2.0"), OnLink: true}
+	host := dataplane.Route{Dst: pfx("10.244.1.5/32"), Dev: "weft0123456789a"}
+	k.routes["10.244.2.0/26"] = *kroute.FromDesired(via, 3).Netlink()
+	k.routes["10.244.1.5/32"] = *kroute.FromDesired(host, 4).Netlink()
+	m := NewWithKernel(Config{}, k)
+	m.Set(&dataplane.Desired{})
+	if err := pass(m); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(k.deletes, ",") != "10.244.2.0/26" {
+		t.Errorf("deleted %v, want only the route through weft.vxlan", k.deletes)
+	}
+}
+
+func TestIsWorkloadIface(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, name string
+		want         bool
+	}{
+		{"weft", "weft0123456789a", true},
+		{"weft", "weft.vxlan", false},
+		{"weft", "weft0123456789", false},
+		{"weft", "weftABCDEF01234", false},
+		{"cali", "weft0123456789a", false},
+		{"wl", "wl0123456789a", true},
+		{"wl", "wl0123456789abc", false},
+		{"weft", "", false},
+	} {
+		if got := isWorkloadIface(tc.prefix, tc.name); got != tc.want {
+			t.Errorf("isWorkloadIface(%q, %q) = %v, want %v", tc.prefix, tc.name, got, tc.want)
+		}
+	}
+}
