@@ -40,7 +40,6 @@ type Agent struct {
 	addr4, addr6  netip.Addr
 	underlay4     netip.Prefix // addr4 with its connected subnet's length
 	underlayIface string
-	workloadMTU   int
 
 	api      *http.ServeMux
 	apiReady atomic.Bool

@@ -61,9 +61,10 @@ type dataplaneRunner struct {
 	tunnelKick chan struct{}
 	synced     atomic.Bool
 	// last is the desired state last handed to the loop.
-	last       dataplane.Desired
-	published  bool
-	lastTunnel calc.TunnelState
+	underlayMTU int
+	last        dataplane.Desired
+	published   bool
+	lastTunnel  calc.TunnelState
 }
 
 // startDataplane builds the dataplane. Nothing is written to the kernel
@@ -74,24 +75,26 @@ func (a *Agent) startDataplane() (*dataplaneRunner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("detecting the underlay MTU: %w", err)
 	}
+	// Until the pools are known, assume the overlay is used: too small an
+	// MTU costs a little throughput, too large one breaks connections.
 	workloadMTU := mtu.Workload(under.MTU, mtu.Encaps{VXLANv4: true}, a.cfg.Network.MTU)
 	a.log.Info("dataplane MTU", "underlay", under.MTU, "from", under.How, "iface", under.Iface, "workload", workloadMTU)
-	r := &dataplaneRunner{a: a, box: dataplane.NewMailbox(), tunnelKick: make(chan struct{}, 1)}
+	r := &dataplaneRunner{a: a, box: dataplane.NewMailbox(), tunnelKick: make(chan struct{}, 1), underlayMTU: under.MTU}
 	r.dp, err = linux.New(linux.Config{
-		Logger:       a.log.With("component", "dataplane"),
-		Registerer:   a.reg,
-		IfacePrefix:  a.cfg.Network.InterfacePrefix,
-		WorkloadMTU:  workloadMTU,
-		VXLANName:    a.cfg.VXLAN.Interface,
-		VXLANVNI:     a.cfg.VXLAN.VNI,
-		VXLANPort:    a.cfg.VXLAN.Port,
-		ResyncPeriod: a.cfg.Network.ResyncPeriod.Duration,
-		OnNetNSGone:  a.onNetNSGone,
+		Logger:                 a.log.With("component", "dataplane"),
+		Registerer:             a.reg,
+		IfacePrefix:            a.cfg.Network.InterfacePrefix,
+		WorkloadMTU:            workloadMTU,
+		VXLANName:              a.cfg.VXLAN.Interface,
+		VXLANVNI:               a.cfg.VXLAN.VNI,
+		VXLANPort:              a.cfg.VXLAN.Port,
+		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
+		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
+		OnNetNSGone:            a.onNetNSGone,
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.workloadMTU = workloadMTU
 	r.calc = calc.New(calc.Config{
 		NodeName:       a.cfg.Node.Name,
 		Address:        a.addr4,
@@ -175,6 +178,7 @@ func (r *dataplaneRunner) drain(events <-chan store.Event, rev *uint64) {
 func (r *dataplaneRunner) publish() {
 	if ts := r.calc.Tunnel(); !r.published || ts != r.lastTunnel {
 		r.lastTunnel = ts
+		r.setMTU(ts.VXLANWanted)
 		select {
 		case r.tunnelKick <- struct{}{}:
 		default:
@@ -192,6 +196,24 @@ func (r *dataplaneRunner) publish() {
 	}
 	r.box.Send(d)
 	r.last, r.published = d, true
+}
+
+// setMTU sizes workload interfaces for the encapsulations the pools use
+// (calico.md §5.5): the underlay MTU, less the VXLAN overhead only when a
+// pool uses VXLAN; network.mtu overrides. Existing workloads are adjusted
+// on the next full pass.
+func (r *dataplaneRunner) setMTU(vxlan bool) {
+	want := mtu.Workload(r.underlayMTU, mtu.Encaps{VXLANv4: vxlan}, r.a.cfg.Network.MTU)
+	p := r.dp.Plumber
+	if p.MTU() == want {
+		return
+	}
+	if err := p.SetMTU(want); err != nil {
+		r.a.log.Error("setting the workload MTU", "err", err)
+		return
+	}
+	r.a.log.Info("workload MTU", "mtu", want, "vxlan", vxlan)
+	r.dp.Loop.Resync()
 }
 
 // tunnelController gives this node a VXLAN tunnel address when some pool

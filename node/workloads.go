@@ -490,7 +490,7 @@ func (s *workloadService) describe(w *api.WorkloadEndpoint, mac string) localapi
 		Name: w.Spec.Workload, Namespace: w.Metadata.Namespace, Node: w.Spec.Node,
 		NetNS: w.Metadata.Annotations[calc.AnnotationNetNS], Endpoint: w.Metadata.Name,
 		HostIface: w.Spec.InterfaceName, Interface: w.Spec.Endpoint, MAC: mac,
-		IPs: w.Spec.IPNetworks, MTU: s.a.workloadMTU, Labels: userLabels(w.Metadata.Labels),
+		IPs: w.Spec.IPNetworks, MTU: s.plumber.MTU(), Labels: userLabels(w.Metadata.Labels),
 		Orchestrator: w.Spec.Orchestrator, ContainerID: w.Spec.ContainerID,
 	}
 	for _, ip := range w.Spec.IPNetworks {

@@ -168,6 +168,26 @@ func (p *Plumber) IfaceName(namespace, name string) (string, error) {
 	return dataplane.WorkloadIfaceName(p.cfg.Prefix, namespace, name)
 }
 
+// SetMTU changes the MTU of workload interfaces (0: the kernel default).
+// New workloads get it at once; existing ones are corrected whenever they
+// are next reconciled (Add, or the links manager's next full pass).
+func (p *Plumber) SetMTU(mtu int) error {
+	if mtu != 0 && (mtu < 68 || mtu > 65535) {
+		return fmt.Errorf("workload MTU %d out of range 68..65535", mtu)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cfg.MTU = mtu
+	return nil
+}
+
+// MTU is the current workload MTU (0: the kernel default).
+func (p *Plumber) MTU() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.MTU
+}
+
 // KernelWrites counts the changes made to the kernel.
 func (p *Plumber) KernelWrites() uint64 { return p.writes.Load() }
 

@@ -65,6 +65,8 @@ type Config struct {
 	VXLANName string
 	VXLANVNI  int
 	VXLANPort int
+	// VXLANTxChecksumOffload: see vxlan.Config.TxChecksumOffload.
+	VXLANTxChecksumOffload bool
 	// ResyncPeriod of the full resync; default and at most 90 s.
 	ResyncPeriod time.Duration
 	// Sysctls kept at fixed values; nil means sysctls.Forwarding(false).
@@ -131,7 +133,7 @@ func New(cfg Config) (*Dataplane, error) {
 		return fail(err)
 	}
 
-	vm, err := vxlan.New(vxlan.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, Name: cfg.VXLANName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort})
+	vm, err := vxlan.New(vxlan.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, Name: cfg.VXLANName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort, TxChecksumOffload: cfg.VXLANTxChecksumOffload})
 	if err != nil {
 		return fail(fmt.Errorf("vxlan: %w", err))
 	}

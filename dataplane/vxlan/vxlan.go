@@ -56,6 +56,11 @@ type Config struct {
 	Name  string // default DefaultName
 	VNI   int    // default DefaultVNI
 	Port  int    // default DefaultPort
+	// TxChecksumOffload keeps the device's transmit checksum offload on.
+	// Off (the default) avoids the checksum bugs some kernels and NICs have
+	// with VXLAN (calico.md §5.3) but costs throughput: without checksum
+	// offload the kernel cannot pass large segments through the tunnel.
+	TxChecksumOffload bool
 }
 
 // Manager is the VXLAN manager; see the package comment.
@@ -276,7 +281,7 @@ func (m *Manager) applyUpdates() error {
 		return err
 	}
 	var errs []error
-	if err := m.ensureTxChecksumOff(); err != nil {
+	if err := m.ensureTxChecksum(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := m.ensureAddr(s.tunnel); err != nil {
@@ -371,14 +376,15 @@ func (m *Manager) setExpect(s spec) {
 	m.mu.Unlock()
 }
 
-// ensureTxChecksumOff reads the feature and clears it when on.
-func (m *Manager) ensureTxChecksumOff() error {
+// ensureTxChecksum reads the feature and sets it as configured.
+func (m *Manager) ensureTxChecksum() error {
+	want := m.cfg.TxChecksumOffload
 	return m.ns.Do(func() error {
 		on, err := txChecksum(m.cfg.Name)
-		if err != nil || !on {
+		if err != nil || on == want {
 			return err
 		}
-		if err := setTxChecksum(m.cfg.Name, false); err != nil {
+		if err := setTxChecksum(m.cfg.Name, want); err != nil {
 			return err
 		}
 		m.writes.Add(1)

@@ -195,3 +195,22 @@ func TestVXLANRecreatedOnDeleteAndParamDrift(t *testing.T) {
 	mustContain(t, "link", a.ns.Run("ip", "-d", "link", "show", "weft.vxlan"), "vxlan id 5000", "dstport 4790")
 	mustContain(t, "fdb", a.ns.Run("bridge", "fdb", "show", "dev", "weft.vxlan"), dataplane.VXLANMAC(b.name).String())
 }
+
+// With TxChecksumOffload the feature is kept on (and turned back on when
+// someone switches it off); without it, it is switched off.
+func TestVXLANTxChecksumOffloadSetting(t *testing.T) {
+	a, _ := twoNodes(t)
+	m := newManager(t, a, Config{TxChecksumOffload: true})
+	m.Set(&dataplane.Desired{VXLAN: a.device()})
+	apply(t, m)
+	mustContain(t, "features", a.ns.Run("ethtool", "-k", "weft.vxlan"), "tx-checksum-ip-generic: on")
+	a.ns.Run("ethtool", "-K", "weft.vxlan", "tx", "off")
+	m.QueueResync()
+	apply(t, m)
+	mustContain(t, "features", a.ns.Run("ethtool", "-k", "weft.vxlan"), "tx-checksum-ip-generic: on")
+
+	off := newManager(t, a, Config{})
+	off.Set(&dataplane.Desired{VXLAN: a.device()})
+	apply(t, off)
+	mustContain(t, "features", a.ns.Run("ethtool", "-k", "weft.vxlan"), "tx-checksum-ip-generic: off")
+}

@@ -134,6 +134,7 @@ interface = "wg0"
 port = 8472
 vni = 1
 interface = "vx0"
+tx_checksum_offload = true
 
 [dataplane]
 backend = "ebpf"
@@ -159,7 +160,7 @@ empty_block_grace_period = "10m"
 		BGP: BGP{Enabled: false, ASNumber: 4200000000, ListenPort: 1179, NodeMesh: false,
 			Peers: []BGPPeer{{Address: "192.0.2.254", ASNumber: 65000}}},
 		WireGuard: WireGuard{Enabled: true, ListenPort: 51830, Interface: "wg0"},
-		VXLAN:     VXLAN{Port: 8472, VNI: 1, Interface: "vx0"},
+		VXLAN:     VXLAN{Port: 8472, VNI: 1, Interface: "vx0", TxChecksumOffload: true},
 		Dataplane: Dataplane{Backend: "ebpf", FailsafeInbound: []string{"tcp:2222"}},
 		IPAM:      IPAM{GCInterval: Duration{30 * time.Second}, LeakGracePeriod: Duration{2 * time.Minute}, EmptyBlockGracePeriod: Duration{10 * time.Minute}},
 	}
