@@ -1,0 +1,185 @@
+package store
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/weftnet/weft/store/pki"
+	"github.com/weftnet/weft/store/transport"
+)
+
+// faultInjector lets in-process tests partition nodes: every outgoing raft
+// connection and RPC request asks it first, and raft connections are
+// registered so that a partition can cut the ones already open. Cutting
+// from the dialing side is enough: every connection has a dialer.
+type faultInjector interface {
+	allow(from, toAddr string) bool
+	track(from, toAddr string, c net.Conn)
+}
+
+// errPartitioned is what a test partition makes dials fail with.
+var errPartitioned = errors.New("link cut by the test harness")
+
+// faultyStream filters a raft StreamLayer through a faultInjector.
+type faultyStream struct {
+	raft.StreamLayer
+	self   string
+	faults faultInjector
+}
+
+func (s *faultyStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if !s.faults.allow(s.self, string(addr)) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errPartitioned}
+	}
+	c, err := s.StreamLayer.Dial(addr, timeout)
+	if err == nil {
+		s.faults.track(s.self, string(addr), c)
+	}
+	return c, err
+}
+
+// faultyRoundTripper refuses requests across a test partition as if the
+// dial had failed (so callers treat them as never sent).
+type faultyRoundTripper struct {
+	http.RoundTripper
+	self   string
+	faults faultInjector
+}
+
+func (rt *faultyRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !rt.faults.allow(rt.self, r.URL.Host) {
+		if ci, ok := rt.RoundTripper.(interface{ CloseIdleConnections() }); ok {
+			ci.CloseIdleConnections()
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errPartitioned}
+	}
+	return rt.RoundTripper.RoundTrip(r)
+}
+
+// rpcConnsPerPeer is how many idle RPC connections to one member are kept:
+// enough for every concurrent forwarded write to reuse a connection instead
+// of paying a TLS handshake.
+const rpcConnsPerPeer = 128
+
+// newRPCClient is the mutual-TLS HTTP client for other members' RPC.
+func (n *Node) newRPCClient() *http.Client {
+	c := transport.NewRPCClient(func() *tls.Config {
+		id := n.identity.Load()
+		if id == nil {
+			return nil
+		}
+		return pki.ClientConfig(id, transport.ALPNRPC)
+	})
+	if t, ok := c.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = rpcConnsPerPeer
+		t.MaxIdleConns = 4 * rpcConnsPerPeer
+	}
+	if n.cfg.faults != nil {
+		c.Transport = &faultyRoundTripper{RoundTripper: c.Transport, self: n.name, faults: n.cfg.faults}
+	}
+	return c
+}
+
+// raftStream is the StreamLayer raft runs over.
+func (n *Node) raftStream() raft.StreamLayer {
+	s := n.mux.Raft(raft.ServerAddress(n.advertise), func() *tls.Config {
+		id := n.identity.Load()
+		if id == nil {
+			return nil
+		}
+		return pki.ClientConfig(id, transport.ALPNRaft)
+	})
+	if n.cfg.faults != nil {
+		s = &faultyStream{StreamLayer: s, self: n.name, faults: n.cfg.faults}
+	}
+	return newTrackingStream(s)
+}
+
+// trackingStream closes every raft connection, accepted or dialed, when
+// the transport closes: raft's NetworkTransport leaves them open (and their
+// reader goroutines running) otherwise.
+type trackingStream struct {
+	raft.StreamLayer
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+func newTrackingStream(s raft.StreamLayer) *trackingStream {
+	return &trackingStream{StreamLayer: s, conns: map[*trackedConn]struct{}{}}
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *trackingStream
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (s *trackingStream) add(c net.Conn) (net.Conn, error) {
+	tc := &trackedConn{Conn: c, s: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	s.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+func (s *trackingStream) Accept() (net.Conn, error) {
+	c, err := s.StreamLayer.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return s.add(c)
+}
+
+func (s *trackingStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := s.StreamLayer.Dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return s.add(c)
+}
+
+func (s *trackingStream) Close() error {
+	err := s.StreamLayer.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = map[*trackedConn]struct{}{}
+	s.mu.Unlock()
+	for c := range conns {
+		_ = c.Conn.Close()
+	}
+	return err
+}
+
+// notSent reports whether err means the request never reached the peer (the
+// dial failed), so that retrying it elsewhere cannot apply it twice.
+func notSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, errPartitioned)
+}
+
+func peerURL(addr, path string) string { return fmt.Sprintf("https://%s%s", addr, path) }

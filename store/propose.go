@@ -1,0 +1,297 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// MaxRequestSize bounds one write (the encoded ops or command payload).
+const MaxRequestSize = 1 << 20
+
+// errNotLeader means the request reached a node that is not (or no longer,
+// or not yet fully) the leader and was not applied: safe to retry.
+var errNotLeader = errors.New("not the leader")
+
+// defaultWriteTimeout bounds a write whose context has no deadline.
+const defaultWriteTimeout = 30 * time.Second
+
+// Txn commits ops atomically through the leader. Kinds private to the store
+// are refused with ErrNotAllowed.
+func (n *Node) Txn(ctx context.Context, ops []Op) (TxnResult, error) {
+	if len(ops) == 0 {
+		return TxnResult{}, fmt.Errorf("txn: %w: no operations", ErrInvalid)
+	}
+	for _, op := range ops {
+		if err := ValidateKey(op.Key); err != nil {
+			return TxnResult{}, &KeyError{Key: op.Key, Err: err}
+		}
+		if IsReservedKind(op.Key.Kind) {
+			return TxnResult{}, &KeyError{Key: op.Key, Err: fmt.Errorf("%w: kind %q is private to the store", ErrNotAllowed, op.Key.Kind)}
+		}
+		switch op.Type {
+		case OpCreate, OpUpdate, OpPut, OpDelete:
+		default:
+			return TxnResult{}, &KeyError{Key: op.Key, Err: fmt.Errorf("%w: unknown op type %q", ErrInvalid, op.Type)}
+		}
+	}
+	return n.txn(ctx, ops)
+}
+
+// txn proposes ops without the reserved-kind check (store-internal writes).
+func (n *Node) txn(ctx context.Context, ops []Op) (TxnResult, error) {
+	payload, err := json.Marshal(ops)
+	if err != nil {
+		return TxnResult{}, fmt.Errorf("encode txn: %w", err)
+	}
+	res, err := n.propose(ctx, commandTxn, payload)
+	if err != nil {
+		return TxnResult{}, err
+	}
+	if res.Err != nil {
+		return TxnResult{}, res.Err
+	}
+	return TxnResult{Revision: res.Revision, Objects: res.Objects}, nil
+}
+
+// Command runs a registered command through the leader and returns its
+// result.
+func (n *Node) Command(ctx context.Context, name string, payload []byte) ([]byte, error) {
+	if _, ok := n.cfg.Registry.Commands[name]; !ok {
+		return nil, fmt.Errorf("%w: unknown command %q", ErrInvalid, name)
+	}
+	res, err := n.propose(ctx, name, payload)
+	if err != nil {
+		return nil, err
+	}
+	return res.Data, res.Err
+}
+
+// propose gets an entry applied by the leader: locally when this node leads,
+// otherwise forwarded. It retries while there is no leader, or the request
+// reached a node that was not the leader, until ctx ends; it never retries
+// a request that may have been applied.
+func (n *Node) propose(ctx context.Context, cmd string, payload []byte) (*applyResult, error) {
+	if len(payload) > MaxRequestSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(payload), MaxRequestSize)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	var res *applyResult
+	err := n.onLeader(ctx, "write", false,
+		func(ctx context.Context) (err error) {
+			res, err = n.applyAsLeader(ctx, cmd, payload)
+			return err
+		},
+		func(ctx context.Context, addr string) (err error) {
+			res, err = n.forward.propose(ctx, addr, cmd, payload)
+			return err
+		})
+	if err == nil {
+		n.metrics.commitDuration.Observe(time.Since(start).Seconds())
+		// Read your writes: a forwarded write is answered by the leader
+		// before this replica has applied it; wait, so that a local read
+		// right after it (`weft apply` then `weft get` on one node) sees
+		// it. The write is committed whatever happens here.
+		_ = n.fsm.WaitRevision(ctx, res.Revision)
+	}
+	return res, err
+}
+
+// applyAsLeader appends an entry to the log and waits for the FSM's result.
+func (n *Node) applyAsLeader(ctx context.Context, cmd string, payload []byte) (*applyResult, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, errNotLeader
+	}
+	data, err := encodeEntry(newEntry(cmd, payload, false, time.Now()))
+	if err != nil {
+		return nil, err
+	}
+	timeout := defaultWriteTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
+		}
+	}
+	f := n.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			// Refused before it entered the log.
+			return nil, errNotLeader
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			return nil, fmt.Errorf("%w: raft is overloaded: %v", ErrNoLeader, err)
+		default:
+			// ErrLeadershipLost, ErrRaftShutdown: it may still commit.
+			return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err)
+		}
+	}
+	res, ok := f.Response().(*applyResult)
+	if !ok {
+		return nil, fmt.Errorf("raft returned %T, want *applyResult", f.Response())
+	}
+	n.nudgeFollowers(res.Revision)
+	return res, nil
+}
+
+// nudgeFollowers makes the followers learn at once that index is
+// committed. Raft tells them in its next replication message, which, when
+// nothing follows the entry, waits for CommitTimeout (10-20 ms): that
+// delays what followers (and their watchers) see, and a write forwarded by
+// a follower, which waits to read its own write. A no-op entry appended
+// right away carries the commit index out with it. Under load, later
+// entries do this anyway and no nudge is sent.
+func (n *Node) nudgeFollowers(index uint64) {
+	if n.raft.LastIndex() > index {
+		return
+	}
+	if servers, err := n.raftServers(); err != nil || len(servers) < 2 {
+		return // nobody to tell
+	}
+	if !n.nudging.CompareAndSwap(false, true) {
+		return
+	}
+	data, err := encodeEntry(newEntry(commandNoop, nil, false, time.Now()))
+	if err != nil {
+		n.nudging.Store(false)
+		return
+	}
+	go func() {
+		// Only the enqueueing is waited for; the entry commits on its own.
+		n.raft.Apply(data, n.cfg.Tuning.CommitTimeout)
+		n.nudging.Store(false)
+	}()
+}
+
+// onLeader runs local when this node leads and remote against the leader
+// otherwise, retrying on errNotLeader, when there is no leader, and, for
+// idempotent calls or requests that never left this node, on transport
+// errors — until ctx ends.
+func (n *Node) onLeader(ctx context.Context, what string, idempotent bool,
+	local func(context.Context) error, remote func(ctx context.Context, addr string) error,
+) error {
+	backoff := 5 * time.Millisecond
+	var last error
+	for {
+		changed := n.leaderChange()
+		addr, id := n.raft.LeaderWithID()
+		var err error
+		switch {
+		case n.Err() != nil:
+			return fmt.Errorf("%s: %w", what, n.Err())
+		case id == "":
+			err = fmt.Errorf("%w: no leader known", errNotLeader)
+		case string(id) == n.name:
+			err = local(ctx)
+		default:
+			err = remote(ctx, string(addr))
+		}
+		if err == nil {
+			return nil
+		}
+		retry := errors.Is(err, errNotLeader) || notSent(err) || (idempotent && !isFinal(err))
+		if !retry {
+			return err
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+		case <-n.ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w: the node is closing", what, ErrNoLeader)
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+	return fmt.Errorf("%s: %w (%v; last attempt: %v)", what, ErrNoLeader, ctx.Err(), last)
+}
+
+// isFinal reports errors that an idempotent call should not retry: answers
+// from the leader (as opposed to failures to get one).
+func isFinal(err error) bool {
+	var ce *codedError
+	return errors.As(err, &ce) && !errors.Is(err, ErrNoLeader)
+}
+
+// ConsistentRevision waits until the local replica has applied everything
+// the leader had committed when it was called, and returns the local
+// revision: a Get or List after it is linearizable.
+//
+// It uses raft's read index: the leader (once it has committed an entry in
+// its term) reads its commit index, confirms it still leads with a
+// heartbeat round (VerifyLeader), and this replica waits to apply up to
+// that index. No log write is needed.
+func (n *Node) ConsistentRevision(ctx context.Context) (uint64, error) {
+	var index uint64
+	err := n.onLeader(ctx, "consistent read", true,
+		func(ctx context.Context) (err error) {
+			index, err = n.readIndex(ctx)
+			return err
+		},
+		func(ctx context.Context, addr string) (err error) {
+			index, err = n.remoteReadIndex(ctx, addr)
+			return err
+		})
+	if err != nil {
+		return 0, err
+	}
+	if err := n.fsm.WaitRevision(ctx, index); err != nil {
+		return 0, fmt.Errorf("consistent read: %w", err)
+	}
+	return n.fsm.Revision(), nil
+}
+
+// readIndex runs on the leader.
+func (n *Node) readIndex(ctx context.Context) (uint64, error) {
+	for {
+		if n.raft.State() != raft.Leader {
+			return 0, errNotLeader
+		}
+		changed := n.leaderChange()
+		if n.established.Load() == n.raft.CurrentTerm() {
+			break
+		}
+		select { // our first entry of the term is not applied yet
+		case <-changed:
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: leadership not yet established", errNotLeader)
+		}
+	}
+	index := n.raft.CommitIndex()
+	// A heartbeat round answers in one round trip; raft has been seen to
+	// leave a verification unanswered while nodes were killed, so it is
+	// bounded and retried like a lost leadership.
+	vctx, cancel := context.WithTimeout(ctx, 2*n.cfg.Tuning.HeartbeatTimeout)
+	defer cancel()
+	if err := n.await(vctx, n.raft.VerifyLeader()); err != nil {
+		return 0, fmt.Errorf("%w: %v", errNotLeader, err)
+	}
+	// Readers need the state as of index, not index itself: once the
+	// leader has applied it, the last entry that changed anything (applied,
+	// hence committed) is enough. The difference is trailing no-ops
+	// (nudgeFollowers), whose commit a follower may only learn after
+	// CommitTimeout.
+	if err := n.fsm.WaitRevision(ctx, index); err != nil {
+		return 0, err
+	}
+	return n.fsm.LastChange(), nil
+}

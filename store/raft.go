@@ -1,0 +1,272 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+func dirJoin(dir, name string) string { return filepath.Join(dir, name) }
+
+// boltOptions: a second process on the same data dir fails after 1 s
+// instead of waiting for the file lock; the freelist is rebuilt on open
+// rather than written at every commit; a generous initial mmap avoids
+// remapping (which stalls every reader and writer) as the log grows.
+func boltOptions() *bbolt.Options {
+	return &bbolt.Options{
+		Timeout:         time.Second,
+		NoFreelistSync:  true,
+		FreelistType:    bbolt.FreelistMapType,
+		InitialMmapSize: 256 << 20,
+	}
+}
+
+func slogStd(l *slog.Logger) *log.Logger {
+	return slog.NewLogLogger(l.Handler(), slog.LevelDebug)
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// maxAppendEntries is how many entries raft sends (and fsyncs) in one
+// batch: concurrent writers share one disk write.
+const maxAppendEntries = 256
+
+func (n *Node) raftConfig() *raft.Config {
+	t := n.cfg.Tuning
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(n.name)
+	c.HeartbeatTimeout = t.HeartbeatTimeout
+	c.ElectionTimeout = t.ElectionTimeout
+	c.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	c.CommitTimeout = t.CommitTimeout
+	c.SnapshotInterval = t.SnapshotInterval
+	c.SnapshotThreshold = t.SnapshotThreshold
+	c.TrailingLogs = t.TrailingLogs
+	c.MaxAppendEntries = maxAppendEntries
+	// An unbuffered apply channel: the leader still takes every waiting
+	// writer in one batch, and an entry never sits in a buffer that raft
+	// abandons on shutdown without answering its future.
+	c.BatchApplyCh = false
+	// A removed node stays up as a (configuration-less) follower and keeps
+	// serving its local state; it may be added back.
+	c.ShutdownOnRemove = false
+	c.NotifyCh = n.notifyCh
+	c.Logger = newHclog(n.log, "raft")
+	c.NoLegacyTelemetry = true
+	return c
+}
+
+// startRaft starts raft on the node's stores and cluster port; bootstrap
+// makes this node the only voter of a new cluster.
+func (n *Node) startRaft(bootstrap bool) error {
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  n.raftStream(),
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  newHclog(n.log, "raft-net"),
+	})
+	logs, err := raft.NewLogCache(1024, n.bolt)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(n.raftConfig(), n.fsm, logs, n.bolt, n.snaps, trans)
+	if err != nil {
+		_ = trans.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	if !bootstrap {
+		return nil
+	}
+	hasState, err := raft.HasExistingState(n.bolt, n.bolt, n.snaps)
+	if err != nil || hasState {
+		return err
+	}
+	f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+		Suffrage: raft.Voter, ID: raft.ServerID(n.name), Address: raft.ServerAddress(n.advertise),
+	}}})
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("bootstrap raft: %w", err)
+	}
+	return nil
+}
+
+// observeLeaders wakes everyone waiting for a leader change and counts
+// changes.
+func (n *Node) observeLeaders(ctx context.Context) {
+	ch := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(obs)
+	defer n.raft.DeregisterObserver(obs)
+	for {
+		select {
+		case o := <-ch:
+			lo := o.Data.(raft.LeaderObservation)
+			n.log.Info("leader changed", "leader", string(lo.LeaderID), "address", string(lo.LeaderAddr))
+			n.metrics.leaderChanges.Inc()
+			n.signalLeaderChange()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (n *Node) signalLeaderChange() {
+	n.leaderMu.Lock()
+	close(n.leaderChanged)
+	n.leaderChanged = make(chan struct{})
+	n.leaderMu.Unlock()
+}
+
+// leaderChange returns a channel closed at the next leader change.
+func (n *Node) leaderChange() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderChanged
+}
+
+// leadershipLoop runs the leader's duties while this node leads: establish
+// the term with a first entry, then autopilot and housekeeping.
+func (n *Node) leadershipLoop(ctx context.Context) {
+	var current *leaderTerm
+	defer func() { current.end() }()
+	for {
+		select {
+		case isLeader := <-n.notifyCh:
+			current.end()
+			current = nil
+			if !isLeader {
+				n.established.Store(0)
+				continue
+			}
+			current = n.startTerm(ctx)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// leaderTerm is one stretch of leadership: lead runs until end.
+type leaderTerm struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (n *Node) startTerm(ctx context.Context) *leaderTerm {
+	lctx, cancel := context.WithCancel(ctx)
+	t := &leaderTerm{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		n.lead(lctx)
+	}()
+	return t
+}
+
+func (t *leaderTerm) end() {
+	if t != nil {
+		t.cancel()
+		<-t.done
+	}
+}
+
+// lead runs while this node is the leader (until ctx ends).
+func (n *Node) lead(ctx context.Context) {
+	term := n.raft.CurrentTerm()
+	n.log.Info("this node is the leader", "term", term)
+	// Raft's own no-op entry does not reach the FSM; a first entry of our
+	// own that does makes every index a reader may wait for visible to it,
+	// and marks the point where our commit index covers all earlier terms.
+	for {
+		err := n.applyEntry(commandNoop, nil)
+		if err == nil {
+			break
+		}
+		if n.raft.State() != raft.Leader || !sleepCtx(ctx, 10*time.Millisecond) {
+			return
+		}
+	}
+	n.established.Store(term)
+	n.signalLeaderChange() // wakes readers waiting for an established leader
+
+	n.pilot.Start(ctx)
+	defer func() { <-n.pilot.Stop() }()
+
+	if err := n.finishBootstrap(ctx); err != nil && ctx.Err() == nil {
+		n.log.Error("could not store the cluster secrets", "error", err)
+	}
+	n.fixOwnAddress()
+	<-ctx.Done()
+}
+
+// applyEntry applies a store-internal entry as leader (no forwarding).
+func (n *Node) applyEntry(cmd string, payload []byte) error {
+	data, err := encodeEntry(newEntry(cmd, payload, false, time.Now()))
+	if err != nil {
+		return err
+	}
+	f := n.raft.Apply(data, 5*time.Second)
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if res, ok := f.Response().(*applyResult); ok && res.Err != nil {
+		return res.Err
+	}
+	return nil
+}
+
+// fixOwnAddress updates the leader's own raft address if it changed since
+// it was last recorded (the node restarted with a new address and won an
+// election before anyone could update it).
+func (n *Node) fixOwnAddress() {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.name && string(s.Address) != n.advertise {
+			n.log.Info("updating this node's raft address", "from", string(s.Address), "to", n.advertise)
+			if err := n.raft.AddVoter(s.ID, raft.ServerAddress(n.advertise), 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("could not update this node's raft address", "error", err)
+			}
+		}
+	}
+}
+
+// await waits for a raft future, giving up when ctx ends or the node
+// closes. Raft does not answer every future it is given (a verification
+// has been seen to stay unanswered after its node was shut down while
+// leadership changed): the goroutine left waiting then lingers, but the
+// caller does not.
+func (n *Node) await(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.ctx.Done():
+		return raft.ErrRaftShutdown
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
