@@ -310,6 +310,7 @@ func (n *Node) ensureMembership(ctx context.Context, hints []string) error {
 			return nil // the leader fixes its own address (fixOwnAddress)
 		}
 		var errs []error
+		foreign := 0
 		for _, addr := range targets {
 			err := n.call(ctx, http.MethodPost, addr, pathMemberAdd, memberAddRequest{Name: n.name, Address: n.advertise}, nil)
 			if err == nil {
@@ -319,7 +320,15 @@ func (n *Node) ensureMembership(ctx context.Context, hints []string) error {
 			if errors.Is(err, ErrNotAllowed) {
 				return fmt.Errorf("the cluster refuses this node (%v): if it was removed, wipe %s and join again", err, n.cfg.DataDir)
 			}
+			if errors.Is(err, pki.ErrPeerRejected) {
+				foreign++
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		}
+		// Every member answered with a certificate of another CA: this data
+		// dir belongs to another cluster. Waiting would never help.
+		if len(targets) > 0 && foreign == len(targets) {
+			return fmt.Errorf("no listed member belongs to this node's cluster (they present another cluster's CA): is %s the data dir of another cluster? %w", n.cfg.DataDir, errors.Join(errs...))
 		}
 		if !sleepCtx(ctx, n.cfg.Tuning.RetryInterval) {
 			return fmt.Errorf("could not reach the leader to add this node: %w", errors.Join(errs...))

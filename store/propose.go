@@ -181,6 +181,7 @@ func (n *Node) onLeader(ctx context.Context, what string, idempotent bool,
 ) error {
 	backoff := 5 * time.Millisecond
 	var last error
+	var leaderless time.Time // since when no leader is known
 	for {
 		changed := n.leaderChange()
 		addr, id := n.raft.LeaderWithID()
@@ -189,11 +190,22 @@ func (n *Node) onLeader(ctx context.Context, what string, idempotent bool,
 		case n.Err() != nil:
 			return fmt.Errorf("%s: %w", what, n.Err())
 		case id == "":
+			if leaderless.IsZero() {
+				leaderless = time.Now()
+			}
+			// A node cut off from the quorum says so after a few
+			// election timeouts instead of holding every caller until
+			// its deadline; an ordinary election is much shorter.
+			if wait := n.noLeaderWait(); time.Since(leaderless) > wait {
+				return fmt.Errorf("%s: %w (none for %s)", what, ErrNoLeader, wait)
+			}
 			err = fmt.Errorf("%w: no leader known", errNotLeader)
 		case string(id) == n.name:
+			leaderless = time.Time{}
 			err = local(ctx)
 		default:
-			err = remote(ctx, string(addr))
+			leaderless = time.Time{}
+			err = n.callLeader(ctx, changed, string(addr), remote)
 		}
 		if err == nil {
 			return nil
@@ -222,6 +234,40 @@ func (n *Node) onLeader(ctx context.Context, what string, idempotent bool,
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 	return fmt.Errorf("%s: %w (%v; last attempt: %v)", what, ErrNoLeader, ctx.Err(), last)
+}
+
+// noLeaderWait is how long onLeader waits for a leader to appear before
+// failing with ErrNoLeader.
+func (n *Node) noLeaderWait() time.Duration {
+	return 5 * n.cfg.Tuning.ElectionTimeout
+}
+
+// callLeader runs remote against the leader at addr, abandoning it when
+// this node sees the leadership change (the leader died or this node was
+// cut off): a request that was never sent is retried by onLeader, one that
+// was sent fails at once as indeterminate instead of waiting for the
+// caller's deadline on a dead connection.
+func (n *Node) callLeader(ctx context.Context, changed <-chan struct{}, addr string, remote func(context.Context, string) error) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-done:
+		}
+	}()
+	err := remote(rctx, addr)
+	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+		// Cut short by the leader change, not by the caller.
+		if errors.Is(err, ErrIndeterminate) {
+			return fmt.Errorf("%w (the leader at %s was lost while it answered)", err, addr)
+		}
+		return fmt.Errorf("%w: the leader at %s was lost", errNotLeader, addr)
+	}
+	return err
 }
 
 // isFinal reports errors that an idempotent call should not retry: answers
