@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/weftnet/weft/store/pki"
 )
@@ -74,7 +74,7 @@ func RestoreSnapshot(dataDir, file, nodeName, advertise string) error {
 		return fmt.Errorf("restore: advertise address %q is not host:port", advertise)
 	}
 	rd := raftDir(dataDir)
-	if fileExists(dirJoin(rd, raftDBName)) || fileExists(dirJoin(rd, "snapshots")) {
+	if fileExists(dirJoin(rd, raftWALName)) || fileExists(dirJoin(rd, "snapshots")) {
 		return fmt.Errorf("restore: %s already holds raft state: move it away first (keep it until the restored cluster works)", rd)
 	}
 	f, err := os.Open(file)
@@ -148,12 +148,12 @@ func RestoreSnapshot(dataDir, file, nodeName, advertise string) error {
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("restore: write raft snapshot: %w", err)
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: dirJoin(rd, raftDBName), BoltOptions: boltOptions()})
+	logs, err := openWAL(rd, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	defer bolt.Close()
-	if err := bolt.SetUint64([]byte("CurrentTerm"), 1); err != nil {
+	defer logs.Close()
+	if err := logs.SetUint64([]byte("CurrentTerm"), 1); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	return nil

@@ -63,7 +63,7 @@ type memberRecord struct {
 // Files inside the data directory.
 const (
 	raftDirName  = "raft"
-	raftDBName   = "raft.db"
+	raftWALName  = "wal"
 	tokenName    = "token"
 	seedFileName = "bootstrap-seed.json" // in pki/, until the secrets are replicated
 )

@@ -289,7 +289,7 @@ func TestJoinAfterLogCompactionUsesSnapshot(t *testing.T) {
 		if snaps, _ := n1.snaps.List(); len(snaps) == 0 {
 			return errors.New("none")
 		}
-		if first, _ := n1.bolt.FirstIndex(); first <= 1 {
+		if first, _ := n1.logs.FirstIndex(); first <= 1 {
 			return errors.New("log not compacted yet")
 		}
 		return nil

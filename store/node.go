@@ -15,7 +15,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	autopilot "github.com/hashicorp/raft-autopilot"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/weftnet/weft/store/pki"
 	"github.com/weftnet/weft/store/transport"
@@ -32,7 +31,7 @@ type Node struct {
 
 	fsm      *stateMachine
 	raft     *raft.Raft
-	bolt     *raftboltdb.BoltStore
+	logs     *raftLog // raft log and stable store
 	snaps    *raft.FileSnapshotStore
 	mux      *transport.Mux
 	identity atomic.Pointer[pki.Identity]
@@ -138,7 +137,7 @@ func (n *Node) open(ctx context.Context) error {
 	if err := n.openStores(); err != nil {
 		return err
 	}
-	hasState, err := raft.HasExistingState(n.bolt, n.bolt, n.snaps)
+	hasState, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
@@ -223,12 +222,9 @@ func (n *Node) open(ctx context.Context) error {
 func (n *Node) openStores() error {
 	dir := raftDir(n.cfg.DataDir)
 	var err error
-	n.bolt, err = raftboltdb.New(raftboltdb.Options{
-		Path:        dirJoin(dir, raftDBName),
-		BoltOptions: boltOptions(),
-	})
+	n.logs, err = openWAL(dir, n.log)
 	if err != nil {
-		return fmt.Errorf("open raft log %s: %w", dirJoin(dir, raftDBName), err)
+		return err
 	}
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHclog(n.log, "snapshots"))
 	if err != nil {
@@ -363,8 +359,8 @@ func (n *Node) shutdown(graceful bool) {
 			n.rpc.CloseIdleConnections()
 		}
 		n.wg.Wait()
-		if n.bolt != nil {
-			if err := n.bolt.Close(); err != nil {
+		if n.logs != nil {
+			if err := n.logs.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close raft log: %w", err))
 			}
 		}

@@ -15,7 +15,7 @@ import (
 	_ "github.com/hashicorp/go-memdb"
 	_ "github.com/hashicorp/raft"
 	_ "github.com/hashicorp/raft-autopilot"
-	_ "github.com/hashicorp/raft-boltdb/v2"
+	_ "github.com/hashicorp/raft-wal"
 	_ "github.com/osrg/gobgp/v3/pkg/server"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/spf13/cobra"
