@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"strings"
@@ -297,6 +298,11 @@ func (a *Agent) baseRoutes() {
 	a.api.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, a.status())
 	})
+	// Go's profiler, on the root-only socket (never on metrics.listen):
+	// `curl --unix-socket /run/weft/weft.sock http://weft/debug/pprof/profile`.
+	a.api.HandleFunc("GET /debug/pprof/", pprof.Index)
+	a.api.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	a.api.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	a.api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, localapi.Errorf(localapi.CodeNotFound, "no such API call: %s %s", r.Method, r.URL.Path))
 	})
@@ -306,7 +312,7 @@ func (a *Agent) baseRoutes() {
 // it is open.
 func (a *Agent) apiHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.apiReady.Load() && r.URL.Path != "/v1/status" {
+		if !a.apiReady.Load() && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/debug/") {
 			localapi.WriteError(w, localapi.Errorf(localapi.CodeUnavailable, "the agent is starting: the datastore is not open yet (joining or waiting for the cluster)"))
 			return
 		}
