@@ -162,20 +162,15 @@ func newDatastoreCluster(t *testing.T, n int, opts testbed.Options) *datastoreCl
 // until they are ready.
 func (c *datastoreCluster) join(hosts ...*testbed.Host) {
 	c.t.Helper()
-	h1 := c.hosts[0]
-	for _, h := range hosts {
-		h.SetJoin(c.tokenFile(), h1)
-		if err := h.StartAgent(); err != nil {
-			c.t.Fatal(err)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.site.Join(ctx, hosts...); err != nil {
+		c.t.Fatal(err)
 	}
-	c.waitReady(hosts...)
 }
 
 // tokenFile is the bootstrap node's token file.
-func (c *datastoreCluster) tokenFile() string {
-	return filepath.Join(c.hosts[0].DataDir(), "token")
-}
+func (c *datastoreCluster) tokenFile() string { return c.site.TokenFile() }
 
 // waitReady waits for hosts' agents to be ready, in parallel.
 func (c *datastoreCluster) waitReady(hosts ...*testbed.Host) {

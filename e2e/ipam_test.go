@@ -37,22 +37,8 @@ func ipamCluster(t *testing.T, n int, extraTOML string) (*testbed.Site, []*testb
 	})
 	hosts := site.Hosts()
 	ctx := context.Background()
-	if err := hosts[0].StartAgent(); err != nil {
+	if err := site.StartCluster(ctx); err != nil {
 		t.Fatal(err)
-	}
-	if err := hosts[0].WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hosts[1:] {
-		h.SetJoin(filepath.Join(hosts[0].DataDir(), "token"), hosts[0])
-		if err := h.StartAgent(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, h := range hosts[1:] {
-		if err := h.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
 	}
 	// Every node has registered itself (its Node object is what makes its
 	// blocks "alive" for ipam check).
@@ -70,21 +56,11 @@ func ipamCluster(t *testing.T, n int, extraTOML string) (*testbed.Site, []*testb
 	})
 	// Joiners start as non-voters and are promoted once stable (autopilot):
 	// a test that kills the leader needs every member voting and healthy.
-	ipamWaitFor(t, 90*time.Second, "every member a healthy voter", func() error {
-		var ms localapi.MembersResponse
-		if err := ipamClient(hosts[0]).Do(ctx, "GET", "/v1/cluster/members", nil, &ms); err != nil {
-			return err
-		}
-		if len(ms.Members) != n {
-			return fmt.Errorf("members %+v", ms.Members)
-		}
-		for _, m := range ms.Members {
-			if (m.Role != "leader" && m.Role != "voter") || !m.Healthy {
-				return fmt.Errorf("members %+v", ms.Members)
-			}
-		}
-		return nil
-	})
+	vctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := site.WaitVoters(vctx, hosts[0], n); err != nil {
+		t.Fatal(err)
+	}
 	return site, hosts
 }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -41,24 +40,8 @@ func wlStartCluster(t *testing.T, opts testbed.Options) *testbed.Site {
 	t.Helper()
 	opts.NoStart = true
 	site := testbed.New(t, opts)
-	hosts := site.Hosts()
-	ctx := context.Background()
-	if err := hosts[0].StartAgent(); err != nil {
+	if err := site.StartCluster(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-	if err := hosts[0].WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hosts[1:] {
-		h.SetJoin(filepath.Join(hosts[0].DataDir(), "token"), hosts[0])
-		if err := h.StartAgent(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, h := range hosts[1:] {
-		if err := h.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return site
 }

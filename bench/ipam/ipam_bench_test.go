@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -257,44 +256,18 @@ func startCluster(b *testing.B) []node {
 		// no part in IPAM.
 		ExtraTOML: "[log]\nlevel = \"info\"\n[bgp]\nenabled = false\n",
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := site.StartCluster(ctx); err != nil {
+		b.Fatal(err)
+	}
 	hosts := site.Hosts()
-	ctx := context.Background()
-	if err := hosts[0].StartAgent(); err != nil {
+	if err := site.WaitVoters(ctx, hosts[0], 3); err != nil {
 		b.Fatal(err)
-	}
-	if err := hosts[0].WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
-	for _, h := range hosts[1:] {
-		h.SetJoin(filepath.Join(hosts[0].DataDir(), "token"), hosts[0])
-		if err := h.StartAgent(); err != nil {
-			b.Fatal(err)
-		}
 	}
 	var nodes []node
 	for _, h := range hosts {
-		if err := h.WaitReady(ctx); err != nil {
-			b.Fatal(err)
-		}
 		nodes = append(nodes, node{name: h.Name(), pid: h.PID(), c: localapi.NewClient(h.Socket())})
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		var ms localapi.MembersResponse
-		err := nodes[0].c.Do(ctx, "GET", "/v1/cluster/members", nil, &ms)
-		voters := 0
-		for _, m := range ms.Members {
-			if (m.Role == "leader" || m.Role == "voter") && m.Healthy {
-				voters++
-			}
-		}
-		if err == nil && voters == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("cluster not three healthy voters after 90s: %+v, %v", ms.Members, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	return nodes
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -34,24 +33,8 @@ func startCluster(b *testing.B, n int, extra string) *testbed.Site {
 		Hosts: n, NoStart: true, ReadyTimeout: 90 * time.Second, ExpectTimeout: 60 * time.Second,
 		ExtraTOML: benchTOML + extra,
 	})
-	hosts := site.Hosts()
-	ctx := context.Background()
-	if err := hosts[0].StartAgent(); err != nil {
+	if err := site.StartCluster(context.Background()); err != nil {
 		b.Fatal(err)
-	}
-	if err := hosts[0].WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
-	for _, h := range hosts[1:] {
-		h.SetJoin(filepath.Join(hosts[0].DataDir(), "token"), hosts[0])
-		if err := h.StartAgent(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for _, h := range hosts[1:] {
-		if err := h.WaitReady(ctx); err != nil {
-			b.Fatal(err)
-		}
 	}
 	return site
 }
