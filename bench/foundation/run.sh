@@ -4,7 +4,8 @@
 #   - wall time of `weft version`, against the baseline's `version`;
 #   - agent idle RSS and CPU over 60 s with one node, against the baseline
 #     process idling for the same 60 s.
-# Prints a markdown table; run from the repository root as root.
+# Prints a markdown table; run from the repository root as root. The agent
+# runs in a network namespace of its own (unshare -n).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 IDLE=${IDLE:-60}
@@ -28,25 +29,29 @@ walltime() { # mean seconds per run of "$@"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# The agent programs the network namespace it runs in (sysctls, nftables,
+# VXLAN): give it a private one that vanishes with it, never the machine's.
+ADDR=10.255.78.1
 cat >"$work/weft.toml" <<TOML
 [node]
 name = "bench"
+address = "$ADDR"
 data_dir = "$work/data"
 [cluster]
-listen = "127.0.0.1:17700"
+listen = "$ADDR:17700"
 [api]
 socket = "$work/weft.sock"
 [metrics]
-listen = "127.0.0.1:19091"
+listen = "$ADDR:19091"
 [bgp]
 enabled = false
 TOML
 
-./bin/weft agent --config "$work/weft.toml" >"$work/agent.log" 2>&1 &
+unshare --net -- sh -c "ip link set lo up && ip addr add $ADDR/32 dev lo && exec ./bin/weft agent --config $work/weft.toml" >"$work/agent.log" 2>&1 &
 pids+=($!); agent=$!
 "$work/baseline" &
 pids+=($!); base=$!
-for _ in $(seq 100); do curl -fsS http://127.0.0.1:19091/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do nsenter -t "$agent" -n curl -fsS "http://$ADDR:19091/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 a0=$(cpu_ticks $agent); b0=$(cpu_ticks $base)
 sleep "$IDLE"
 a1=$(cpu_ticks $agent); b1=$(cpu_ticks $base)

@@ -11,6 +11,10 @@ import (
 
 func TestForwarding(t *testing.T) {
 	ns := nstest.New(t, "n")
+	// A new namespace inherits the machine's IPv4 settings
+	// (net.core.devconf_inherit_init_net = 0): start from a known state.
+	ns.Sysctl("net/ipv4/ip_forward", "0")
+	ns.Sysctl("net/ipv6/conf/all/forwarding", "0")
 	m, err := New(Config{NetNS: ns.Path, Values: Forwarding(true)})
 	if err != nil {
 		t.Fatal(err)
