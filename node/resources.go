@@ -77,9 +77,6 @@ func prepare(data []byte) ([]api.Resource, error) {
 	return rs, nil
 }
 
-// WriteResult reports what happened to one resource.
-type WriteResult = localapi.ResourceResult
-
 func (s *resourceService) handleWrite(w http.ResponseWriter, r *http.Request) {
 	var req localapi.WriteRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
@@ -95,7 +92,7 @@ func (s *resourceService) handleWrite(w http.ResponseWriter, r *http.Request) {
 }
 
 // write applies, creates or replaces resources atomically.
-func (s *resourceService) write(ctx context.Context, mode string, data []byte) ([]WriteResult, error) {
+func (s *resourceService) write(ctx context.Context, mode string, data []byte) ([]localapi.ResourceResult, error) {
 	switch mode {
 	case localapi.ModeApply, localapi.ModeCreate, localapi.ModeReplace:
 	default:
@@ -106,7 +103,7 @@ func (s *resourceService) write(ctx context.Context, mode string, data []byte) (
 		return nil, err
 	}
 	var ops []store.Op
-	results := make([]WriteResult, len(rs))
+	results := make([]localapi.ResourceResult, len(rs))
 	opIndex := make([]int, len(rs)) // result index -> op index, -1 when unchanged
 	for i, r := range rs {
 		k := storeKey(r)
@@ -115,7 +112,7 @@ func (s *resourceService) write(ctx context.Context, mode string, data []byte) (
 		if err != nil {
 			return nil, localapi.Errorf(localapi.CodeInvalid, "%v", err)
 		}
-		results[i] = WriteResult{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name}
+		results[i] = localapi.ResourceResult{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name}
 		old, exists := s.st.Get(k)
 		if exists {
 			prev, err := api.FromStore(k.Kind, old.Value, old.UID, old.Revision, old.Created)
@@ -277,7 +274,7 @@ func (s *resourceService) handleDelete(w http.ResponseWriter, r *http.Request) {
 
 // delete removes resources named either by kind/namespace/name or by the
 // documents of a file; all in one transaction.
-func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest) ([]WriteResult, error) {
+func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest) ([]localapi.ResourceResult, error) {
 	type target struct {
 		key store.Key
 		rev uint64
@@ -320,7 +317,7 @@ func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest
 		return nil, localapi.Errorf(localapi.CodeInvalid, "no resources to delete")
 	}
 	var ops []store.Op
-	results := make([]WriteResult, 0, len(targets))
+	results := make([]localapi.ResourceResult, 0, len(targets))
 	for _, t := range targets {
 		if info, _ := api.LookupKind(t.key.Kind); info.ReadOnly {
 			return nil, localapi.Errorf(localapi.CodeInvalid, "%s is read-only: remove it with `weft workload del`", describeKey(t.key.Kind, t.key.Namespace, t.key.Name))
@@ -332,7 +329,7 @@ func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest
 			return nil, localapi.Errorf(localapi.CodeNotFound, "%s not found", describeKey(t.key.Kind, t.key.Namespace, t.key.Name))
 		}
 		ops = append(ops, store.Op{Type: store.OpDelete, Key: t.key, Revision: t.rev})
-		results = append(results, WriteResult{Kind: t.key.Kind, Namespace: t.key.Namespace, Name: t.key.Name, Action: "deleted"})
+		results = append(results, localapi.ResourceResult{Kind: t.key.Kind, Namespace: t.key.Namespace, Name: t.key.Name, Action: "deleted"})
 	}
 	if hook, ok := s.deleteHooks[targets[0].key.Kind]; ok {
 		o, err := hook(ctx, targets[0].key, req.Force)
