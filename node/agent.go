@@ -334,5 +334,19 @@ func (a *Agent) status() localapi.NodeStatus {
 	if a.addr6.IsValid() {
 		st.AddressV6 = a.addr6.String()
 	}
+	// a.store is set before apiReady (atomic), so reading it after
+	// apiReady is safe.
+	if a.apiReady.Load() {
+		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}
+		st.Datastore.Leader, _ = a.store.Leader()
+		switch {
+		case st.Datastore.Leader == a.cfg.Node.Name:
+			st.Datastore.Role = "leader"
+		case a.store.IsVoter():
+			st.Datastore.Role = "voter"
+		default:
+			st.Datastore.Role = "nonvoter"
+		}
+	}
 	return st
 }

@@ -190,7 +190,8 @@ func TestAgentLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatalf("node status -o json is not JSON: %v\n%s", err, stdout)
 	}
-	if st.Name != "lifecycle" || !st.Ready || st.PID != a.cmd.Process.Pid || st.Address != agentAddress {
+	if st.Name != "lifecycle" || !st.Ready || st.PID != a.cmd.Process.Pid || st.Address != agentAddress ||
+		st.Datastore == nil || st.Datastore.Role != "leader" || st.Datastore.Leader != "lifecycle" || !st.Datastore.InSync {
 		t.Fatalf("status = %+v", st)
 	}
 	// WEFT_SOCKET works as --socket.

@@ -41,6 +41,17 @@ func newNodeCommand(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "Node:     %s (%s)\n", st.Name, ready)
 			fmt.Fprintf(w, "Address:  %s\n", addr)
 			fmt.Fprintf(w, "Version:  %s (commit %s)\n", st.Version, st.Commit)
+			if d := st.Datastore; d != nil {
+				leader := d.Leader
+				if leader == "" {
+					leader = "none (no quorum)"
+				}
+				sync := "in sync"
+				if !d.InSync {
+					sync = "not in sync"
+				}
+				fmt.Fprintf(w, "Datastore: %s, leader %s, revision %d, %s\n", d.Role, leader, d.Revision, sync)
+			}
 			fmt.Fprintf(w, "Uptime:   %s\n\n", time.Since(st.Started).Truncate(time.Second))
 			t := newTable(w, "COMPONENT", "STATE", "LIVE", "READY", "DETAIL")
 			for _, cs := range st.Components {

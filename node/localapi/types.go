@@ -26,7 +26,16 @@ type NodeStatus struct {
 	Started    time.Time         `json:"started"`
 	Ready      bool              `json:"ready"`
 	Live       bool              `json:"live"`
+	Datastore  *DatastoreStatus  `json:"datastore,omitempty"` // nil until the datastore is open
 	Components []ComponentStatus `json:"components"`
+}
+
+// DatastoreStatus is this node's place in the replicated datastore.
+type DatastoreStatus struct {
+	Role     string `json:"role"`   // leader|voter|nonvoter
+	Leader   string `json:"leader"` // "" when none is known
+	Revision uint64 `json:"revision"`
+	InSync   bool   `json:"inSync"`
 }
 
 // ComponentStatus is one subsystem's health.
