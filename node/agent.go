@@ -40,6 +40,7 @@ type Agent struct {
 
 	addr4, addr6  netip.Addr
 	underlay4     netip.Prefix // addr4 with its connected subnet's length
+	underlay6     netip.Prefix // addr6 likewise
 	underlayIface string
 
 	api      *http.ServeMux
@@ -255,6 +256,13 @@ func (a *Agent) resolveAddress() error {
 		return fmt.Errorf("finding the interface of %s: %w", a.addr4, err)
 	}
 	a.underlayIface, a.underlay4 = iface, prefix
+	if a.addr6.IsValid() {
+		_, prefix6, err := underlayInfo(a.addr6)
+		if err != nil {
+			return fmt.Errorf("finding the interface of %s: %w", a.addr6, err)
+		}
+		a.underlay6 = prefix6
+	}
 	return nil
 }
 

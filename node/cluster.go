@@ -149,7 +149,7 @@ func (a *Agent) registerNode(ctx context.Context, req registerRequest) error {
 		req.IPv4Address = netip.PrefixFrom(a.addr4, a.underlay4.Bits()).String()
 	}
 	if a.addr6.IsValid() {
-		req.IPv6Address = netip.PrefixFrom(a.addr6, 128).String()
+		req.IPv6Address = netip.PrefixFrom(a.addr6, a.underlay6.Bits()).String()
 	}
 	payload, _ := json.Marshal(req)
 	_, err := a.store.Command(ctx, cmdRegister, payload)

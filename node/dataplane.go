@@ -96,11 +96,13 @@ func (a *Agent) startDataplane() (*dataplaneRunner, error) {
 		return nil, err
 	}
 	r.calc = calc.New(calc.Config{
-		NodeName:       a.cfg.Node.Name,
-		Address:        a.addr4,
-		UnderlayPrefix: a.underlay4.Masked(),
-		UnderlayIface:  a.underlayIface,
-		VXLANIface:     a.cfg.VXLAN.Interface,
+		NodeName:        a.cfg.Node.Name,
+		Address:         a.addr4,
+		UnderlayPrefix:  a.underlay4.Masked(),
+		Address6:        a.addr6,
+		UnderlayPrefix6: a.underlay6.Masked(),
+		UnderlayIface:   a.underlayIface,
+		VXLANIface:      a.cfg.VXLAN.Interface,
 	})
 	return r, nil
 }

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/api/selector"
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/links"
 	"github.com/weftnet/weft/ipam"
@@ -285,7 +287,18 @@ func (s *workloadService) add(ctx context.Context, req localapi.WorkloadAddReque
 		Use:   api.UseWorkload,
 	}
 	if ip4 == "" && ip6 == "" {
-		assign.Num4 = 1
+		// One address of each family some usable pool offers: dual stack
+		// when the cluster has IPv4 and IPv6 pools.
+		want4, want6 := s.families(req.Pools)
+		if !want4 && !want6 {
+			return localapi.Workload{}, localapi.Errorf(localapi.CodeInvalid, "no enabled IP pool for workloads matches node %s (check the pools' nodeSelector, allowedUses and disabled)", me)
+		}
+		if want4 {
+			assign.Num4 = 1
+		}
+		if want6 {
+			assign.Num6 = 1
+		}
 	}
 	var got ipam.AssignResponse
 	if err := s.a.ipam.command(ctx, ipam.CmdAssign, assign, &got); err != nil {
@@ -322,6 +335,47 @@ func (s *workloadService) add(ctx context.Context, req localapi.WorkloadAddReque
 	}
 	s.log.Info("workload added", "namespace", req.Namespace, "name", req.Name, "ips", wep.Spec.IPNetworks, "iface", hostIface)
 	return s.describe(wep, res.MAC.String()), nil
+}
+
+// families reports which address families this node can get workload
+// addresses from: the enabled pools that allow workloads and whose node
+// selector matches this node (Automatic ones, or the pools named).
+func (s *workloadService) families(named []string) (v4, v6 bool) {
+	// The labels IPAM matches pools' nodeSelector against (the request's
+	// NodeLabels below).
+	labels := s.a.cfg.Node.Labels
+	objs, _ := s.a.store.List(api.KindIPPool, "")
+	for _, o := range objs {
+		var p api.IPPool
+		if json.Unmarshal(o.Value, &p) != nil || p.Spec.Disabled {
+			continue
+		}
+		if len(named) > 0 && !slices.Contains(named, o.Name) {
+			continue
+		}
+		if len(named) == 0 && p.Spec.AssignmentMode == api.AssignmentManual {
+			continue
+		}
+		if len(p.Spec.AllowedUses) > 0 && !slices.Contains(p.Spec.AllowedUses, api.UseWorkload) {
+			continue
+		}
+		if p.Spec.NodeSelector != "" {
+			sel, err := selector.Parse(p.Spec.NodeSelector)
+			if err != nil || !sel.Evaluate(labels) {
+				continue
+			}
+		}
+		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		if cidr.Addr().Is4() {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
 }
 
 func (s *workloadService) undo(dw dataplane.Workload, release func()) {

@@ -40,6 +40,11 @@ type Config struct {
 	// connected subnet (for CrossSubnet and native routing).
 	Address        netip.Addr
 	UnderlayPrefix netip.Prefix
+	// Address6 and UnderlayPrefix6 are the same for IPv6 (zero without
+	// an IPv6 underlay): IPv6 blocks are routed natively between nodes
+	// that share an IPv6 subnet.
+	Address6        netip.Addr
+	UnderlayPrefix6 netip.Prefix
 	// UnderlayIface is the interface holding Address (native routes go out
 	// of it).
 	UnderlayIface string
@@ -54,6 +59,7 @@ type nodeInfo struct {
 	name      string
 	underlay  netip.Addr
 	subnet    netip.Prefix
+	underlay6 netip.Addr
 	tunnelIP  netip.Addr
 	tunnelMAC net.HardwareAddr
 }
@@ -193,6 +199,13 @@ func decodeNode(name string, n *api.Node) nodeInfo {
 			ni.underlay, ni.subnet = a, netip.PrefixFrom(a, 32)
 		}
 	}
+	if n.Spec.BGP != nil && n.Spec.BGP.IPv6Address != "" {
+		if p, err := netip.ParsePrefix(n.Spec.BGP.IPv6Address); err == nil {
+			ni.underlay6 = p.Addr()
+		} else if a, err := netip.ParseAddr(n.Spec.BGP.IPv6Address); err == nil {
+			ni.underlay6 = a
+		}
+	}
 	if a, err := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr); err == nil {
 		ni.tunnelIP = a
 	}
@@ -321,7 +334,13 @@ func (c *Calculator) vxlanWanted() bool {
 // reachable without BGP, or its VXLAN details are not known yet).
 func (c *Calculator) routeTo(dst netip.Prefix, pool *api.IPPool, peer nodeInfo) (dataplane.Route, bool) {
 	if !dst.Addr().Is4() {
-		return dataplane.Route{}, false // IPv6 overlay routing is not built yet
+		// IPv6 blocks are routed natively to a peer on this node's IPv6
+		// subnet; an IPv6 overlay (a second VXLAN device) is not built.
+		if pool.Spec.VXLANMode != api.EncapAlways && c.cfg.UnderlayPrefix6.IsValid() && peer.underlay6.IsValid() &&
+			c.cfg.UnderlayPrefix6.Contains(peer.underlay6) {
+			return dataplane.Route{Dst: dst, Via: peer.underlay6}, true
+		}
+		return dataplane.Route{}, false
 	}
 	if c.useVXLAN(pool, peer) {
 		if !peer.tunnelIP.IsValid() || !peer.underlay.IsValid() || c.cfg.VXLANIface == "" {
@@ -447,8 +466,10 @@ func (c *Calculator) Desired() dataplane.Desired {
 	// Outgoing NAT: never towards another node's address (traffic between
 	// pools and nodes is not masqueraded).
 	for _, n := range sortedKeys(c.nodes) {
-		if a := c.nodes[n].underlay; a.IsValid() {
-			d.NAT.ExcludeDests = append(d.NAT.ExcludeDests, netip.PrefixFrom(a, a.BitLen()))
+		for _, a := range []netip.Addr{c.nodes[n].underlay, c.nodes[n].underlay6} {
+			if a.IsValid() {
+				d.NAT.ExcludeDests = append(d.NAT.ExcludeDests, netip.PrefixFrom(a, a.BitLen()))
+			}
 		}
 	}
 	pnames := make([]string, 0, len(c.pools))

@@ -196,3 +196,46 @@ func TestBadObjectsAreSkipped(t *testing.T) {
 		t.Fatalf("problems after delete = %v", c.Problems())
 	}
 }
+
+// IPv6 blocks are routed natively to peers on this node's IPv6 subnet.
+func TestNativeIPv6(t *testing.T) {
+	cfg := testCfg
+	cfg.Address6 = netip.MustParseAddr("fd00:7::1")
+	cfg.UnderlayPrefix6 = netip.MustParsePrefix("fd00:7::/64")
+	node6 := func(name, v4, v6 string) store.Object {
+		n := api.Node{Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: v4, IPv6Address: v6}}}
+		n.Metadata.Name = name
+		return obj(t, api.KindNode, "", name, n)
+	}
+	v6block := func(cidr, owner string) store.Object {
+		b := ipam.Block{CIDR: cidr, Affinity: "host:" + owner, Allocations: make([]*int, 64)}
+		return obj(t, ipam.KindBlock, "", ipam.BlockName(cidr), b)
+	}
+	c := New(cfg)
+	for _, o := range []store.Object{
+		node6("n1", "192.168.7.1/24", "fd00:7::1/64"),
+		node6("n2", "192.168.7.2/24", "fd00:7::2/64"),
+		node6("n3", "192.168.8.3/24", "fd00:8::3/64"),
+		pool(t, "p6", "fd00:244::/48", api.EncapNever, false),
+		v6block("fd00:244::/122", "n1"),
+		v6block("fd00:244::40/122", "n2"),
+		v6block("fd00:244::80/122", "n3"),
+	} {
+		c.OnEvent(store.Event{Type: store.EventPut, Object: o})
+	}
+	d := c.Desired()
+	want := map[string]string{
+		"fd00:244::/122":   "blackhole fd00:244::/122",
+		"fd00:244::40/122": "fd00:244::40/122 via fd00:7::2 dev ",
+		// n3 is on another IPv6 subnet: no route without BGP.
+	}
+	if got := routeMap(d.Routes); !reflect.DeepEqual(got, want) {
+		t.Fatalf("routes:\n got %v\nwant %v", got, want)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.NAT.ExcludeDests) != 6 {
+		t.Fatalf("NAT exclusions %v: want both addresses of all three nodes", d.NAT.ExcludeDests)
+	}
+}
