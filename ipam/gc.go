@@ -153,13 +153,18 @@ func (s *session) gc(r GCRequest) (GCResponse, error) {
 				h.LeakedSince = nil
 				s.putHandle(h)
 			}
-		case h.LeakedSince == nil && grace > 0:
+		case h.LeakedSince == nil:
+			// The first sighting only marks it, even with no grace: an
+			// allocation whose workload endpoint is being written right now
+			// (a workload add between its IPAM assign and its endpoint
+			// write) looks leaked for a moment, and must not be released
+			// under it.
 			t := s.now
 			h.LeakedSince = &t
 			s.putHandle(h)
 			resp.Candidates += len(refs)
 			resp.CandidateHandles = append(resp.CandidateHandles, id)
-		case h.LeakedSince == nil || s.now.Sub(*h.LeakedSince) >= grace:
+		case s.now.Sub(*h.LeakedSince) >= grace && s.now.After(*h.LeakedSince):
 			for _, ref := range refs {
 				rel, err := s.releaseOrdinal(ref.block, ref.b, ref.o)
 				if err != nil {

@@ -104,6 +104,13 @@ func TestGCAllOrNone(t *testing.T) {
 	if err := f.del(store.Key{Kind: KindWorkloadEndpoint, Namespace: "default", Name: "dual"}); err != nil {
 		t.Fatal(err)
 	}
+	// Even with no grace period, the first pass only marks the handle
+	// (an add may be writing its endpoint right now); a later pass
+	// releases both addresses together.
+	if resp := gcPass(t, f, ptr(int64(0))); resp.Candidates != 2 || len(resp.Reclaimed) != 0 {
+		t.Fatalf("gone, first sighting: %+v", resp)
+	}
+	f.advance(time.Second)
 	if resp := gcPass(t, f, ptr(int64(0))); len(resp.Reclaimed) != 2 {
 		t.Fatalf("gone: %+v", resp)
 	}
@@ -148,6 +155,8 @@ func TestGCTunnelAddressesFollowNodes(t *testing.T) {
 		r, _ := TunnelRequest(TunnelWireguard, n, false)
 		mustAssign(t, f, r)
 	}
+	gcPass(t, f, ptr(int64(0))) // first sighting: marked
+	f.advance(time.Second)
 	resp := gcPass(t, f, ptr(int64(0)))
 	if len(resp.Reclaimed) != 1 || resp.Reclaimed[0].Handle != "wireguard-tunnel-addr-n2" {
 		t.Fatalf("%+v", resp)

@@ -153,9 +153,14 @@ func TestDeletePool(t *testing.T) {
 	}
 	_, err = f.command(CmdDeletePool, DeletePoolRequest{Name: "p"})
 	errorIs(t, err, store.ErrNotFound)
-	// An unused pool is deleted at once.
+	// An unused pool is deleted at once, but not at a stale revision.
 	addPool(t, f, "empty", "10.2.0.0/24", 26)
-	if resp := run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "empty"}); !resp.Deleted {
+	o, _ = f.get(store.Key{Kind: KindIPPool, Name: "empty"})
+	assertUnchanged(t, f, func() {
+		_, err := f.command(CmdDeletePool, DeletePoolRequest{Name: "empty", Revision: o.Revision + 1})
+		errorIs(t, err, store.ErrConflict)
+	})
+	if resp := run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "empty", Revision: o.Revision}); !resp.Deleted {
 		t.Fatalf("%+v", resp)
 	}
 	assertConsistent(t, f)

@@ -14,6 +14,9 @@ type DeletePoolRequest struct {
 	// Force releases the addresses still in use and deletes the pool
 	// anyway.
 	Force bool `json:"force,omitempty"`
+	// Revision, when set, must be the pool's current revision (the
+	// resourceVersion the caller read), as for any other delete.
+	Revision uint64 `json:"revision,omitempty"`
 }
 
 // DeletePoolResponse reports what happened. When addresses are in use and
@@ -38,6 +41,9 @@ func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
 	o, ok := s.tx.Get(key)
 	if !ok {
 		return resp, newError(ErrNoPool, store.ErrNotFound, "IP pool %q does not exist", r.Name)
+	}
+	if r.Revision != 0 && o.Revision != r.Revision {
+		return resp, newError(ErrBadRequest, store.ErrConflict, "IP pool %q is at revision %d, not %d: it changed since it was read", r.Name, o.Revision, r.Revision)
 	}
 	pl, err := decodePool(r.Name, o.Value)
 	if err != nil {

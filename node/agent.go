@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,19 @@ type Agent struct {
 	ipam      *ipamService
 	workloads *workloadService
 	dp        *dataplaneRunner
+
+	// bg counts the background goroutines Run waits for before closing
+	// the datastore and the dataplane.
+	bg sync.WaitGroup
+}
+
+// goBackground runs f in a goroutine that Run waits for at stop.
+func (a *Agent) goBackground(f func()) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		f()
+	}()
 }
 
 // New prepares an agent from a validated configuration. Nothing is started
@@ -157,8 +171,20 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.apiReady.Store(true)
 
 	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	go a.afterOpen(runCtx)
+	// Stopping runs in this order (this defer runs before the ones above):
+	// no new local API requests and the in-flight ones finished, then the
+	// background work stopped and waited for, then the datastore and the
+	// dataplane closed. A CNI call during SIGTERM either completes or is
+	// refused whole, never cut off half-way.
+	defer func() {
+		a.apiReady.Store(false)
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout/2)
+		apiSrv.shutdown(sctx)
+		cancel()
+		stopRun()
+		a.bg.Wait()
+	}()
+	a.goBackground(func() { a.afterOpen(runCtx) })
 
 	a.notify.ready("running")
 	a.log.Info("agent ready", "socket", a.cfg.API.Socket, "metrics", a.cfg.Metrics.Listen)
@@ -183,8 +209,8 @@ func (a *Agent) afterOpen(ctx context.Context) {
 		a.log.Warn("datastore not in sync after 30s; starting from the local replica", "err", err)
 	}
 	cancel()
-	go a.dp.run(ctx)
-	go a.ipam.housekeeping(ctx)
+	a.goBackground(func() { a.dp.run(ctx) })
+	a.goBackground(func() { a.ipam.housekeeping(ctx) })
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := a.seedResources(cctx)
@@ -321,7 +347,7 @@ func (a *Agent) baseRoutes() {
 func (a *Agent) apiHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.apiReady.Load() && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/debug/") {
-			localapi.WriteError(w, localapi.Errorf(localapi.CodeUnavailable, "the agent is starting: the datastore is not open yet (joining or waiting for the cluster)"))
+			localapi.WriteError(w, localapi.Errorf(localapi.CodeUnavailable, "the agent is starting or stopping: the datastore is not open (joining, waiting for the cluster, or shutting down)"))
 			return
 		}
 		a.api.ServeHTTP(w, r)

@@ -198,7 +198,7 @@ func (a *Agent) clusterRoutes() {
 	a.api.HandleFunc("GET /v1/token", func(w http.ResponseWriter, r *http.Request) {
 		tok, err := a.store.TokenString()
 		if err != nil {
-			localapi.WriteError(w, &localapi.Error{Code: localapi.CodeForbidden, Message: err.Error()})
+			localapi.WriteError(w, storeError(err))
 			return
 		}
 		localapi.WriteJSON(w, http.StatusOK, localapi.TokenResponse{Token: tok})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/dataplane/mtu"
+	"github.com/weftnet/weft/dataplane/sysctls"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/localapi"
@@ -65,6 +67,8 @@ type dataplaneRunner struct {
 	last        dataplane.Desired
 	published   bool
 	lastTunnel  calc.TunnelState
+	// lastProblems were last logged, so each is logged once.
+	lastProblems []string
 }
 
 // startDataplane builds the dataplane. Nothing is written to the kernel
@@ -91,6 +95,10 @@ func (a *Agent) startDataplane() (*dataplaneRunner, error) {
 		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
 		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
 		OnNetNSGone:            a.onNetNSGone,
+		// IPv6 forwarding only on a node with an IPv6 underlay address:
+		// turning it on makes the kernel ignore router advertisements on
+		// interfaces with accept_ra=1, which a v4-only host may rely on.
+		Sysctls: sysctls.Forwarding(a.addr6.IsValid()),
 	})
 	if err != nil {
 		return nil, err
@@ -109,12 +117,12 @@ func (a *Agent) startDataplane() (*dataplaneRunner, error) {
 
 // run drives the loop and the calculation until ctx ends.
 func (r *dataplaneRunner) run(ctx context.Context) {
-	go func() {
+	r.a.goBackground(func() {
 		if err := r.dp.Run(ctx, r.box.C()); err != nil && ctx.Err() == nil {
 			r.a.log.Error("dataplane loop stopped", "err", err)
 		}
-	}()
-	go r.tunnelController(ctx)
+	})
+	r.a.goBackground(func() { r.tunnelController(ctx) })
 	r.feed(ctx)
 }
 
@@ -134,25 +142,37 @@ func (r *dataplaneRunner) feed(ctx context.Context) {
 			}
 			continue
 		}
-		for ev := range events {
-			rev = ev.Revision
-			switch ev.Type {
-			case store.EventReset:
-				r.calc.Reset()
-				r.synced.Store(false)
-				continue
-			case store.EventSync:
-				r.synced.Store(true)
-			default:
-				r.calc.OnEvent(ev)
-				if !r.synced.Load() {
-					continue
-				}
-			}
-			// Coalesce: take everything already queued before computing.
-			r.drain(events, &rev)
-			r.publish()
+		r.consume(events, &rev, r.publish)
+	}
+}
+
+// consume feeds a watch's events to the calculation until the channel
+// closes, calling publish after each batch of changes, but only with a
+// complete state: after a RESET the listing that follows is partial until
+// its SYNC, and a partial state would tear down the workloads not yet
+// listed.
+func (r *dataplaneRunner) consume(events <-chan store.Event, rev *uint64, publish func()) {
+	for ev := range events {
+		r.apply(ev, rev)
+		// Coalesce: take everything already queued before computing.
+		r.drain(events, rev)
+		if r.synced.Load() {
+			publish()
 		}
+	}
+}
+
+// apply feeds one watch event to the calculation.
+func (r *dataplaneRunner) apply(ev store.Event, rev *uint64) {
+	*rev = ev.Revision
+	switch ev.Type {
+	case store.EventReset:
+		r.calc.Reset()
+		r.synced.Store(false)
+	case store.EventSync:
+		r.synced.Store(true)
+	case store.EventPut, store.EventDelete:
+		r.calc.OnEvent(ev)
 	}
 }
 
@@ -164,13 +184,7 @@ func (r *dataplaneRunner) drain(events <-chan store.Event, rev *uint64) {
 			if !ok {
 				return
 			}
-			*rev = ev.Revision
-			switch ev.Type {
-			case store.EventReset:
-				r.calc.Reset()
-			case store.EventPut, store.EventDelete:
-				r.calc.OnEvent(ev)
-			}
+			r.apply(ev, rev)
 		default:
 			return
 		}
@@ -187,6 +201,12 @@ func (r *dataplaneRunner) publish() {
 		}
 	}
 	d := r.calc.Desired()
+	if p := r.calc.Problems(); !slices.Equal(p, r.lastProblems) {
+		r.lastProblems = p
+		for _, line := range p {
+			r.a.log.Warn("dataplane: left out of the desired state", "problem", line)
+		}
+	}
 	if r.published && d.Equal(&r.last) {
 		// Most changes (another node's allocation in its own block) do not
 		// change this node's dataplane: nothing to hand to the loop.
@@ -224,6 +244,10 @@ func (r *dataplaneRunner) setMTU(vxlan bool) {
 func (r *dataplaneRunner) tunnelController(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	// A periodic look catches a tunnel address taken away in IPAM without
+	// any change to this node's Node.
+	check := time.NewTicker(time.Minute)
+	defer check.Stop()
 	backoff := time.Second
 	for {
 		select {
@@ -231,6 +255,7 @@ func (r *dataplaneRunner) tunnelController(ctx context.Context) {
 			return
 		case <-r.tunnelKick:
 		case <-retry.C:
+		case <-check.C:
 		}
 		if err := r.ensureTunnel(ctx); err != nil {
 			r.a.log.Warn("dataplane: VXLAN tunnel address not ready; retrying", "err", err, "in", backoff)
@@ -257,13 +282,21 @@ func (r *dataplaneRunner) ensureTunnel(ctx context.Context) error {
 		_ = json.Unmarshal(o.Value, &self)
 	}
 	have := self.Spec.IPv4VXLANTunnelAddr != ""
-	if wanted == have || !a.addr4.IsValid() {
+	handle := ipam.TunnelHandle(ipam.TunnelVXLAN, a.cfg.Node.Name, false)
+	if have && wanted {
+		// Still ours in IPAM? (a forced pool delete or `ipam release`
+		// can take it; then another workload could be given it.)
+		if _, ok := a.store.Get(ipam.HandleKey(handle)); ok {
+			return nil
+		}
+		a.log.Warn("the VXLAN tunnel address is no longer allocated to this node; allocating again", "address", self.Spec.IPv4VXLANTunnelAddr)
+	} else if wanted == have || !a.addr4.IsValid() {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if !wanted {
-		payload, _ := json.Marshal(ipam.ReleaseHandleRequest{Handle: ipam.TunnelHandle(ipam.TunnelVXLAN, a.cfg.Node.Name, false)})
+		payload, _ := json.Marshal(ipam.ReleaseHandleRequest{Handle: handle})
 		if _, err := a.store.Command(cctx, ipam.CmdReleaseHandle, payload); err != nil && !errors.Is(err, store.ErrNotFound) {
 			a.log.Debug("releasing the VXLAN tunnel address", "err", err)
 		}

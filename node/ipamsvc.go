@@ -205,14 +205,18 @@ func ipamError(err error) error {
 	if e := storeError(err); e != err {
 		return e
 	}
-	return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
+	var ie *ipam.Error
+	if errors.As(err, &ie) {
+		return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
+	}
+	return err
 }
 
 // deletePool is the delete hook for IPPools: Calico's delete flow, refused
 // while addresses are in use unless forced.
-func (s *ipamService) deletePool(ctx context.Context, k store.Key, force bool) (store.Object, error) {
+func (s *ipamService) deletePool(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error) {
 	var resp ipam.DeletePoolResponse
-	if err := s.command(ctx, ipam.CmdDeletePool, ipam.DeletePoolRequest{Name: k.Name, Force: force}, &resp); err != nil {
+	if err := s.command(ctx, ipam.CmdDeletePool, ipam.DeletePoolRequest{Name: k.Name, Force: force, Revision: rev}, &resp); err != nil {
 		return store.Object{}, err
 	}
 	if !resp.Deleted {

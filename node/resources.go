@@ -25,11 +25,11 @@ type resourceService struct {
 	st store.Store
 	// hooks lets other subsystems take over writes of kinds whose
 	// lifecycle is theirs (IPAM owns IPPool deletion).
-	deleteHooks map[string]func(ctx context.Context, k store.Key, force bool) (store.Object, error)
+	deleteHooks map[string]func(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error)
 }
 
 func newResourceService(st store.Store) *resourceService {
-	return &resourceService{st: st, deleteHooks: map[string]func(context.Context, store.Key, bool) (store.Object, error){}}
+	return &resourceService{st: st, deleteHooks: map[string]func(context.Context, store.Key, uint64, bool) (store.Object, error){}}
 }
 
 func (s *resourceService) register(mux *http.ServeMux) {
@@ -101,6 +101,12 @@ func (s *resourceService) write(ctx context.Context, mode string, data []byte) (
 	rs, err := prepare(data)
 	if err != nil {
 		return nil, err
+	}
+	// Compare against the cluster's current state, not a replica that may
+	// lag or be cut off: otherwise "unchanged" could be reported for a
+	// write the cluster never saw.
+	if _, err := s.st.ConsistentRevision(ctx); err != nil {
+		return nil, storeError(err)
 	}
 	var ops []store.Op
 	results := make([]localapi.ResourceResult, len(rs))
@@ -332,7 +338,7 @@ func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest
 		results = append(results, localapi.ResourceResult{Kind: t.key.Kind, Namespace: t.key.Namespace, Name: t.key.Name, Action: "deleted"})
 	}
 	if hook, ok := s.deleteHooks[targets[0].key.Kind]; ok {
-		o, err := hook(ctx, targets[0].key, req.Force)
+		o, err := hook(ctx, targets[0].key, targets[0].rev, req.Force)
 		if err != nil {
 			return nil, storeError(err)
 		}

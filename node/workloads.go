@@ -262,6 +262,9 @@ func (s *workloadService) add(ctx context.Context, req localapi.WorkloadAddReque
 		if w.Metadata.Annotations[calc.AnnotationNetNS] != req.NetNS || w.Spec.ContainerID != req.ContainerID {
 			return localapi.Workload{}, localapi.Errorf(localapi.CodeExists, "workload %s/%s already exists with network namespace %s", req.Namespace, req.Name, w.Metadata.Annotations[calc.AnnotationNetNS])
 		}
+		if w.Spec.Endpoint != req.Interface {
+			return localapi.Workload{}, localapi.Errorf(localapi.CodeExists, "workload %s/%s already exists with interface %s (one interface per workload)", req.Namespace, req.Name, w.Spec.Endpoint)
+		}
 		// The same request again: make sure the plumbing is there and
 		// answer as the first time (idempotent).
 		dw := toDataplane(w)
@@ -329,6 +332,20 @@ func (s *workloadService) add(ctx context.Context, req localapi.WorkloadAddReque
 	if err == nil {
 		_, err = s.a.store.Command(ctx, cmdPutWorkload, payload)
 	}
+	if err != nil && errors.Is(err, store.ErrIndeterminate) {
+		// The leader was lost as it answered: ask the cluster whether the
+		// endpoint was written before undoing anything, or undoing could
+		// free addresses a committed endpoint uses.
+		switch exists, known := s.committed(storeKey(wep)); {
+		case known && exists:
+			err = nil // the add succeeded
+		case !known:
+			// No quorum to ask: leave everything. A retry of the same add
+			// completes it; if the endpoint never appears, the GC reclaims
+			// the addresses and the links manager the veth.
+			return localapi.Workload{}, storeError(err)
+		}
+	}
 	if err != nil {
 		s.undo(dw, release)
 		return localapi.Workload{}, storeError(err)
@@ -378,6 +395,18 @@ func (s *workloadService) families(named []string) (v4, v6 bool) {
 	return v4, v6
 }
 
+// committed reports whether k exists after a linearizable barrier; known
+// is false when the cluster cannot confirm either way.
+func (s *workloadService) committed(k store.Key) (exists, known bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.a.store.ConsistentRevision(ctx); err != nil {
+		return false, false
+	}
+	_, exists = s.a.store.Get(k)
+	return exists, true
+}
+
 func (s *workloadService) undo(dw dataplane.Workload, release func()) {
 	if err := s.plumber.Del(context.Background(), dw); err != nil {
 		s.log.Error("removing the plumbing of a failed workload add", "iface", dw.HostIface, "err", err)
@@ -422,11 +451,14 @@ func (s *workloadService) del(ctx context.Context, ref localapi.WorkloadRef) (lo
 	if !ok {
 		return localapi.Workload{}, localapi.Errorf(localapi.CodeNotFound, "workload %s/%s not found", ref.Namespace, ref.Name)
 	}
-	if w.Spec.Node != s.a.cfg.Node.Name {
-		return localapi.Workload{}, localapi.Errorf(localapi.CodeInvalid, "workload %s/%s is on node %s: delete it there", ref.Namespace, ref.Name, w.Spec.Node)
-	}
+	// The container first: a CNI DEL for a container whose workload name
+	// now belongs to another container (here or on another node) must be
+	// told "not yours", which it treats as already deleted.
 	if ref.ContainerID != "" && ref.ContainerID != w.Spec.ContainerID {
 		return localapi.Workload{}, localapi.Errorf(localapi.CodeConflict, "workload %s/%s belongs to container %s, not %s", ref.Namespace, ref.Name, w.Spec.ContainerID, ref.ContainerID)
+	}
+	if w.Spec.Node != s.a.cfg.Node.Name {
+		return localapi.Workload{}, localapi.Errorf(localapi.CodeInvalid, "workload %s/%s is on node %s: delete it there", ref.Namespace, ref.Name, w.Spec.Node)
 	}
 	if err := s.remove(ctx, w, o); err != nil {
 		return localapi.Workload{}, err

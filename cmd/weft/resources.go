@@ -266,10 +266,13 @@ func watchResources(c *cobra.Command, g *globals, info api.KindInfo, namespace, 
 			_ = f.Sync()
 		}
 	}
-	if err := sc.Err(); err != nil && c.Context().Err() == nil {
+	if c.Context().Err() != nil {
+		return nil // interrupted by the user
+	}
+	if err := sc.Err(); err != nil {
 		return fmt.Errorf("watch ended: %w", err)
 	}
-	return nil
+	return fmt.Errorf("watch ended by the agent (it restarted, or this watcher fell too far behind): run it again")
 }
 
 func newDeleteCommand(g *globals) *cobra.Command {

@@ -85,6 +85,10 @@ type Calculator struct {
 	// problems are objects that could not be decoded, by key; they are
 	// skipped (validated at the store's entrance, so this is a safety net).
 	problems map[store.Key]string
+	// dropped are items of the last desired state left out because they
+	// conflict with others or are invalid (e.g. two nodes claiming one
+	// tunnel address): one bad object must not freeze the whole dataplane.
+	dropped []string
 }
 
 // New returns an empty calculator.
@@ -115,6 +119,7 @@ func (c *Calculator) Problems() []string {
 	for k, p := range c.problems {
 		out = append(out, k.String()+": "+p)
 	}
+	out = append(out, c.dropped...)
 	sort.Strings(out)
 	return out
 }
@@ -209,9 +214,11 @@ func decodeNode(name string, n *api.Node) nodeInfo {
 	if a, err := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr); err == nil {
 		ni.tunnelIP = a
 	}
-	if mac, err := net.ParseMAC(n.Spec.VXLANTunnelMACAddr); err == nil && len(mac) == 6 {
+	if mac, err := net.ParseMAC(n.Spec.VXLANTunnelMACAddr); err == nil && len(mac) == 6 && mac[0]&1 == 0 && !isZero(mac) {
 		ni.tunnelMAC = mac
 	} else {
+		// Missing, or not a unicast Ethernet address: the MAC weft
+		// derives from the name (what the node itself uses then).
 		ni.tunnelMAC = dataplane.VXLANMAC(name)
 	}
 	return ni
@@ -488,7 +495,84 @@ func (c *Calculator) Desired() dataplane.Desired {
 			d.NAT.MasqPools = append(d.NAT.MasqPools, cidr)
 		}
 	}
+	c.dropped = sanitize(&d)
 	return d
+}
+
+// sanitize drops, deterministically, the items of d that are invalid or
+// conflict with an earlier one (items are in a stable order), so that the
+// rest is always a valid state; it returns what it dropped.
+func sanitize(d *dataplane.Desired) (dropped []string) {
+	drop := func(format string, args ...any) { dropped = append(dropped, fmt.Sprintf(format, args...)) }
+	ifaces := map[string]bool{}
+	owners := map[netip.Addr]bool{}
+	var ws []dataplane.Workload
+	for _, w := range d.Workloads {
+		dup := ifaces[w.HostIface]
+		for _, p := range w.IPs {
+			dup = dup || owners[p.Addr()]
+		}
+		if err := w.Validate(); err != nil || dup {
+			drop("workload %s/%s: invalid or conflicting with another (%v)", w.Namespace, w.Name, err)
+			continue
+		}
+		ifaces[w.HostIface] = true
+		for _, p := range w.IPs {
+			owners[p.Addr()] = true
+		}
+		ws = append(ws, w)
+	}
+	d.Workloads = ws
+	if d.VXLAN != nil {
+		if err := d.VXLAN.Validate(); err != nil {
+			drop("%v", err)
+			d.VXLAN, d.VXLANPeers = nil, nil
+		}
+	}
+	tunnels := map[netip.Addr]bool{}
+	macs := map[string]bool{}
+	if d.VXLAN != nil {
+		tunnels[d.VXLAN.TunnelAddr] = true
+		macs[d.VXLAN.MAC.String()] = true
+	}
+	badVia := map[netip.Addr]bool{}
+	var peers []dataplane.VXLANPeer
+	for _, p := range d.VXLANPeers {
+		if tunnels[p.TunnelIP] || macs[p.VTEPMAC.String()] || !p.UnderlayIP.IsValid() {
+			drop("vxlan peer %s: tunnel address %s or MAC %s already used (or no underlay address)", p.Node, p.TunnelIP, p.VTEPMAC)
+			badVia[p.TunnelIP] = true
+			continue
+		}
+		tunnels[p.TunnelIP], macs[p.VTEPMAC.String()] = true, true
+		peers = append(peers, p)
+	}
+	d.VXLANPeers = peers
+	dsts := map[netip.Prefix]bool{}
+	for _, w := range d.Workloads {
+		for _, r := range w.HostRoutes() {
+			dsts[r.Dst] = true
+		}
+	}
+	var routes []dataplane.Route
+	for _, r := range d.Routes {
+		if err := r.Validate(); err != nil || dsts[r.Dst] || (r.OnLink && badVia[r.Via]) {
+			drop("route %s: invalid, conflicting, or via a dropped peer (%v)", r, err)
+			continue
+		}
+		dsts[r.Dst] = true
+		routes = append(routes, r)
+	}
+	d.Routes = routes
+	return dropped
+}
+
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedKeys[V any](m map[string]V) []string {

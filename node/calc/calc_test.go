@@ -239,3 +239,33 @@ func TestNativeIPv6(t *testing.T) {
 		t.Fatalf("NAT exclusions %v: want both addresses of all three nodes", d.NAT.ExcludeDests)
 	}
 }
+
+// One bad Node (a multicast VTEP MAC, a tunnel address another node also
+// claims) must not make the whole desired state invalid: the offending
+// items are dropped, everything else stays.
+func TestBadNodesAreContained(t *testing.T) {
+	objs := scenario(t, api.EncapAlways)
+	bad := api.Node{Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "192.168.7.2/24"}, IPv4VXLANTunnelAddr: "10.244.0.64", VXLANTunnelMACAddr: "01:00:5e:00:00:01"}}
+	bad.Metadata.Name = "n2"
+	objs[1] = obj(t, api.KindNode, "", "n2", bad)
+	objs[2] = node(t, "n3", "192.168.8.3/24", "10.244.0.64") // n2's tunnel address
+	c := New(testCfg)
+	for _, o := range objs {
+		c.OnEvent(store.Event{Type: store.EventPut, Object: o})
+	}
+	d := c.Desired()
+	if err := d.Validate(); err != nil {
+		t.Fatalf("desired state invalid: %v", err)
+	}
+	if len(d.VXLANPeers) != 1 || d.VXLANPeers[0].Node != "n2" || d.VXLANPeers[0].VTEPMAC[0]&1 != 0 {
+		t.Fatalf("peers %+v: want n2 only, with a unicast MAC", d.VXLANPeers)
+	}
+	for _, r := range d.Routes {
+		if r.Via.String() == "10.244.0.64" {
+			t.Fatalf("route %s via an address two nodes claim", r)
+		}
+	}
+	if len(d.Workloads) != 2 || len(c.Problems()) == 0 {
+		t.Fatalf("workloads %d, problems %v", len(d.Workloads), c.Problems())
+	}
+}
