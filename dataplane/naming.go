@@ -3,10 +3,12 @@ package dataplane
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
+	"strings"
 )
 
 // RouteProtocol is the rtnetlink protocol number (rtm_protocol) on every
@@ -14,6 +16,12 @@ import (
 // and distinct from Calico's 80. The route driver dumps and removes only
 // routes carrying it. `ip route show proto 87` lists them.
 const RouteProtocol = 0x57
+
+// ErrForeignRoute: a destination weft wants to route is already routed, at
+// the metric weft would use, by a route weft does not own (another
+// protocol). weft never replaces or removes such a route; it reports the
+// conflict and retries until the route is gone.
+var ErrForeignRoute = errors.New("destination already routed by a route weft does not own")
 
 // DefaultIfacePrefix is the default prefix of host-side workload interfaces.
 const DefaultIfacePrefix = "weft"
@@ -64,6 +72,25 @@ func WorkloadIfaceName(prefix, namespace, name string) (string, error) {
 	}
 	sum := sha1.Sum([]byte(namespace + "." + name))
 	return prefix + hex.EncodeToString(sum[:])[:workloadHashLen], nil
+}
+
+// IsWorkloadIface reports whether name has the exact shape of a workload's
+// host interface ([WorkloadIfaceName]): the prefix followed by exactly 11
+// lower-case hex characters. That shape is the mark of weft's workload
+// interfaces; the prefix alone is not, because other interfaces may start
+// with it (the default VXLAN device weft.vxlan, an operator's "weftbr-up"),
+// and weft must never delete those.
+func IsWorkloadIface(prefix, name string) bool {
+	hash, ok := strings.CutPrefix(name, prefix)
+	if !ok || prefix == "" || len(hash) != workloadHashLen {
+		return false
+	}
+	for _, c := range hash {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // VXLANMAC is the deterministic MAC of a node's VXLAN device: 0x66 followed

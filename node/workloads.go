@@ -611,6 +611,8 @@ func plumbError(err error) error {
 	switch {
 	case errors.Is(err, links.ErrBadNetNS), errors.Is(err, links.ErrIfaceTaken):
 		return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
+	case errors.Is(err, dataplane.ErrForeignRoute):
+		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error()}
 	case errors.Is(err, links.ErrDrift):
 		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error()}
 	}

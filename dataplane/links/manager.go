@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -193,7 +192,7 @@ func (m *Manager) resync(ctx context.Context) error {
 	seenStray := map[string]bool{}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if !strings.HasPrefix(name, m.p.cfg.Prefix) || l.Type() != "veth" {
+		if !dataplane.IsWorkloadIface(m.p.cfg.Prefix, name) || l.Type() != "veth" {
 			continue
 		}
 		present[name] = true

@@ -3,16 +3,20 @@
 // (calico.md §5.1).
 //
 // Host side: named [dataplane.WorkloadIfaceName], MAC ee:ee:ee:ee:ee:ee,
-// no address, proxy ARP (so the workload's gateway 169.254.1.1 and every
-// other address resolve to it), forwarding on, and a /32 (/128) scope-link
-// route per workload address carrying weft's route protocol.
+// no address but the workloads' IPv6 gateway (below), proxy ARP (so the
+// workload's gateway 169.254.1.1 and every other address resolve to it),
+// forwarding on, and a /32 (/128) scope-link route per workload address
+// carrying weft's route protocol (never in place of a route of another
+// protocol: such a workload is refused).
 // Workload side: the configured name (default eth0), each address as a /32
 // (/128), a scope-link route to 169.254.1.1 and a default route via it, a
 // permanent neighbour entry 169.254.1.1 → ee:ee:ee:ee:ee:ee (so the gateway
 // resolves even on a host without a default route, where proxy ARP stays
 // silent); for
 // IPv6 a default route via the host side's link-local fe80::ecee:eeff:feee:eeee,
-// with duplicate address detection off.
+// with duplicate address detection off. weft puts that address on the host
+// side itself rather than rely on the kernel deriving it from the MAC,
+// which depends on the host's addr_gen_mode.
 //
 // The [Plumber] does this synchronously (workload add, CNI ADD); the
 // [Manager] keeps desired workloads plumbed from the dataplane loop and
@@ -68,7 +72,8 @@ type Config struct {
 	// current namespace (the agent runs in the node's namespace).
 	HostNS string
 	// Prefix of host-side interface names; default [dataplane.DefaultIfacePrefix].
-	// The Plumber refuses to touch interfaces without it.
+	// The Plumber touches only interfaces named like [dataplane.WorkloadIfaceName]
+	// makes them ([dataplane.IsWorkloadIface]).
 	Prefix string
 	// MTU of both ends; 0 leaves the kernel default (1500).
 	MTU int
@@ -195,9 +200,11 @@ func (p *Plumber) KernelWrites() uint64 { return p.writes.Load() }
 // recreating it. Everything is validated before anything changes: the
 // namespace must exist and be a network namespace, the host interface name
 // must be free or this workload's veth, the workload interface name free in
-// the namespace or this veth's peer. If a step fails after the veth was
-// created, the veth is deleted again (and with it its peer and routes):
-// nothing is left half-made.
+// the namespace or this veth's peer, and no workload address may already be
+// routed on the host by a route weft does not own (an error wrapping
+// [dataplane.ErrForeignRoute] names it; weft never overwrites it). If a
+// step fails after the veth was created, the veth is deleted again (and
+// with it its peer and routes): nothing is left half-made.
 func (p *Plumber) Add(ctx context.Context, w dataplane.Workload) (Result, error) {
 	if err := p.validate(w); err != nil {
 		return Result{}, err
@@ -221,8 +228,8 @@ func (p *Plumber) Del(_ context.Context, w dataplane.Workload) error {
 }
 
 func (p *Plumber) del(hostIface string) error {
-	if !strings.HasPrefix(hostIface, p.cfg.Prefix) {
-		return fmt.Errorf("delete %s: not a workload interface (prefix %q): %w", hostIface, p.cfg.Prefix, ErrIfaceTaken)
+	if !dataplane.IsWorkloadIface(p.cfg.Prefix, hostIface) {
+		return fmt.Errorf("delete %s: not a workload interface (prefix %q and 11 hex characters): %w", hostIface, p.cfg.Prefix, ErrIfaceTaken)
 	}
 	link, err := p.nl.LinkByName(hostIface)
 	if nlutil.IsLinkNotFound(err) {
@@ -257,8 +264,10 @@ func (p *Plumber) validate(w dataplane.Workload) error {
 	if err := w.Validate(); err != nil {
 		return err
 	}
-	if !strings.HasPrefix(w.HostIface, p.cfg.Prefix) {
-		return fmt.Errorf("workload %s/%s: host interface %s lacks the prefix %q", w.Namespace, w.Name, w.HostIface, p.cfg.Prefix)
+	// Add creates only interfaces Del and the Manager's sweep would
+	// remove again: the shape is weft's mark on its interfaces.
+	if !dataplane.IsWorkloadIface(p.cfg.Prefix, w.HostIface) {
+		return fmt.Errorf("workload %s/%s: host interface %s is not the prefix %q and 11 hex characters", w.Namespace, w.Name, w.HostIface, p.cfg.Prefix)
 	}
 	return nil
 }
@@ -380,6 +389,9 @@ func (p *Plumber) ensure(_ context.Context, w dataplane.Workload) (res Result, c
 
 	host, peer, err := p.findPair(w, wl, wnl)
 	if err != nil {
+		return Result{}, false, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	if err := p.checkHostRoutesFree(w); err != nil {
 		return Result{}, false, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
 	}
 	before := p.writes.Load()
@@ -532,9 +544,10 @@ func (p *Plumber) configureHost(w dataplane.Workload, host netlink.Link, has6 bo
 		}
 		attrs = l.Attrs()
 	}
-	// Sysctls before the link comes up: the IPv6 link-local address is
-	// made at up, and must skip duplicate address detection to be usable
-	// as the workload's gateway at once.
+	// Sysctls before the link comes up: the kernel makes its own IPv6
+	// link-local address at up, and it must skip duplicate address
+	// detection to be usable at once (the gateway address weft adds below
+	// skips it by itself).
 	if err := p.ensureSysctls(p.host, p.hostSysctls(w.HostIface, has6)); err != nil {
 		return fmt.Errorf("host side %s: %w", w.HostIface, err)
 	}
@@ -544,6 +557,56 @@ func (p *Plumber) configureHost(w dataplane.Workload, host netlink.Link, has6 bo
 		}
 		p.writes.Add(1)
 	}
+	if has6 {
+		return p.ensureGatewayAddr6(w, host)
+	}
+	return nil
+}
+
+// gatewayAddr6 is the workloads' IPv6 gateway on the host side. The kernel
+// derives this very link-local address from [dataplane.HostSideMAC] only
+// when the interface makes EUI-64 addresses (addr_gen_mode 0); a host set
+// to stable-privacy, random or no link-local addresses (or software that
+// rewrites addr_gen_mode) would leave the workloads without a gateway. So
+// weft adds it itself, without duplicate address detection: every host-side
+// interface holds it, each on its own link.
+func gatewayAddr6() *netlink.Addr {
+	return &netlink.Addr{IPNet: kroute.IPNet(netip.PrefixFrom(dataplane.WorkloadGatewayV6, 64)), Flags: unix.IFA_F_NODAD}
+}
+
+func hasGatewayAddr6(h *netlink.Handle, link netlink.Link) (bool, error) {
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return false, err
+	}
+	want := netip.PrefixFrom(dataplane.WorkloadGatewayV6, 64)
+	for _, a := range addrs {
+		if pfx, ok := addrPrefix(a); ok && pfx == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ensureGatewayAddr6 runs after the link is up: the kernel removes IPv6
+// addresses from an interface set down, and the Manager's link watch
+// repairs that through Check.
+func (p *Plumber) ensureGatewayAddr6(w dataplane.Workload, host netlink.Link) error {
+	ok, err := hasGatewayAddr6(p.nl, host)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", w.HostIface, err)
+	}
+	if ok {
+		return nil
+	}
+	err = p.nl.AddrAdd(host, gatewayAddr6())
+	if errors.Is(err, unix.EEXIST) {
+		return nil // the kernel derived it meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("add IPv6 gateway address %s to %s: %w", dataplane.WorkloadGatewayV6, w.HostIface, err)
+	}
+	p.writes.Add(1)
 	return nil
 }
 
@@ -729,13 +792,27 @@ func (p *Plumber) ensureHostRoutes(w dataplane.Workload, linkIndex int) error {
 		want[r.Dst] = kroute.FromDesired(r, linkIndex)
 	}
 	for dst, r := range want {
-		if cur, ok := have[dst]; ok && cur == r {
+		cur, ok := have[dst]
+		if ok && cur == r {
 			continue
 		}
-		if err := p.nl.RouteReplace(r.Netlink()); err != nil {
+		if ok {
+			// weft's route on this interface: change it in place.
+			if err := p.nl.RouteReplace(r.Netlink()); err != nil {
+				return fmt.Errorf("host route %s dev %s: %w", dst, w.HostIface, err)
+			}
+			p.writes.Add(1)
+			continue
+		}
+		// Never overwrite a route weft does not own (checkHostRoutesFree
+		// found none; this catches one added since).
+		wrote, err := kroute.Add(p.nl, r, p.linkName)
+		if err != nil {
 			return fmt.Errorf("host route %s dev %s: %w", dst, w.HostIface, err)
 		}
-		p.writes.Add(1)
+		if wrote {
+			p.writes.Add(1)
+		}
 	}
 	for dst, r := range have {
 		if _, ok := want[dst]; ok {
@@ -747,6 +824,35 @@ func (p *Plumber) ensureHostRoutes(w dataplane.Workload, linkIndex int) error {
 		p.writes.Add(1)
 	}
 	return nil
+}
+
+// checkHostRoutesFree refuses, before anything changes, a workload whose
+// address the host already routes by a route weft does not own (at the
+// metric weft's host route would take): weft would have to overwrite it.
+// A weft route there (an earlier workload's) is weft's to replace.
+func (p *Plumber) checkHostRoutesFree(w dataplane.Workload) error {
+	all, err := nlutil.Dump(func() ([]netlink.Route, error) {
+		return p.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("list host routes: %w", err)
+	}
+	var errs []error
+	for _, r := range w.HostRoutes() {
+		if err := kroute.Conflict(r.Dst, kroute.Holding(all, r.Dst), p.linkName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// linkName names a host interface for messages ("" if unknown).
+func (p *Plumber) linkName(index int) string {
+	l, err := p.nl.LinkByIndex(index)
+	if err != nil {
+		return ""
+	}
+	return l.Attrs().Name
 }
 
 // listRoutes dumps routes matching filter, keyed by destination.
@@ -792,6 +898,11 @@ func (p *Plumber) check(w dataplane.Workload) error {
 	}
 	if p.cfg.MTU != 0 && ha.MTU != p.cfg.MTU {
 		diff("%s has MTU %d", w.HostIface, ha.MTU)
+	}
+	if has6 {
+		if ok, err := hasGatewayAddr6(p.nl, host); err != nil || !ok {
+			diff("IPv6 gateway address %s missing on %s", dataplane.WorkloadGatewayV6, w.HostIface)
+		}
 	}
 	_ = p.host.Do(func() error {
 		for _, kv := range p.hostSysctls(w.HostIface, has6) {

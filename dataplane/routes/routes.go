@@ -2,16 +2,23 @@
 // every route carrying [dataplane.RouteProtocol], IPv4 and IPv6.
 //
 // The manager keeps a cache of the kernel's weft routes, diffs the desired
-// routes against it and writes only the differences (RouteReplace, so a
-// changed route is swapped atomically rather than deleted and re-added).
-// On its first Apply, and on every resync, it dumps the weft routes from
-// the kernel: routes that already match are adopted untouched, so a
-// restarted agent does not flap anything. Routes of other protocols are
-// never read or removed. A weft route deleted behind weft's back is
-// repaired at once (route events) or at the latest at the next periodic
-// resync. The kernel flushes the IPv4 routes through a device that is set
-// down or deleted without any route event, so a link going down or away
-// also makes the next pass re-read the routes.
+// routes against it and writes only the differences. A changed weft route
+// is replaced in place (swapped atomically rather than deleted and
+// re-added); a destination weft has no route to is created with an
+// exclusive add, so a route of another protocol to the same destination
+// and metric is never overwritten: weft reports it (an error wrapping
+// [dataplane.ErrForeignRoute], logged at Warn once per conflict) and
+// retries until it is gone. On its first Apply, and on every resync, it
+// dumps the weft routes from the kernel: routes that already match are
+// adopted untouched, so a restarted agent does not flap anything. Routes
+// of other protocols are never replaced or removed. A weft route deleted
+// behind weft's back is repaired at once (route events) or at the latest
+// at the next periodic resync; a foreign route appearing at a desired
+// destination (perhaps replacing weft's) makes the next pass re-read the
+// table too, so the cache never mistakes it for weft's. The kernel flushes
+// the IPv4 routes through a device that is set down or deleted without any
+// route event, so a link going down or away also makes the next pass
+// re-read the routes.
 //
 // Workload host routes (/32 and /128 to a workload interface) are desired
 // like any other route, but an undesired one is not removed here: it lives
@@ -58,6 +65,7 @@ type Config struct {
 // a fake.
 type Kernel interface {
 	RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error)
+	RouteAdd(*netlink.Route) error
 	RouteReplace(*netlink.Route) error
 	RouteDel(*netlink.Route) error
 	LinkList() ([]netlink.Link, error)
@@ -78,6 +86,9 @@ type Manager struct {
 	// linkNames maps interface indexes to names as of the last update
 	// phase.
 	linkNames map[int]string
+	// conflicts are the desired destinations held by foreign routes, with
+	// the error last reported (each is logged once, not on every retry).
+	conflicts map[netip.Prefix]string
 
 	// Shared with the Watch goroutine.
 	mu          sync.Mutex
@@ -112,14 +123,15 @@ func NewWithKernel(cfg Config, k Kernel) *Manager {
 		cfg.WorkloadPrefix = dataplane.DefaultIfacePrefix
 	}
 	return &Manager{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "routes"),
-		k:       k,
-		desired: map[netip.Prefix]dataplane.Route{},
-		actual:  map[netip.Prefix]kroute.Route{},
-		resync:  true,
-		wanted:  map[netip.Prefix]bool{},
-		closer:  func() {},
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "routes"),
+		k:         k,
+		desired:   map[netip.Prefix]dataplane.Route{},
+		actual:    map[netip.Prefix]kroute.Route{},
+		conflicts: map[netip.Prefix]string{},
+		resync:    true,
+		wanted:    map[netip.Prefix]bool{},
+		closer:    func() {},
 	}
 }
 
@@ -197,20 +209,63 @@ func (m *Manager) applyUpdates() error {
 			}
 		}
 		want := kroute.FromDesired(r, idx)
-		if cur, ok := m.actual[dst]; ok && want.Satisfies(cur) {
+		cur, ours := m.actual[dst]
+		if ours && want.Satisfies(cur) {
+			m.conflictGone(dst)
 			continue
 		}
-		if err := m.k.RouteReplace(want.Netlink()); err != nil {
+		var wrote bool
+		var err error
+		if ours {
+			// weft's route holds the destination: change it in place.
+			err = m.k.RouteReplace(want.Netlink())
+			wrote = err == nil
+		} else {
+			wrote, err = kroute.Add(m.k, want, m.linkName)
+		}
+		if err != nil {
 			// The kernel may hold something else now: re-read it next time.
 			delete(m.actual, dst)
+			m.noteConflict(r, err)
 			errs = append(errs, fmt.Errorf("route %s: %w", r, err))
 			continue
 		}
-		m.writes.Add(1)
+		if wrote {
+			m.writes.Add(1)
+		}
 		m.actual[dst] = want
+		m.conflictGone(dst)
+	}
+	for dst := range m.conflicts {
+		if _, ok := m.desired[dst]; !ok {
+			delete(m.conflicts, dst)
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// noteConflict logs a foreign route holding a desired destination at Warn,
+// once per conflict: the error itself is returned on every retry.
+func (m *Manager) noteConflict(r dataplane.Route, err error) {
+	var ce *kroute.ConflictError
+	if !errors.As(err, &ce) {
+		return
+	}
+	if msg := ce.Error(); m.conflicts[r.Dst] != msg {
+		m.conflicts[r.Dst] = msg
+		m.log.Warn("a route weft does not own holds a destination weft routes; leaving it alone until it is removed",
+			"route", r.String(), "foreign", strings.Join(ce.Foreign, "; "))
+	}
+}
+
+func (m *Manager) conflictGone(dst netip.Prefix) {
+	if _, ok := m.conflicts[dst]; ok {
+		delete(m.conflicts, dst)
+		m.log.Info("the foreign route is gone; weft's route is in place", "dst", dst)
+	}
+}
+
+func (m *Manager) linkName(index int) string { return m.linkNames[index] }
 
 func (m *Manager) applyRemovals() error {
 	var errs []error
@@ -218,7 +273,7 @@ func (m *Manager) applyRemovals() error {
 		if _, ok := m.desired[dst]; ok {
 			continue
 		}
-		if cur.Type == unix.RTN_UNICAST && isWorkloadIface(m.cfg.WorkloadPrefix, m.linkNames[cur.LinkIndex]) {
+		if cur.Type == unix.RTN_UNICAST && dataplane.IsWorkloadIface(m.cfg.WorkloadPrefix, m.linkNames[cur.LinkIndex]) {
 			continue // goes with its workload interface
 		}
 		err := m.k.RouteDel(cur.Netlink())
@@ -232,24 +287,6 @@ func (m *Manager) applyRemovals() error {
 		delete(m.actual, dst)
 	}
 	return errors.Join(errs...)
-}
-
-// isWorkloadIface reports whether name has the shape of a workload's host
-// interface: the prefix and exactly the hash characters
-// (dataplane.WorkloadIfaceName). The prefix alone is not enough: the
-// default VXLAN device weft.vxlan starts with the default prefix too, and
-// the routes through it must be removed when no longer desired.
-func isWorkloadIface(prefix, name string) bool {
-	hash, ok := strings.CutPrefix(name, prefix)
-	if !ok || len(hash) != 15-dataplane.MaxIfacePrefixLen {
-		return false
-	}
-	for _, c := range hash {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // readKernel replaces the cache with the weft routes in the main table.
@@ -275,8 +312,9 @@ func (m *Manager) readKernel() error {
 }
 
 // Watch implements dataplane.Watcher: a desired weft route deleted behind
-// weft's back, or a link set down or deleted (the kernel then flushes the
-// routes through it silently), triggers a resync and repair at once.
+// weft's back, a foreign route added at a desired destination, or a link
+// set down or deleted (the kernel then flushes the routes through it
+// silently), triggers a resync and repair at once.
 func (m *Manager) Watch(ctx context.Context, kick func()) error {
 	ns := netns.None()
 	if m.ns != nil {
@@ -287,16 +325,23 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 	errc := make(chan error, 2)
 	go func() {
 		errc <- watch.Routes(ctx, ns, func(u netlink.RouteUpdate) {
-			if u.Type != unix.RTM_DELROUTE || u.Protocol != dataplane.RouteProtocol || u.Table != unix.RT_TABLE_MAIN {
+			if u.Table != unix.RT_TABLE_MAIN {
 				return
 			}
-			r, ok := kroute.FromNetlink(u.Route)
+			weft := kroute.IsWeft(u.Route)
+			// A weft route went away, or a foreign route appeared, perhaps
+			// replacing weft's route to a desired destination: the cache
+			// must not go on taking that destination for weft's.
+			if !(u.Type == unix.RTM_DELROUTE && weft) && !(u.Type == unix.RTM_NEWROUTE && !weft) {
+				return
+			}
+			dst, ok := kroute.Dst(u.Route)
 			if !ok {
 				return
 			}
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			if m.wanted[r.Dst] {
+			if m.wanted[dst] {
 				m.eventResync = true
 				kick()
 			}

@@ -19,7 +19,7 @@ type fakeKernel struct {
 	routes   map[string]netlink.Route // by destination
 	links    []netlink.Link
 	failDst  map[string]error
-	replaces []string
+	replaces []string // every route written, added or replaced
 	deletes  []string
 }
 
@@ -40,9 +40,27 @@ func (k *fakeKernel) RouteListFiltered(_ int, f *netlink.Route, mask uint64) ([]
 		if mask&netlink.RT_FILTER_TABLE != 0 && r.Table != f.Table {
 			continue
 		}
+		if mask&netlink.RT_FILTER_DST != 0 && r.Dst.String() != f.Dst.String() {
+			continue
+		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// RouteAdd is exclusive: one route per destination, as the kernel keeps
+// one per destination and metric.
+func (k *fakeKernel) RouteAdd(r *netlink.Route) error {
+	dst := r.Dst.String()
+	if err := k.failDst[dst]; err != nil {
+		return err
+	}
+	if _, ok := k.routes[dst]; ok {
+		return unix.EEXIST
+	}
+	k.replaces = append(k.replaces, dst)
+	k.routes[dst] = *r
+	return nil
 }
 
 func (k *fakeKernel) RouteReplace(r *netlink.Route) error {

@@ -26,23 +26,3 @@ func TestUndesiredRouteThroughVXLANDeviceIsRemoved(t *testing.T) {
 		t.Errorf("deleted %v, want only the route through weft.vxlan", k.deletes)
 	}
 }
-
-func TestIsWorkloadIface(t *testing.T) {
-	for _, tc := range []struct {
-		prefix, name string
-		want         bool
-	}{
-		{"weft", "weft0123456789a", true},
-		{"weft", "weft.vxlan", false},
-		{"weft", "weft0123456789", false},
-		{"weft", "weftABCDEF01234", false},
-		{"cali", "weft0123456789a", false},
-		{"wl", "wl0123456789a", true},
-		{"wl", "wl0123456789abc", false},
-		{"weft", "", false},
-	} {
-		if got := isWorkloadIface(tc.prefix, tc.name); got != tc.want {
-			t.Errorf("isWorkloadIface(%q, %q) = %v, want %v", tc.prefix, tc.name, got, tc.want)
-		}
-	}
-}
