@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -12,13 +14,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// testRegistry has one command, "incr" (increments Counter/<payload> and
-// returns the new value), and a validator that refuses IPPool "bad".
+// testRegistry has one command, "incr" (increments Counter/<name>, its
+// payload being the name as a JSON string, and returns the new value), and
+// a validator that refuses IPPool "bad".
 func testRegistry() Registry {
 	return Registry{
 		Commands: map[string]CommandHandler{
 			"incr": func(tx Tx, payload []byte) ([]byte, error) {
-				k := Key{Kind: "Counter", Name: string(payload)}
+				var name string
+				if err := json.Unmarshal(payload, &name); err != nil {
+					return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+				}
+				k := Key{Kind: "Counter", Name: name}
 				v := 0
 				if o, ok := tx.Get(k); ok {
 					v, _ = strconv.Atoi(string(o.Value))
@@ -81,10 +88,16 @@ func TestThreeNodesBootstrapJoinReplicate(t *testing.T) {
 		}
 	}
 	c.waitConverged()
+	// The replicas converged, but an entry committed just now (the
+	// leader's no-op after a write) may not be applied yet: InSync is
+	// false until it is.
 	for _, n := range c.running() {
-		if !n.InSync() {
-			t.Errorf("%s not in sync", n.name)
-		}
+		waitFor(t, 5*time.Second, n.name+" in sync", func() error {
+			if !n.InSync() {
+				return fmt.Errorf("revision %d, commit index %d", n.Revision(), n.raft.CommitIndex())
+			}
+			return nil
+		})
 	}
 }
 
@@ -127,7 +140,7 @@ func TestForwardedWritesKeepTheirErrors(t *testing.T) {
 		t.Errorf("failed writes changed %v: %+v", k, o)
 	}
 	for i := 1; i <= 3; i++ {
-		out, err := f.Command(ctx, "incr", []byte("c"))
+		out, err := f.Command(ctx, "incr", []byte(`"c"`))
 		if err != nil || string(out) != strconv.Itoa(i) {
 			t.Fatalf("incr #%d: %q, %v", i, out, err)
 		}
@@ -137,6 +150,58 @@ func TestForwardedWritesKeepTheirErrors(t *testing.T) {
 	}
 	if _, err := f.Command(ctx, "incr", bytes.Repeat([]byte("x"), MaxRequestSize+1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("large command: %v", err)
+	}
+}
+
+// TestMalformedForwardedWritesAreRefused: a member forwarding entries the
+// FSM cannot use (its own bug, or a compromised member) gets them refused
+// by the leader before they enter the log, and the cluster keeps working.
+func TestMalformedForwardedWritesAreRefused(t *testing.T) {
+	c := newCluster(t, 3)
+	c.registry = testRegistry()
+	c.start("n1", "n2", "n3")
+	lead := c.leader()
+	f := c.followers()[0]
+	bad := []proposeRequest{
+		{Command: commandTxn, Payload: []byte("not json")},
+		{Command: commandTxn, Payload: []byte(`{"type":"put","key":{"kind":"K","name":"a"}}`)},
+		{Command: commandTxn, Payload: []byte(`[]`)},
+		{Command: commandTxn, Payload: []byte(`[{"type":"upsert","key":{"kind":"K","name":"a"}}]`)},
+		{Command: commandTxn, Payload: []byte(`[{"type":"put","key":{"kind":"","name":"a"}}]`)},
+		{Command: "incr", Payload: []byte("c")},
+		{Command: "nope", Payload: []byte(`"c"`)},
+		{Command: commandNoop},
+	}
+	good := proposeRequest{Command: commandTxn, Payload: []byte(`[{"type":"put","key":{"kind":"K","name":"ok"},"value":"eA=="}]`)}
+	var resp proposeBatchResponse
+	req := proposeBatchRequest{Entries: append(append([]proposeRequest(nil), bad...), good)}
+	if err := f.call(ctxTimeout(t, 10*time.Second), http.MethodPost, lead.advertise, pathPropose, req, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != len(req.Entries) {
+		t.Fatalf("%d results for %d entries", len(resp.Results), len(req.Entries))
+	}
+	for i, e := range bad {
+		if r := resp.Results[i]; r.Failed == nil || !errors.Is(r.Failed.err(), ErrInvalid) || r.Revision != 0 {
+			t.Errorf("%s %q: %+v, want refused as invalid before the log", e.Command, e.Payload, r)
+		}
+	}
+	if r := resp.Results[len(bad)]; r.Failed != nil || r.Error != nil || r.Revision == 0 {
+		t.Errorf("the valid entry beside them: %+v", r)
+	}
+	for _, n := range c.running() {
+		if err := n.Err(); err != nil {
+			t.Fatalf("%s stopped: %v", n.name, err)
+		}
+		mustPut(t, n, Key{Kind: "K", Name: "after-" + n.name}, "x")
+	}
+	c.waitConverged()
+	if o, ok := f.Get(Key{Kind: "K", Name: "ok"}); !ok || string(o.Value) != "x" {
+		t.Errorf("the valid entry: %+v %v", o, ok)
+	}
+	// Through the API, the same payloads are refused on the spot.
+	if _, err := f.Command(ctxTimeout(t, 5*time.Second), "incr", []byte("c")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a command with a payload that is not JSON: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -207,14 +208,25 @@ func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, proposeBatchResponse{Results: results})
 }
 
+// checkProposal vets an entry a member forwarded before it is appended to
+// the log: once committed, every replica applies it, so the leader is the
+// last place where a malformed entry can be refused without a trace. A
+// txn's payload must decode to ops that pass the checks Txn runs (reserved
+// kinds excepted: members forward the store's own writes), and a
+// registered command's payload must be JSON.
 func (n *Node) checkProposal(e proposeRequest) error {
-	if len(e.Payload) > MaxRequestSize {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(e.Payload), MaxRequestSize)
+	if err := checkSize(e.Payload); err != nil {
+		return err
 	}
-	if e.Command != commandTxn {
-		if _, ok := n.cfg.Registry.Commands[e.Command]; !ok {
-			return fmt.Errorf("%w: unknown command %q", ErrInvalid, e.Command)
+	if e.Command == commandTxn {
+		var ops []Op
+		if err := json.Unmarshal(e.Payload, &ops); err != nil {
+			return fmt.Errorf("%w: txn payload is not a list of operations: %v", ErrInvalid, err)
 		}
+		return checkOps(ops, true)
 	}
-	return nil
+	if _, ok := n.cfg.Registry.Commands[e.Command]; !ok {
+		return fmt.Errorf("%w: unknown command %q", ErrInvalid, e.Command)
+	}
+	return checkCommandPayload(e.Command, e.Payload)
 }

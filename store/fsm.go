@@ -142,8 +142,14 @@ func (f *stateMachine) applyLog(l *raft.Log) *applyResult {
 	case commandTxn:
 		var ops []Op
 		if err := json.Unmarshal(e.Payload, &ops); err != nil {
-			// The proposer encoded these ops itself: bad JSON is corruption.
-			return f.stop(l.Index, fmt.Errorf("%w: txn payload: %v", ErrCorruptLog, err))
+			// The envelope decoded, so the log is intact: the payload is
+			// what the proposer sent and the leader let through. Every
+			// replica decodes the same bytes the same way, so failing the
+			// entry (like any invalid op) keeps them identical, where
+			// stopping would let one bad write halt the whole cluster.
+			f.log.Warn("refusing a txn entry whose payload is not a list of operations", "index", l.Index, "error", err)
+			f.commit(nil, l.Index, nil, false)
+			return &applyResult{Revision: l.Index, Err: fmt.Errorf("%w: txn payload is not a list of operations: %v", ErrInvalid, err)}
 		}
 		return f.run(l.Index, e, false, func(t *tx) ([]byte, []Object, error) {
 			objs, err := t.applyOps(ops)

@@ -341,7 +341,6 @@ func TestCorruptEntriesStopTheFSM(t *testing.T) {
 		"unknown version": append([]byte{9}, good[1:]...),
 		"bad json":        append([]byte{entryVersion}, []byte("{not json")...),
 		"no command":      append([]byte{entryVersion}, []byte(`{"t":1}`)...),
-		"bad txn payload": mustEncode(t, logEntry{Command: commandTxn, Payload: []byte("[{")}),
 		"unknown command": mustEncode(t, logEntry{Command: "fromTheFuture"}),
 	}
 	for name, data := range tests {
@@ -370,6 +369,35 @@ func TestCorruptEntriesStopTheFSM(t *testing.T) {
 			}
 			if err := h.fsm.WaitRevision(context.Background(), 10); err == nil {
 				t.Error("WaitRevision on a stopped FSM returned nil")
+			}
+		})
+	}
+}
+
+// TestMalformedTxnPayloadFailsOnlyItsEntry: an entry whose envelope
+// decodes but whose txn payload does not is what its proposer sent, not a
+// damaged log: every replica fails that entry alike and goes on.
+func TestMalformedTxnPayloadFailsOnlyItsEntry(t *testing.T) {
+	for name, payload := range map[string]string{
+		"not json":      "[{",
+		"not a list":    `{"type":"put"}`,
+		"bad value":     `[{"type":"put","key":{"kind":"K","name":"x"},"value":"!!"}]`,
+		"wrong op type": `[{"type":"upsert","key":{"kind":"K","name":"x"}}]`,
+		"invalid key":   `[{"type":"put","key":{"kind":"","name":"x"}}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, fsmOptions{})
+			h.mustTxn(put(key("K", "", "a"), "a"))
+			r := h.applyRaw(mustEncode(t, logEntry{Command: commandTxn, Payload: []byte(payload)}))
+			if !errors.Is(r.Err, ErrInvalid) || h.fsm.Err() != nil {
+				t.Fatalf("result %+v, fatal %v", r, h.fsm.Err())
+			}
+			if h.fsm.Revision() != 2 || h.fsm.LastChange() != 1 {
+				t.Errorf("revision %d, last change %d: want 2 and 1", h.fsm.Revision(), h.fsm.LastChange())
+			}
+			h.mustTxn(put(key("K", "", "b"), "b"))
+			if objs, _ := h.fsm.List("K", ""); len(objs) != 2 {
+				t.Errorf("%d objects, want a and b", len(objs))
 			}
 		})
 	}

@@ -111,7 +111,13 @@ const (
 	hubClosed                   // the FSM is closing
 )
 
-// pull copies up to max events from pos on, appending them to buf.
+// pull copies events from pos on, appending them to buf: about max, but
+// always whole entries (it stops at max only between two revisions). A
+// watcher then only ever stops, or is closed for falling behind, at an
+// entry boundary, so the revision of the last event its consumer got is
+// one it got every event of, and resuming from it loses nothing.
+// publish adds an entry's events at once, so the ring always ends on a
+// boundary.
 func (h *hub) pull(pos *position, buf []Event, max int) ([]Event, <-chan struct{}, pullResult) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -124,8 +130,13 @@ func (h *hub) pull(pos *position, buf []Event, max int) ([]Event, <-chan struct{
 		return buf, nil, behind
 	}
 	size := uint64(len(h.ring))
-	for ; pos.seq < h.tail && len(buf) < max; pos.seq++ {
-		buf = append(buf, h.ring[pos.seq%size])
+	start := len(buf)
+	for ; pos.seq < h.tail; pos.seq++ {
+		ev := h.ring[pos.seq%size]
+		if n := len(buf) - start; n > 0 && n >= max && ev.Revision != buf[len(buf)-1].Revision {
+			break
+		}
+		buf = append(buf, ev)
 	}
 	return buf, h.wake, pulled
 }
@@ -213,6 +224,10 @@ func (f *stateMachine) newListing() *listing {
 	return f.listingLocked()
 }
 
+// watchBatch is about how many events a watcher takes from the ring at a
+// time (more when an entry has more).
+const watchBatch = 256
+
 type watcher struct {
 	fsm    *stateMachine
 	filter filter
@@ -227,13 +242,13 @@ func (w *watcher) run(ctx context.Context, snap *listing) {
 	if snap != nil && !w.list(ctx, snap) {
 		return
 	}
-	buf := make([]Event, 0, 256)
+	buf := make([]Event, 0, watchBatch)
 	for {
 		var (
 			wake <-chan struct{}
 			res  pullResult
 		)
-		buf, wake, res = w.fsm.hub.pull(&w.pos, buf[:0], cap(buf))
+		buf, wake, res = w.fsm.hub.pull(&w.pos, buf[:0], watchBatch)
 		switch res {
 		case hubClosed:
 			return

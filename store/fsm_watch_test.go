@@ -192,3 +192,89 @@ func TestWatchEndsWithContextAndClose(t *testing.T) {
 		t.Error("empty kind accepted")
 	}
 }
+
+// bigTxn puts n objects named <prefix>-<i> in one entry.
+func bigTxn(h *harness, prefix string, n int) {
+	h.t.Helper()
+	ops := make([]Op, n)
+	for i := range ops {
+		ops[i] = put(key("K", "", fmt.Sprintf("%s-%03d", prefix, i)), "v")
+	}
+	h.mustTxn(ops...)
+}
+
+// TestWatchDeliversWholeEntries: an entry with more events than a watcher
+// takes from the history at a time still reaches it whole.
+func TestWatchDeliversWholeEntries(t *testing.T) {
+	h := newHarness(t, fsmOptions{HistorySize: 2000})
+	ch, _ := h.fsm.Watch(context.Background(), 0, WatchFilter{})
+	expectEvents(t, ch, "SYNC@0")
+	bigTxn(h, "a", 300) // rev 1
+	bigTxn(h, "b", 300) // rev 2
+	h.mustTxn(put(key("K", "", "c"), "v"))
+	got := map[uint64]int{}
+	for got[3] == 0 {
+		got[next(t, ch).Revision]++
+	}
+	if got[1] != 300 || got[2] != 300 || got[3] != 1 {
+		t.Fatalf("events per revision %v, want 300, 300 and 1", got)
+	}
+}
+
+// TestLaggingWatcherIsClosedBetweenEntries: a watcher closed for falling
+// behind has delivered every event of the last revision it delivered, so
+// resuming from that revision (as consumers do) loses nothing.
+func TestLaggingWatcherIsClosedBetweenEntries(t *testing.T) {
+	const entries, perEntry = 5, 300
+	h := newHarness(t, fsmOptions{HistorySize: 700, WatchBuffer: 4})
+	ch, _ := h.fsm.Watch(context.Background(), 0, WatchFilter{})
+	for i := 0; i < entries; i++ { // nobody reads meanwhile
+		bigTxn(h, fmt.Sprint(i), perEntry)
+	}
+	seen := map[string]bool{}
+	var last uint64
+	count := map[uint64]int{}
+	deadline := time.After(5 * time.Second)
+	for open := true; open; {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				open = false
+				break
+			}
+			if ev.Type == EventPut {
+				count[ev.Revision]++
+				seen[ev.Object.Name] = true
+				last = ev.Revision
+			}
+		case <-deadline:
+			t.Fatal("the lagging watcher was not closed")
+		}
+	}
+	if last == 0 || last == entries {
+		t.Fatalf("the watcher delivered up to revision %d: it never lagged", last)
+	}
+	for rev, n := range count {
+		if n != perEntry {
+			t.Errorf("revision %d: %d of its %d events delivered before the close", rev, n, perEntry)
+		}
+	}
+	// Resume the way consumers do: from the last revision seen. Either
+	// the rest follows, or (history trimmed) RESET and a full listing.
+	resumed, _ := h.fsm.Watch(context.Background(), last, WatchFilter{})
+	first := next(t, resumed)
+	if first.Type == EventReset {
+		listed := 0
+		for ev := next(t, resumed); ev.Type != EventSync; ev = next(t, resumed) {
+			listed++
+		}
+		if listed != entries*perEntry {
+			t.Fatalf("listing after RESET: %d objects, want %d", listed, entries*perEntry)
+		}
+		return
+	}
+	seen[first.Object.Name] = true
+	for len(seen) < entries*perEntry {
+		seen[next(t, resumed).Object.Name] = true
+	}
+}

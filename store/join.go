@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -65,56 +64,14 @@ func proofMessage(nonce []byte, name string, csr []byte) []byte {
 	return append(append([]byte(nil), nonce...), h.Sum(nil)...)
 }
 
-// nonceCache holds the join nonces handed out recently; each works once.
-type nonceCache struct {
-	mu     sync.Mutex
-	ttl    time.Duration
-	max    int
-	issued map[string]time.Time
-}
-
-func newNonceCache(max int, ttl time.Duration) *nonceCache {
-	return &nonceCache{ttl: ttl, max: max, issued: map[string]time.Time{}}
-}
-
-func (c *nonceCache) add(nonce []byte, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k, t := range c.issued {
-		if now.Sub(t) > c.ttl {
-			delete(c.issued, k)
-		}
-	}
-	for len(c.issued) >= c.max { // drop the oldest
-		var oldest string
-		var ot time.Time
-		for k, t := range c.issued {
-			if oldest == "" || t.Before(ot) {
-				oldest, ot = k, t
-			}
-		}
-		delete(c.issued, oldest)
-	}
-	c.issued[string(nonce)] = now
-}
-
-func (c *nonceCache) take(nonce []byte, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, ok := c.issued[string(nonce)]
-	delete(c.issued, string(nonce))
-	return ok && now.Sub(t) <= c.ttl
-}
-
 func (n *Node) joinHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+pathJoinNonce, func(w http.ResponseWriter, r *http.Request) {
-		nonce, err := pki.NewNonce()
+		nonce, err := n.nonces.issue(time.Now())
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		n.nonces.add(nonce, time.Now())
 		writeJSON(w, http.StatusOK, nonceResponse{Nonce: nonce})
 	})
 	mux.HandleFunc("POST "+pathJoin, n.handleJoin)
@@ -141,8 +98,8 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 // admit checks a join request and, if it proves the token, records the
 // node and signs its certificate. Nothing changes when it fails.
 func (n *Node) admit(ctx context.Context, req joinRequest) (*joinResponse, error) {
-	if !n.nonces.take(req.Nonce, time.Now()) {
-		return nil, fmt.Errorf("%w: unknown or expired nonce", ErrNotAllowed)
+	if err := n.nonces.check(req.Nonce, time.Now()); err != nil {
+		return nil, err
 	}
 	sec, ok, err := n.clusterSecrets()
 	if err != nil {
@@ -266,23 +223,35 @@ func (n *Node) joinVia(ctx context.Context, client *http.Client, addr string, to
 		defer resp.Body.Close()
 		return decodeResponse(resp, path, out)
 	}
-	var nr nonceResponse
-	if err := do(http.MethodGet, pathJoinNonce, nil, &nr); err != nil {
-		return nil, err
+	// A nonce the member no longer accepts (it restarted, or the join was
+	// slow) is refused with ErrConflict: start over with a new one.
+	var err error
+	for range joinNonceAttempts {
+		var nr nonceResponse
+		if err = do(http.MethodGet, pathJoinNonce, nil, &nr); err != nil {
+			return nil, err
+		}
+		req := joinRequest{
+			Name:     n.name,
+			CSR:      csr,
+			Nonce:    nr.Nonce,
+			Proof:    tok.Proof(proofMessage(nr.Nonce, n.name, csr)),
+			NonVoter: n.cfg.NonVoter,
+		}
+		var jr joinResponse
+		if err = do(http.MethodPost, pathJoin, req, &jr); err == nil {
+			return &jr, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+		n.log.Debug("join nonce refused; asking for a new one", "member", addr, "error", err)
 	}
-	req := joinRequest{
-		Name:     n.name,
-		CSR:      csr,
-		Nonce:    nr.Nonce,
-		Proof:    tok.Proof(proofMessage(nr.Nonce, n.name, csr)),
-		NonVoter: n.cfg.NonVoter,
-	}
-	var jr joinResponse
-	if err := do(http.MethodPost, pathJoin, req, &jr); err != nil {
-		return nil, err
-	}
-	return &jr, nil
+	return nil, err
 }
+
+// joinNonceAttempts bounds how many nonces one join attempt goes through.
+const joinNonceAttempts = 3
 
 func (n *Node) saveJoinedIdentity(resp *joinResponse, keyPEM []byte, tok pki.Token) (*joinResult, error) {
 	id, err := pki.NewIdentity(resp.Cert, keyPEM, resp.CA)
@@ -298,13 +267,21 @@ func (n *Node) saveJoinedIdentity(resp *joinResponse, keyPEM []byte, tok pki.Tok
 	return &joinResult{identity: id, addresses: resp.Members}, nil
 }
 
+// membershipWarnEvery spaces out the warnings of a node whose membership
+// cannot be confirmed: one per attempt would flood the log.
+const membershipWarnEvery = 10 * time.Second
+
 // ensureMembership makes sure the raft configuration lists this node at its
 // advertise address, asking the leader (through any reachable member) to
 // add it or update its address. The local configuration is not trusted: a
 // node removed while it was down still lists itself. It returns once the
-// leader accepted, or with ErrNotAllowed if the cluster removed this node.
+// leader accepted, or with an error the node cannot get past by waiting:
+// ErrNotAllowed if the cluster removed this node, ErrConflict if another
+// member is listed at this node's address. Failed rounds are logged (at
+// most every membershipWarnEvery) so that a node stuck here says why.
 func (n *Node) ensureMembership(ctx context.Context, hints []string) error {
-	for {
+	warn := rateLimit{every: membershipWarnEvery}
+	for attempt := 1; ; attempt++ {
 		targets := n.membershipTargets(hints)
 		if n.raft.State() == raft.Leader || (len(targets) == 0 && n.listedAtOwnAddress()) {
 			return nil // the leader fixes its own address (fixOwnAddress)
@@ -318,7 +295,10 @@ func (n *Node) ensureMembership(ctx context.Context, hints []string) error {
 				return nil
 			}
 			if errors.Is(err, ErrNotAllowed) {
-				return fmt.Errorf("the cluster refuses this node (%v): if it was removed, wipe %s and join again", err, n.cfg.DataDir)
+				return fmt.Errorf("the cluster refuses this node (%w): if it was removed, wipe %s and join again", err, n.cfg.DataDir)
+			}
+			if errors.Is(err, ErrConflict) {
+				return fmt.Errorf("this node's address %s is that of another member (%w): give this node another address, or remove that member first if it is gone for good", n.advertise, err)
 			}
 			if errors.Is(err, pki.ErrPeerRejected) {
 				foreign++
@@ -330,10 +310,31 @@ func (n *Node) ensureMembership(ctx context.Context, hints []string) error {
 		if len(targets) > 0 && foreign == len(targets) {
 			return fmt.Errorf("no listed member belongs to this node's cluster (they present another cluster's CA): is %s the data dir of another cluster? %w", n.cfg.DataDir, errors.Join(errs...))
 		}
+		if len(targets) == 0 {
+			errs = append(errs, errors.New("no member to ask: no leader known and no other member listed or given to join"))
+		}
+		if warn.allow(time.Now()) {
+			n.log.Warn("could not confirm this node's raft membership yet; retrying", "address", n.advertise, "attempt", attempt, "error", errors.Join(errs...))
+		}
 		if !sleepCtx(ctx, n.cfg.Tuning.RetryInterval) {
 			return fmt.Errorf("could not reach the leader to add this node: %w", errors.Join(errs...))
 		}
 	}
+}
+
+// rateLimit lets one event through per interval.
+type rateLimit struct {
+	every time.Duration
+	last  time.Time
+}
+
+// allow reports whether an event at now may go through, and if so counts it.
+func (r *rateLimit) allow(now time.Time) bool {
+	if !r.last.IsZero() && now.Sub(r.last) < r.every {
+		return false
+	}
+	r.last = now
+	return true
 }
 
 func (n *Node) listedAtOwnAddress() bool {
@@ -517,10 +518,14 @@ func (n *Node) finishBootstrap(ctx context.Context) error {
 // waitBootstrapped waits until the new cluster's secrets are committed.
 func (n *Node) waitBootstrapped(ctx context.Context) error {
 	for {
+		// The revision is read before the state is looked at: read after,
+		// it could already include the secrets and the wait would be for
+		// an entry that may never come.
+		rev := n.fsm.Revision()
 		if _, ok, err := n.clusterSecrets(); err != nil || ok {
 			return err
 		}
-		if err := n.fsm.WaitRevision(ctx, n.fsm.Revision()+1); err != nil {
+		if err := n.fsm.WaitRevision(ctx, rev+1); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}

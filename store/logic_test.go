@@ -38,23 +38,60 @@ func TestErrorsKeepTheirSentinelOverTheWire(t *testing.T) {
 	}
 }
 
-func TestNonceCache(t *testing.T) {
-	c := newNonceCache(2, time.Minute)
+func TestJoinNonces(t *testing.T) {
+	j, err := newJoinNonces(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := newJoinNonces(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
-	c.add([]byte("a"), now)
-	c.add([]byte("b"), now.Add(time.Second))
-	c.add([]byte("c"), now.Add(2*time.Second)) // evicts the oldest, a
-	if c.take([]byte("a"), now) {
-		t.Error("evicted nonce accepted")
+	nonce, err := j.issue(now)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !c.take([]byte("b"), now.Add(3*time.Second)) {
-		t.Error("fresh nonce refused")
+	if again, _ := j.issue(now); reflect.DeepEqual(again, nonce) {
+		t.Fatal("two nonces alike")
 	}
-	if c.take([]byte("b"), now.Add(3*time.Second)) {
-		t.Error("nonce accepted twice")
+	for _, at := range []time.Duration{0, time.Second, time.Minute, -time.Second} {
+		if err := j.check(nonce, now.Add(at)); err != nil {
+			t.Errorf("checked %v after issue: %v", at, err)
+		}
 	}
-	if c.take([]byte("c"), now.Add(2*time.Minute)) {
-		t.Error("expired nonce accepted")
+	flip := func(i int) []byte {
+		b := append([]byte(nil), nonce...)
+		b[i] ^= 1
+		return b
+	}
+	for name, tc := range map[string]struct {
+		nonce []byte
+		at    time.Duration
+		by    *joinNonces
+	}{
+		"expired":             {nonce, time.Minute + time.Second, j},
+		"from the future":     {nonce, -time.Minute, j},
+		"issued by another":   {nonce, 0, other},
+		"time changed":        {flip(nonceTimeLen - 1), 0, j},
+		"random part changed": {flip(nonceTimeLen), 0, j},
+		"MAC changed":         {flip(nonceLen - 1), 0, j},
+		"truncated":           {nonce[:nonceLen-1], 0, j},
+		"empty":               {nil, 0, j},
+		"forged length":       {make([]byte, nonceLen), 0, j},
+	} {
+		err := tc.by.check(tc.nonce, now.Add(tc.at))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		// Refusals tell the joiner to start over, not that it is refused.
+		if !errors.Is(err, ErrConflict) || errors.Is(err, ErrNotAllowed) {
+			t.Errorf("%s: %v, want an ErrConflict", name, err)
+		}
+	}
+	if err := j.check(nonce, now); err != nil {
+		t.Errorf("checking other nonces changed this one: %v", err)
 	}
 }
 
@@ -143,5 +180,52 @@ func TestPromoter(t *testing.T) {
 				t.Errorf("demotions %v, want %v", got, tc.demote)
 			}
 		})
+	}
+}
+
+func TestIsFinal(t *testing.T) {
+	k := Key{Kind: "IPPool", Name: "a"}
+	for _, tc := range []struct {
+		err   error
+		final bool
+	}{
+		// Answers, produced here or decoded from the wire.
+		{ErrConflict, true},
+		{fmt.Errorf("%w: address used by member n2", ErrConflict), true},
+		{&KeyError{Key: k, Err: ErrNotFound}, true},
+		{ErrExists, true},
+		{ErrInvalid, true},
+		{ErrNotAllowed, true},
+		{ErrTooLarge, true},
+		{ErrIndeterminate, true},
+		{ToWire(fmt.Errorf("%w: nope", ErrNotAllowed)).Err(), true},
+		{ToWire(ErrConflict).Err(), true},
+		// Failures to get an answer.
+		{ErrNoLeader, false},
+		{fmt.Errorf("%w: raft is overloaded", ErrNoLeader), false},
+		{ToWire(ErrNoLeader).Err(), false},
+		{errNotLeader, false},
+		{fmt.Errorf("%w: leader lost", errNotLeader), false},
+		{errors.New("connection reset"), false},
+		{ToWire(errors.New("boom")).Err(), false},
+	} {
+		if got := isFinal(tc.err); got != tc.final {
+			t.Errorf("isFinal(%v) = %v, want %v", tc.err, got, tc.final)
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	r := rateLimit{every: 10 * time.Second}
+	t0 := time.Now()
+	for _, step := range []struct {
+		at    time.Duration
+		allow bool
+	}{
+		{0, true}, {time.Second, false}, {9 * time.Second, false}, {10 * time.Second, true}, {15 * time.Second, false}, {21 * time.Second, true},
+	} {
+		if got := r.allow(t0.Add(step.at)); got != step.allow {
+			t.Errorf("at +%v: allow = %v, want %v", step.at, got, step.allow)
+		}
 	}
 }

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/weftnet/weft/store/pki"
+	"github.com/weftnet/weft/store/transport"
 )
 
 func TestFiveNodesNonVoterPromotedWhenVoterLost(t *testing.T) {
@@ -303,4 +307,287 @@ func TestJoinAfterLogCompactionUsesSnapshot(t *testing.T) {
 		t.Fatalf("joined node has %d objects", len(objs))
 	}
 	c.waitConverged()
+}
+
+// impostor serves a cluster address with the certificate of another
+// member: it answers status checks as a healthy, up-to-date member and
+// accepts raft streams, counting everything that reaches it.
+type impostor struct {
+	mux       *transport.Mux
+	srv       *http.Server
+	requests  atomic.Int32
+	raftConns atomic.Int32
+	wg        sync.WaitGroup
+}
+
+func startImpostor(t *testing.T, addr string, id *pki.Identity, mimic *Node) *impostor {
+	t.Helper()
+	m, err := transport.Listen(addr, pki.ServerConfig(id), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := &impostor{mux: m}
+	imp.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		imp.requests.Add(1)
+		st := mimic.localStats()
+		st.LastContact = 0
+		writeJSON(w, http.StatusOK, st)
+	})}
+	raftLn := m.Raft(raft.ServerAddress(addr), nil)
+	imp.wg.Add(2)
+	go func() { defer imp.wg.Done(); _ = imp.srv.Serve(m.RPC()) }()
+	go func() {
+		defer imp.wg.Done()
+		for {
+			c, err := raftLn.Accept()
+			if err != nil {
+				return
+			}
+			imp.raftConns.Add(1)
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(imp.close)
+	return imp
+}
+
+func (imp *impostor) close() {
+	_ = imp.srv.Close()
+	_ = imp.mux.Close()
+	imp.wg.Wait()
+}
+
+// TestMemberAtAnAddressMustBeTheOneListedThere: n3 dies and another node
+// of the cluster (its certificate is genuine) starts on n3's address. The
+// leader must not take it for n3: no status check, no replication reaches
+// it, and n3 is seen unhealthy. When n3 comes back, all is well again.
+func TestMemberAtAnAddressMustBeTheOneListedThere(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start("n1", "n2", "n3")
+	c.mu.Lock()
+	n3addr := c.addrs["n3"]
+	c.mu.Unlock()
+	sec, ok, err := c.node("n1").clusterSecrets()
+	if err != nil || !ok {
+		t.Fatalf("cluster secrets: %v %v", ok, err)
+	}
+	_, ca, err := sec.token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id4, err := issueIdentity(ca, "n4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.kill("n3")
+	lead := c.leader()
+	imp := startImpostor(t, n3addr, id4, lead)
+
+	var st serverStats
+	if err := lead.call(ctxTimeout(t, 5*time.Second), http.MethodGet, n3addr, pathStatus, nil, &st); !errors.Is(err, pki.ErrWrongPeer) || !notSent(err) {
+		t.Errorf("status call to n3's address: %v, want a dial refusal for the wrong peer", err)
+	}
+	if conn, err := lead.raftStream().Dial(raft.ServerAddress(n3addr), time.Second); !errors.Is(err, pki.ErrWrongPeer) {
+		if conn != nil {
+			conn.Close()
+		}
+		t.Errorf("raft dial to n3's address: %v, want a refusal for the wrong peer", err)
+	}
+	waitFor(t, 15*time.Second, "n3 seen unhealthy", func() error {
+		ms, err := lead.Members(ctxTimeout(t, 5*time.Second))
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Name == "n3" && m.Healthy {
+				return errors.New("n3 healthy")
+			}
+		}
+		return nil
+	})
+	mustPut(t, lead, Key{Kind: "K", Name: "while-n3-is-away"}, "x")
+	if n := imp.requests.Load(); n != 0 {
+		t.Errorf("the impostor answered %d status checks meant for n3", n)
+	}
+	if n := imp.raftConns.Load(); n != 0 {
+		t.Errorf("the impostor got %d raft streams meant for n3", n)
+	}
+
+	imp.close()
+	c.restart("n3")
+	waitFor(t, 15*time.Second, "n3 healthy again", func() error {
+		ms, err := c.leader().Members(ctxTimeout(t, 5*time.Second))
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Name == "n3" && !m.Healthy {
+				return errors.New("n3 unhealthy")
+			}
+		}
+		return nil
+	})
+	c.waitConverged()
+}
+
+// TestAddressOfAnotherMemberIsFatal: a node whose address is listed for
+// another member cannot become a member until an operator steps in; it
+// says so at once instead of retrying forever.
+func TestAddressOfAnotherMemberIsFatal(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start("n1", "n2", "n3")
+	c.mu.Lock()
+	n2addr := c.addrs["n2"]
+	c.mu.Unlock()
+
+	// The leader's own answer is final (not retried until the deadline).
+	start := time.Now()
+	if err := c.leader().addMember(ctxTimeout(t, 10*time.Second), "n9", n2addr); !errors.Is(err, ErrConflict) || time.Since(start) > 5*time.Second {
+		t.Errorf("adding a member at n2's address: %v after %v, want ErrConflict at once", err, time.Since(start))
+	}
+
+	// A joiner at n2's address.
+	cfg := c.config("n4")
+	cfg.Advertise = n2addr
+	start = time.Now()
+	n, err := Open(ctxTimeout(t, 20*time.Second), cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("a node joined at another member's address")
+	}
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `"n2"`) || time.Since(start) > 10*time.Second {
+		t.Errorf("join at n2's address: %v after %v, want a prompt conflict naming n2", err, time.Since(start))
+	}
+
+	// A member restarting at n2's address stops with that error.
+	c.kill("n3")
+	cfg = c.config("n3")
+	cfg.Advertise = n2addr
+	n3 := c.open(cfg)
+	select {
+	case <-n3.Failed():
+		if !errors.Is(n3.Err(), ErrConflict) {
+			t.Errorf("n3 failed with %v, want ErrConflict", n3.Err())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("n3 resumed at n2's address and did not stop")
+	}
+}
+
+// syncBuffer is a log sink safe for the node's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFailedMembershipAttemptsAreLogged: a node that cannot reach the
+// leader to confirm its membership says so, without a line per attempt.
+func TestFailedMembershipAttemptsAreLogged(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start("n1", "n2")
+	var logs syncBuffer
+	cfg := c.config("n3")
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	n3 := c.open(cfg)
+	c.waitVoters(3, "n1", "n2", "n3")
+	c.faults.cut("n3", "n1")
+	c.faults.cut("n3", "n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if err := n3.ensureMembership(ctx, nil); err == nil {
+		t.Fatal("membership confirmed across a partition")
+	}
+	const msg = "could not confirm this node's raft membership yet"
+	if got := strings.Count(logs.String(), msg); got != 1 {
+		t.Errorf("%d warnings %q in 1.5 s of attempts every %v, want 1; log:\n%s", got, msg, c.tuning.RetryInterval, logs.String())
+	}
+}
+
+// TestNonceFloodDoesNotBreakAJoin: anyone may ask for join nonces; 10,000
+// of them, asked for while nodes join, must not invalidate a joiner's.
+func TestNonceFloodDoesNotBreakAJoin(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start("n1")
+	addr := c.node("n1").advertise
+	tok, err := pki.ParseToken(c.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := transport.NewJoinClient(tok.CAFingerprint)
+	defer client.CloseIdleConnections()
+	getNonce := func(ctx context.Context) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, peerURL(addr, pathJoinNonce), nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var nr nonceResponse
+		return nr.Nonce, decodeResponse(resp, pathJoinNonce, &nr)
+	}
+	ctx := ctxTimeout(t, 30*time.Second)
+
+	// A joiner takes its nonce, then the flood comes between it and its
+	// proof, while another node joins the usual way.
+	nonce, err := getNonce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood, workers = 10000, 8
+	var wg sync.WaitGroup
+	var floodErr atomic.Value
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < flood/workers; i++ {
+				if _, err := getNonce(ctx); err != nil {
+					floodErr.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		c.join("n2")
+	}()
+	wg.Wait()
+	if err, _ := floodErr.Load().(error); err != nil {
+		t.Fatalf("nonce request: %v", err)
+	}
+	<-joined
+
+	keyPEM, err := pki.NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(keyPEM, "n3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.node("n1").admit(ctx, joinRequest{Name: "n3", CSR: csr, Nonce: nonce, Proof: tok.Proof(proofMessage(nonce, "n3", csr))})
+	if err != nil {
+		t.Fatalf("join with a nonce taken before the flood: %v", err)
+	}
+	if _, err := pki.NewIdentity(resp.Cert, keyPEM, resp.CA); err != nil {
+		t.Fatalf("certificate: %v", err)
+	}
+	c.waitVoters(2, "n1", "n2")
 }

@@ -70,13 +70,7 @@ const rpcConnsPerPeer = 128
 
 // newRPCClient is the mutual-TLS HTTP client for other members' RPC.
 func (n *Node) newRPCClient() *http.Client {
-	c := transport.NewRPCClient(func() *tls.Config {
-		id := n.identity.Load()
-		if id == nil {
-			return nil
-		}
-		return pki.ClientConfig(id, transport.ALPNRPC)
-	})
+	c := transport.NewRPCClient(n.peerTLS(transport.ALPNRPC))
 	if t, ok := c.Transport.(*http.Transport); ok {
 		t.MaxIdleConnsPerHost = rpcConnsPerPeer
 		t.MaxIdleConns = 4 * rpcConnsPerPeer
@@ -87,15 +81,51 @@ func (n *Node) newRPCClient() *http.Client {
 	return c
 }
 
-// raftStream is the StreamLayer raft runs over.
-func (n *Node) raftStream() raft.StreamLayer {
-	s := n.mux.Raft(raft.ServerAddress(n.advertise), func() *tls.Config {
+// peerTLS is the per-dial client TLS configuration for raft and RPC
+// connections to addr. Any certificate of the cluster CA proves membership,
+// not which member answers: when the raft configuration lists a member at
+// addr, the server must be that member. Otherwise a node that took over a
+// dead member's address would receive its replication and status checks,
+// be seen as healthy in its place and have its acknowledgements counted
+// as the dead member's. Addresses not in the configuration (join hints,
+// a node that has no configuration yet) accept any member.
+func (n *Node) peerTLS(alpn string) transport.ClientTLS {
+	return func(addr string) *tls.Config {
 		id := n.identity.Load()
 		if id == nil {
 			return nil
 		}
-		return pki.ClientConfig(id, transport.ALPNRaft)
-	})
+		return pki.ClientConfigFor(id, alpn, n.memberAt(addr))
+	}
+}
+
+// memberAt names the member the raft configuration lists at addr, or ""
+// when none is (or more than one: a stale configuration cannot say which).
+func (n *Node) memberAt(addr string) string {
+	r := n.dialRaft.Load()
+	if r == nil {
+		return ""
+	}
+	f := r.GetConfiguration() // a copy of raft's latest configuration: no round trip through raft's loop
+	if f.Error() != nil {
+		return ""
+	}
+	name := ""
+	for _, s := range f.Configuration().Servers {
+		if string(s.Address) != addr {
+			continue
+		}
+		if name != "" {
+			return ""
+		}
+		name = string(s.ID)
+	}
+	return name
+}
+
+// raftStream is the StreamLayer raft runs over.
+func (n *Node) raftStream() raft.StreamLayer {
+	s := n.mux.Raft(raft.ServerAddress(n.advertise), n.peerTLS(transport.ALPNRaft))
 	if n.cfg.faults != nil {
 		s = &faultyStream{StreamLayer: s, self: n.name, faults: n.cfg.faults}
 	}

@@ -29,8 +29,12 @@ type Node struct {
 	name      string
 	advertise string
 
-	fsm      *stateMachine
-	raft     *raft.Raft
+	fsm  *stateMachine
+	raft *raft.Raft
+	// dialRaft is raft once it is started, for the transport's dials
+	// (memberAt): raft's own goroutines dial, possibly before NewRaft has
+	// returned and raft is set.
+	dialRaft atomic.Pointer[raft.Raft]
 	logs     *raftLog // raft log and stable store
 	snaps    *raft.FileSnapshotStore
 	mux      *transport.Mux
@@ -40,7 +44,7 @@ type Node struct {
 	forward    *forwarder
 	rpcServer  *http.Server
 	joinServer *http.Server
-	nonces     *nonceCache
+	nonces     *joinNonces
 
 	pilot   *autopilot.Autopilot
 	metrics *metrics
@@ -100,11 +104,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := pki.ValidateNodeName(cfg.NodeName); err != nil {
 		return nil, fmt.Errorf("store config: node name: %w", err)
 	}
+	nonces, err := newJoinNonces(nonceTTL)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
 		cfg:           cfg,
 		log:           cfg.Logger.With("node", cfg.NodeName),
 		name:          cfg.NodeName,
-		nonces:        newNonceCache(256, time.Minute),
+		nonces:        nonces,
 		notifyCh:      make(chan bool, 1),
 		leaderChanged: make(chan struct{}),
 		failed:        make(chan struct{}),
@@ -211,7 +219,15 @@ func (n *Node) open(ctx context.Context) error {
 		return n.ensureMembership(ctx, append(hints, n.cfg.Join...))
 	default:
 		n.goBackground("membership", func(ctx context.Context) {
-			if err := n.ensureMembership(ctx, n.cfg.Join); err != nil && ctx.Err() == nil {
+			err := n.ensureMembership(ctx, n.cfg.Join)
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, ErrConflict):
+				// The cluster sends another member's traffic to this
+				// address and this node's own nowhere: it cannot work
+				// until the operator gives it another address.
+				n.fail(fmt.Errorf("raft membership: %w", err))
+			default:
 				n.log.Error("could not confirm this node's raft membership", "error", err)
 			}
 		})

@@ -23,23 +23,51 @@ const defaultWriteTimeout = 30 * time.Second
 // Txn commits ops atomically through the leader. Kinds private to the store
 // are refused with ErrNotAllowed.
 func (n *Node) Txn(ctx context.Context, ops []Op) (TxnResult, error) {
+	if err := checkOps(ops, false); err != nil {
+		return TxnResult{}, err
+	}
+	return n.txn(ctx, ops)
+}
+
+// checkOps runs the checks every transaction must pass before it is
+// proposed: at least one op, valid keys, known op types, and, unless
+// internal (the store's own writes, which members forward to the leader),
+// no reserved kinds.
+func checkOps(ops []Op, internal bool) error {
 	if len(ops) == 0 {
-		return TxnResult{}, fmt.Errorf("txn: %w: no operations", ErrInvalid)
+		return fmt.Errorf("txn: %w: no operations", ErrInvalid)
 	}
 	for _, op := range ops {
 		if err := ValidateKey(op.Key); err != nil {
-			return TxnResult{}, &KeyError{Key: op.Key, Err: err}
+			return &KeyError{Key: op.Key, Err: err}
 		}
-		if IsReservedKind(op.Key.Kind) {
-			return TxnResult{}, &KeyError{Key: op.Key, Err: fmt.Errorf("%w: kind %q is private to the store", ErrNotAllowed, op.Key.Kind)}
+		if !internal && IsReservedKind(op.Key.Kind) {
+			return &KeyError{Key: op.Key, Err: fmt.Errorf("%w: kind %q is private to the store", ErrNotAllowed, op.Key.Kind)}
 		}
 		switch op.Type {
 		case OpCreate, OpUpdate, OpPut, OpDelete:
 		default:
-			return TxnResult{}, &KeyError{Key: op.Key, Err: fmt.Errorf("%w: unknown op type %q", ErrInvalid, op.Type)}
+			return &KeyError{Key: op.Key, Err: fmt.Errorf("%w: unknown op type %q", ErrInvalid, op.Type)}
 		}
 	}
-	return n.txn(ctx, ops)
+	return nil
+}
+
+// checkSize refuses a write over MaxRequestSize.
+func checkSize(payload []byte) error {
+	if len(payload) > MaxRequestSize {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(payload), MaxRequestSize)
+	}
+	return nil
+}
+
+// checkCommandPayload checks what the leader can of a registered command's
+// payload before it enters the log: it is empty or JSON.
+func checkCommandPayload(name string, payload []byte) error {
+	if len(payload) > 0 && !json.Valid(payload) {
+		return fmt.Errorf("%w: command %q: the payload is not JSON", ErrInvalid, name)
+	}
+	return nil
 }
 
 // txn proposes ops without the reserved-kind check (store-internal writes).
@@ -59,10 +87,16 @@ func (n *Node) txn(ctx context.Context, ops []Op) (TxnResult, error) {
 }
 
 // Command runs a registered command through the leader and returns its
-// result.
+// result. The payload must be empty or JSON (ErrInvalid otherwise).
 func (n *Node) Command(ctx context.Context, name string, payload []byte) ([]byte, error) {
 	if _, ok := n.cfg.Registry.Commands[name]; !ok {
 		return nil, fmt.Errorf("%w: unknown command %q", ErrInvalid, name)
+	}
+	if err := checkSize(payload); err != nil {
+		return nil, err
+	}
+	if err := checkCommandPayload(name, payload); err != nil {
+		return nil, err
 	}
 	res, err := n.propose(ctx, name, payload)
 	if err != nil {
@@ -76,8 +110,8 @@ func (n *Node) Command(ctx context.Context, name string, payload []byte) ([]byte
 // reached a node that was not the leader, until ctx ends; it never retries
 // a request that may have been applied.
 func (n *Node) propose(ctx context.Context, cmd string, payload []byte) (*applyResult, error) {
-	if len(payload) > MaxRequestSize {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(payload), MaxRequestSize)
+	if err := checkSize(payload); err != nil {
+		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -270,11 +304,13 @@ func (n *Node) callLeader(ctx context.Context, changed <-chan struct{}, addr str
 	return err
 }
 
-// isFinal reports errors that an idempotent call should not retry: answers
-// from the leader (as opposed to failures to get one).
+// isFinal reports errors that an idempotent call should not retry: every
+// store sentinel (ErrConflict, ErrInvalid, ErrNotAllowed...) is an answer,
+// whether the leader sent it over the wire or this node, leading, produced
+// it itself; only the failures to get an answer (no leader, not the leader)
+// are worth another attempt.
 func isFinal(err error) bool {
-	var ce *codedError
-	return errors.As(err, &ce) && !errors.Is(err, ErrNoLeader)
+	return ErrorCode(err) != CodeInternal && !errors.Is(err, ErrNoLeader) && !errors.Is(err, errNotLeader)
 }
 
 // ConsistentRevision waits until the local replica has applied everything

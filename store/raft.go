@@ -105,6 +105,7 @@ func (n *Node) startRaft(bootstrap bool) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
+	n.dialRaft.Store(r)
 	if !bootstrap {
 		return nil
 	}

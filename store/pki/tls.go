@@ -127,13 +127,30 @@ func serverConfigFor(id *Identity, alpn string) *tls.Config {
 	return c
 }
 
+// ErrWrongPeer is wrapped when the member that answered at an address is
+// not the one the caller expected there (ClientConfigFor): a valid member
+// of the cluster, but another one. It is not an ErrPeerRejected: the peer
+// does belong to this cluster.
+var ErrWrongPeer = errors.New("another member answered")
+
 // ClientConfig is the TLS configuration for dialing another member with the
-// given ALPN (ALPNRaft or ALPNRPC): it presents this node's certificate and
-// accepts the server only if its chain verifies against the cluster CA
-// bundle, allows server auth and carries a node name. Standard host name
-// verification is replaced by that check (InsecureSkipVerify only turns off
-// the host name based default; VerifyConnection does the real work).
+// given ALPN (ALPNRaft or ALPNRPC) when any member may answer: see
+// ClientConfigFor.
 func ClientConfig(id *Identity, alpn string) *tls.Config {
+	return ClientConfigFor(id, alpn, "")
+}
+
+// ClientConfigFor is the TLS configuration for dialing the member named
+// want (empty: any member) with the given ALPN (ALPNRaft or ALPNRPC): it
+// presents this node's certificate and accepts the server only if its
+// chain verifies against the cluster CA bundle, allows server auth and
+// carries a node name, and, when want is set, that name is want (so that a
+// node that took over another member's address cannot pose as it).
+// Standard host name verification is replaced by that check
+// (InsecureSkipVerify only turns off the host name based default;
+// VerifyConnection does the real work), and as it runs inside the
+// handshake, nothing is sent to a refused server.
+func ClientConfigFor(id *Identity, alpn, want string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
@@ -149,8 +166,14 @@ func ClientConfig(id *Identity, alpn string) *tls.Config {
 			if cs.NegotiatedProtocol != alpn {
 				return fmt.Errorf("server negotiated protocol %q, want %q", cs.NegotiatedProtocol, alpn)
 			}
-			_, err := VerifyNodeChain(cs.PeerCertificates, id.pool, x509.ExtKeyUsageServerAuth, time.Now())
-			return err
+			name, err := VerifyNodeChain(cs.PeerCertificates, id.pool, x509.ExtKeyUsageServerAuth, time.Now())
+			if err != nil {
+				return err
+			}
+			if want != "" && name != want {
+				return fmt.Errorf("%w: node %q answered where member %q was expected", ErrWrongPeer, name, want)
+			}
+			return nil
 		},
 	}
 }

@@ -135,6 +135,31 @@ func TestForeignCertificatesRefused(t *testing.T) {
 	}
 }
 
+func TestClientRefusesAnotherMemberThanExpected(t *testing.T) {
+	now := time.Now()
+	ca := newTestCA(t, now)
+	a := newTestIdentity(t, ca, "node-a", now)
+	b := newTestIdentity(t, ca, "node-b", now)
+	c := newTestIdentity(t, ca, "node-c", now)
+	for _, alpn := range []string{ALPNRaft, ALPNRPC} {
+		// node-c sits where node-b was expected: refused, and not mistaken
+		// for a node of another cluster.
+		res := handshake(t, ServerConfig(c), ClientConfigFor(a, alpn, "node-b"))
+		if !errors.Is(res.clientErr, ErrWrongPeer) || errors.Is(res.clientErr, ErrPeerRejected) {
+			t.Errorf("%s: client error %v, want ErrWrongPeer only", alpn, res.clientErr)
+		}
+		if res.serverErr == nil {
+			t.Errorf("%s: the server completed a connection the client refused", alpn)
+		}
+		if res := handshake(t, ServerConfig(b), ClientConfigFor(a, alpn, "node-b")); res.clientErr != nil || res.serverErr != nil {
+			t.Errorf("%s: the expected member refused: client %v, server %v", alpn, res.clientErr, res.serverErr)
+		}
+		if res := handshake(t, ServerConfig(c), ClientConfigFor(a, alpn, "")); res.clientErr != nil || res.serverErr != nil {
+			t.Errorf("%s: any member should do without an expectation: client %v, server %v", alpn, res.clientErr, res.serverErr)
+		}
+	}
+}
+
 func TestExpiredServerCertificateRefused(t *testing.T) {
 	now := time.Now()
 	ca := newTestCA(t, now.AddDate(-15, 0, 0))

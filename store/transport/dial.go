@@ -11,19 +11,25 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// ClientTLS returns the TLS configuration for one dial to addr (a member's
+// cluster address as written in the raft configuration), or nil when this
+// node has no certificate yet (the dial then fails).
+type ClientTLS func(addr string) *tls.Config
+
 // DefaultDialTimeout bounds dial plus handshake when the caller gives no
 // timeout of its own.
 const DefaultDialTimeout = 10 * time.Second
 
 // dialTLS dials addr and completes a TLS handshake offering only alpn, all
-// within ctx. The configuration comes from conf (called per dial, so a
-// renewed certificate is used at once); its NextProtos are overridden.
+// within ctx. The configuration comes from conf(addr) (called per dial, so
+// a renewed certificate is used at once, and the configuration may expect
+// a particular member at addr); its NextProtos are overridden.
 //
 // Every failure is a *net.OpError with Op "dial": nothing was sent to the
 // peer, so callers (and net/http) may safely retry elsewhere. It returns
 // net.Conn (holding a *tls.Conn, which net/http looks for) and a nil
 // interface on error, never a typed nil.
-func dialTLS(ctx context.Context, addr string, conf func() *tls.Config, alpn string) (net.Conn, error) {
+func dialTLS(ctx context.Context, addr string, conf ClientTLS, alpn string) (net.Conn, error) {
 	dialErr := func(err error) error {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
@@ -31,7 +37,7 @@ func dialTLS(ctx context.Context, addr string, conf func() *tls.Config, alpn str
 		}
 		return &net.OpError{Op: "dial", Net: "tcp", Addr: stringAddr(addr), Err: fmt.Errorf("%s: %w", alpn, err)}
 	}
-	base := conf()
+	base := conf(addr)
 	if base == nil {
 		return nil, dialErr(errors.New("no client TLS configuration (node has no certificate yet)"))
 	}
@@ -54,19 +60,20 @@ func dialTLS(ctx context.Context, addr string, conf func() *tls.Config, alpn str
 // raft.NewNetworkTransportWithConfig. advertise is this node's raft address
 // as the other members dial it (Addr reports it). clientTLS gives the
 // configuration for outgoing raft connections, normally
-// pki.ClientConfig(id, ALPNRaft); it is called per dial.
+// pki.ClientConfigFor(id, ALPNRaft, <the member expected at addr>); it is
+// called per dial.
 //
 // Closing the StreamLayer (raft does when its transport closes) closes the
 // raft sub-listener only, not the mux. Every call shares that one
 // sub-listener, so there is one raft transport per mux.
-func (m *Mux) Raft(advertise raft.ServerAddress, clientTLS func() *tls.Config) raft.StreamLayer {
+func (m *Mux) Raft(advertise raft.ServerAddress, clientTLS ClientTLS) raft.StreamLayer {
 	return &raftLayer{subListener: m.subs[ALPNRaft], advertise: advertise, clientTLS: clientTLS}
 }
 
 type raftLayer struct {
 	*subListener
 	advertise raft.ServerAddress
-	clientTLS func() *tls.Config
+	clientTLS ClientTLS
 }
 
 // Addr is the advertised address: raft uses it as this node's address.

@@ -53,9 +53,9 @@ func (c *testCluster) issue(t *testing.T, name string) *pki.Identity {
 }
 
 // clientTLS returns the per-dial TLS configuration of a member.
-func (c *testCluster) clientTLS(name, alpn string) func() *tls.Config {
+func (c *testCluster) clientTLS(name, alpn string) func(string) *tls.Config {
 	id := c.ids[name]
-	return func() *tls.Config { return pki.ClientConfig(id, alpn) }
+	return func(string) *tls.Config { return pki.ClientConfig(id, alpn) }
 }
 
 func testLogger(t *testing.T) *slog.Logger {

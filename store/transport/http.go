@@ -14,10 +14,10 @@ import (
 // NewRPCClient returns an HTTP client for other members' RPC (ALPNRPC):
 // HTTP/1.1 over mutual TLS, connections pooled and kept alive. Use https://
 // URLs with the member's cluster address; plain http:// is refused. clientTLS
-// is normally pki.ClientConfig(id, ALPNRPC) and is called per new
-// connection. The client has no overall timeout (watch streams are long):
+// is normally pki.ClientConfigFor(id, ALPNRPC, <the member expected at
+// addr>) and is called per new connection. The client has no overall timeout (watch streams are long):
 // bound each request with its context.
-func NewRPCClient(clientTLS func() *tls.Config) *http.Client {
+func NewRPCClient(clientTLS ClientTLS) *http.Client {
 	return &http.Client{Transport: newTransport(clientTLS, ALPNRPC)}
 }
 
@@ -27,13 +27,13 @@ func NewRPCClient(clientTLS func() *tls.Config) *http.Client {
 // is sent). Use https:// URLs; bound requests with their context.
 func NewJoinClient(fingerprint [32]byte) *http.Client {
 	conf := pki.JoinClientConfig(fingerprint)
-	return &http.Client{Transport: newTransport(func() *tls.Config { return conf }, ALPNJoin)}
+	return &http.Client{Transport: newTransport(func(string) *tls.Config { return conf }, ALPNJoin)}
 }
 
 // errPlaintext refuses any attempt to talk to a member without TLS.
 var errPlaintext = errors.New("weft node-to-node HTTP requires https:// URLs")
 
-func newTransport(clientTLS func() *tls.Config, alpn string) *http.Transport {
+func newTransport(clientTLS ClientTLS, alpn string) *http.Transport {
 	return &http.Transport{
 		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, DefaultDialTimeout)

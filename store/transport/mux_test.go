@@ -131,8 +131,8 @@ func TestForeignCAClientRefusedOnRaftAndRPC(t *testing.T) {
 
 	// The outsider does not check the server, so any refusal is the
 	// server's.
-	outsiderTLS := func(alpn string) func() *tls.Config {
-		return func() *tls.Config {
+	outsiderTLS := func(alpn string) func(string) *tls.Config {
+		return func(string) *tls.Config {
 			c := pki.ClientConfig(foreign.ids["node-b"], alpn)
 			c.VerifyConnection = nil
 			return c
@@ -163,7 +163,7 @@ func TestForeignCAClientRefusedOnRaftAndRPC(t *testing.T) {
 	t.Run("raft", func(t *testing.T) {
 		stream := m.Raft("127.0.0.1:1", nil)
 		outsider := m.Raft("127.0.0.1:1", outsiderTLS(ALPNRaft))
-		anonymous := m.Raft("127.0.0.1:1", func() *tls.Config {
+		anonymous := m.Raft("127.0.0.1:1", func(string) *tls.Config {
 			return &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
 		})
 		for name, layer := range map[string]interface {
@@ -425,7 +425,7 @@ func TestRPCClientRefusesPlainHTTP(t *testing.T) {
 	if _, err := get(testContext(t), c, "http://127.0.0.1:1/v1/x"); !errors.Is(err, errPlaintext) {
 		t.Fatalf("plain http: err = %v, want errPlaintext", err)
 	}
-	noIdentity := NewRPCClient(func() *tls.Config { return nil })
+	noIdentity := NewRPCClient(func(string) *tls.Config { return nil })
 	if _, err := get(testContext(t), noIdentity, "https://127.0.0.1:1/v1/x"); err == nil || !strings.Contains(err.Error(), "no certificate yet") {
 		t.Fatalf("client without identity: err = %v", err)
 	}
@@ -459,7 +459,7 @@ func TestDialFailuresAreDialErrors(t *testing.T) {
 	}{
 		{"nobody listening", NewRPCClient(cluster.clientTLS("node-a", ALPNRPC)), deadAddr, nil},
 		{"wrong CA pin", NewJoinClient(other.ca.Fingerprint()), m.Addr().String(), pki.ErrPeerRejected},
-		{"no identity", NewRPCClient(func() *tls.Config { return nil }), m.Addr().String(), nil},
+		{"no identity", NewRPCClient(func(string) *tls.Config { return nil }), m.Addr().String(), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -473,5 +473,52 @@ func TestDialFailuresAreDialErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to wrap %v", err, tt.is)
 			}
 		})
+	}
+}
+
+// TestDialChecksTheMemberExpectedAtTheAddress: the per-dial configuration
+// is asked with the address dialled, so it can name the member expected
+// there; another member answering is refused as a dial error, and its
+// server never gets a request or a raft stream.
+func TestDialChecksTheMemberExpectedAtTheAddress(t *testing.T) {
+	cluster := newTestCluster(t, "node-a", "node-b")
+	m := startMux(t, cluster.ids["node-b"], Options{})
+	addr := m.Addr().String()
+	rec := &hitRecorder{}
+	serveHTTP(t, m.RPC(), rec)
+	expecting := func(alpn, want string, asked *atomic.Value) ClientTLS {
+		return func(a string) *tls.Config {
+			asked.Store(a)
+			return pki.ClientConfigFor(cluster.ids["node-a"], alpn, want)
+		}
+	}
+
+	var asked atomic.Value
+	wrong := NewRPCClient(expecting(ALPNRPC, "node-c", &asked))
+	defer wrong.CloseIdleConnections()
+	_, err := get(testContext(t), wrong, "https://"+addr+"/v1/x")
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" || !errors.Is(err, pki.ErrWrongPeer) {
+		t.Fatalf("RPC to the wrong member: err = %v, want a dial error wrapping ErrWrongPeer", err)
+	}
+	if got, _ := asked.Load().(string); got != addr {
+		t.Errorf("clientTLS asked for %q, want %q", got, addr)
+	}
+	right := NewRPCClient(expecting(ALPNRPC, "node-b", &asked))
+	defer right.CloseIdleConnections()
+	if _, err := get(testContext(t), right, "https://"+addr+"/v1/x"); err != nil {
+		t.Fatalf("RPC to the expected member: %v", err)
+	}
+	if n := rec.hits.Load(); n != 1 {
+		t.Errorf("the server got %d requests, want only the expected client's", n)
+	}
+
+	stream := m.Raft(addrOf(addr), expecting(ALPNRaft, "node-c", &asked))
+	if _, err := stream.Dial(addrOf(addr), time.Second); !errors.Is(err, pki.ErrWrongPeer) {
+		t.Fatalf("raft dial to the wrong member: %v", err)
+	}
+	if c, err := acceptWithin(stream, 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("a refused raft dial reached the raft listener")
 	}
 }
