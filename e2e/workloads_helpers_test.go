@@ -698,20 +698,3 @@ func (p *wlPing) wait(t *testing.T) wlPingSummary {
 	return s
 }
 
-// wlIPAllocated asks `weft ipam show --ip` whether addr is allocated.
-func wlIPAllocated(t *testing.T, h *testbed.Host, addr string) bool {
-	t.Helper()
-	out, err := h.Weft("ipam", "show", "--ip", addr, "-o", "json")
-	if err != nil {
-		t.Fatalf("weft ipam show --ip %s: %v", addr, err)
-	}
-	var rep struct {
-		IP *struct {
-			State string `json:"state"`
-		} `json:"ip"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.IP == nil {
-		t.Fatalf("weft ipam show --ip %s -o json printed %q (%v)", addr, out, err)
-	}
-	return rep.IP.State == "allocated"
-}

@@ -526,7 +526,7 @@ func TestWorkloadsAddDelCycles(t *testing.T) {
 		t.Errorf("ipam check after %d cycles: %+v; before: %+v", cycles, rep, base)
 	}
 	for ip := range seen {
-		if wlIPAllocated(t, h, ip) {
+		if ipInUse(t, h, ip) {
 			t.Errorf("%s is still allocated after its workload was deleted", ip)
 		}
 	}
@@ -561,7 +561,7 @@ func TestWorkloadsVanishedNetnsCleanedUp(t *testing.T) {
 				return fmt.Errorf("workload still listed: %+v", w)
 			}
 		}
-		if wlIPAllocated(t, h, ip) {
+		if ipInUse(t, h, ip) {
 			return fmt.Errorf("%s still allocated", ip)
 		}
 		if l, err := wlLinkNamed(h.Netns(), info.HostIface); err != nil || l != nil {
