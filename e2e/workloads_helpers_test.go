@@ -697,4 +697,3 @@ func (p *wlPing) wait(t *testing.T) wlPingSummary {
 	s.received, _ = strconv.Atoi(m[2])
 	return s
 }
-
