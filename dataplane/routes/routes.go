@@ -46,6 +46,7 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
 	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/dataplane/internal/resync"
 	"github.com/weftnet/weft/dataplane/internal/watch"
 )
 
@@ -82,7 +83,7 @@ type Manager struct {
 
 	desired map[netip.Prefix]dataplane.Route
 	actual  map[netip.Prefix]kroute.Route // weft routes in the kernel
-	resync  bool
+	resync  resync.Flag                   // re-read the kernel before the next pass
 	// linkNames maps interface indexes to names as of the last update
 	// phase.
 	linkNames map[int]string
@@ -91,9 +92,8 @@ type Manager struct {
 	conflicts map[netip.Prefix]string
 
 	// Shared with the Watch goroutine.
-	mu          sync.Mutex
-	wanted      map[netip.Prefix]bool
-	eventResync bool
+	mu     sync.Mutex
+	wanted map[netip.Prefix]bool
 }
 
 // New opens a netlink handle in the configured namespace.
@@ -122,17 +122,18 @@ func NewWithKernel(cfg Config, k Kernel) *Manager {
 	if cfg.WorkloadPrefix == "" {
 		cfg.WorkloadPrefix = dataplane.DefaultIfacePrefix
 	}
-	return &Manager{
+	m := &Manager{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "routes"),
 		k:         k,
 		desired:   map[netip.Prefix]dataplane.Route{},
 		actual:    map[netip.Prefix]kroute.Route{},
 		conflicts: map[netip.Prefix]string{},
-		resync:    true,
 		wanted:    map[netip.Prefix]bool{},
 		closer:    func() {},
 	}
+	m.resync.Queue() // the first pass reads the kernel
+	return m
 }
 
 // Close releases the netlink handle.
@@ -162,7 +163,7 @@ func (m *Manager) Set(d *dataplane.Desired) {
 }
 
 // QueueResync implements dataplane.Manager.
-func (m *Manager) QueueResync() { m.resync = true }
+func (m *Manager) QueueResync() { m.resync.Queue() }
 
 // Apply implements dataplane.Manager.
 func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
@@ -173,17 +174,8 @@ func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
 }
 
 func (m *Manager) applyUpdates() error {
-	m.mu.Lock()
-	if m.eventResync {
-		m.eventResync = false
-		m.resync = true
-	}
-	m.mu.Unlock()
-	if m.resync {
-		if err := m.readKernel(); err != nil {
-			return err
-		}
-		m.resync = false
+	if err := m.resync.Run(m.readKernel); err != nil {
+		return err
 	}
 	// Resolve device names on every pass: a device deleted and recreated
 	// (VXLAN repaired, workload veth re-plumbed) has a new index, and every
@@ -342,7 +334,7 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			if m.wanted[dst] {
-				m.eventResync = true
+				m.resync.Event()
 				kick()
 			}
 		})
@@ -355,7 +347,7 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			if len(m.wanted) > 0 {
-				m.eventResync = true
+				m.resync.Event()
 				kick()
 			}
 		})
@@ -367,9 +359,7 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 		err = err2
 	}
 	if err != nil {
-		m.mu.Lock()
-		m.eventResync = true
-		m.mu.Unlock()
+		m.resync.Event()
 	}
 	return err
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
 	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/dataplane/internal/resync"
 	"github.com/weftnet/weft/dataplane/internal/sysctl"
 	"github.com/weftnet/weft/dataplane/internal/watch"
 	"github.com/weftnet/weft/dataplane/mtu"
@@ -74,16 +75,15 @@ type Manager struct {
 	want  *dataplane.VXLANDevice
 	peers map[netip.Addr]dataplane.VXLANPeer
 
-	// Cache of the kernel; valid while resync is false.
-	resync bool
+	// Cache of the kernel; valid unless resync asks for a re-read.
+	resync resync.Flag
 	dev    *netlink.Vxlan // nil: no device
 	neigh  map[netip.Addr]string
 	fdb    map[string]netip.Addr
 
 	// Shared with the Watch goroutine.
-	mu          sync.Mutex
-	eventResync bool
-	expect      *devExpect
+	mu     sync.Mutex
+	expect *devExpect
 }
 
 // devExpect is what a link event is compared against.
@@ -124,14 +124,15 @@ func New(cfg Config) (*Manager, error) {
 		ns.Close()
 		return nil, err
 	}
-	return &Manager{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "vxlan", "device", cfg.Name),
-		ns:     ns,
-		nl:     h,
-		peers:  map[netip.Addr]dataplane.VXLANPeer{},
-		resync: true,
-	}, nil
+	m := &Manager{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "vxlan", "device", cfg.Name),
+		ns:    ns,
+		nl:    h,
+		peers: map[netip.Addr]dataplane.VXLANPeer{},
+	}
+	m.resync.Queue() // the first pass reads the kernel
+	return m, nil
 }
 
 // Close releases the handles; the device stays.
@@ -156,21 +157,12 @@ func (m *Manager) Set(d *dataplane.Desired) {
 }
 
 // QueueResync implements dataplane.Manager.
-func (m *Manager) QueueResync() { m.resync = true }
+func (m *Manager) QueueResync() { m.resync.Queue() }
 
 // Apply implements dataplane.Manager.
 func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
-	m.mu.Lock()
-	if m.eventResync {
-		m.eventResync = false
-		m.resync = true
-	}
-	m.mu.Unlock()
-	if m.resync {
-		if err := m.readKernel(); err != nil {
-			return err
-		}
-		m.resync = false
+	if err := m.resync.Run(m.readKernel); err != nil {
+		return err
 	}
 	if phase == dataplane.PhaseRemove {
 		return m.applyRemovals()
@@ -545,14 +537,12 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 		drift := u.Header.Type == unix.RTM_DELLINK || a.Flags&net.FlagUp == 0 ||
 			a.MTU != m.expect.mtu || a.HardwareAddr.String() != m.expect.mac
 		if drift {
-			m.eventResync = true
+			m.resync.Event()
 			kick()
 		}
 	})
 	if err != nil {
-		m.mu.Lock()
-		m.eventResync = true
-		m.mu.Unlock()
+		m.resync.Event()
 	}
 	return err
 }
