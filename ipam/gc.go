@@ -110,19 +110,16 @@ func (s *session) gc(r GCRequest) (GCResponse, error) {
 		return resp, err
 	}
 	byHandle := map[string][]allocationRef{}
-	for _, p := range blocks {
-		b, ok, err := s.block(p)
-		if err != nil {
-			return resp, err
-		}
-		if !ok {
-			continue
-		}
+	err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
 		for o := range b.Allocations {
 			if attr, ok := b.attribute(o); ok {
 				byHandle[attr.Handle] = append(byHandle[attr.Handle], allocationRef{p, b, o, attr})
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return resp, err
 	}
 	ids := make([]string, 0, len(byHandle))
 	for id := range byHandle {

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/weftnet/weft/store"
@@ -37,25 +38,11 @@ func (s *session) releaseHost(r ReleaseHostRequest) (ReleaseHostResponse, error)
 	if err != nil {
 		return resp, err
 	}
-	for _, p := range blocks {
-		b, ok, err := s.block(p)
-		if err != nil {
-			return resp, err
-		}
-		if !ok {
-			continue
-		}
-		for o := range b.Allocations {
-			if attr, ok := b.attribute(o); ok && attr.Node == r.Node {
-				rel, err := s.releaseOrdinal(p, b, o)
-				if err != nil {
-					return resp, err
-				}
-				resp.Released = append(resp.Released, rel)
-			}
-		}
-		if !b.affineTo(r.Node) {
-			continue
+	err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
+		rel, err := s.releaseMatching(p, b, func(a AllocationAttribute) bool { return a.Node == r.Node })
+		resp.Released = append(resp.Released, rel...)
+		if err != nil || !b.affineTo(r.Node) {
+			return err
 		}
 		if b.quiet() {
 			s.deleteBlock(p)
@@ -65,6 +52,10 @@ func (s *session) releaseHost(r ReleaseHostRequest) (ReleaseHostResponse, error)
 			s.putBlock(p, b)
 			resp.BlocksUnclaimed = append(resp.BlocksUnclaimed, p.String())
 		}
+		return nil
+	})
+	if err != nil {
+		return resp, err
 	}
 	affs, err := s.affinities(r.Node)
 	if err != nil {

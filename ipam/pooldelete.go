@@ -59,14 +59,12 @@ func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
 			blocks = append(blocks, p)
 		}
 	}
-	for _, p := range blocks {
-		b, ok, err := s.block(p)
-		if err != nil {
-			return resp, err
-		}
-		if ok {
-			resp.InUse += b.inUse()
-		}
+	err = s.eachBlock(blocks, func(_ netip.Prefix, b *Block) error {
+		resp.InUse += b.inUse()
+		return nil
+	})
+	if err != nil {
+		return resp, err
 	}
 	if resp.InUse > 0 && !r.Force {
 		if !pl.disabled() {
@@ -79,46 +77,31 @@ func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
 		if err != nil {
 			return resp, err
 		}
-		for _, p := range blocks {
-			b, ok, err := s.block(p)
-			if err != nil {
-				return resp, err
-			}
-			if !ok {
-				continue
-			}
+		err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
 			b.expireCooldown(s.now, cfg.cooldown)
-			if b.quiet() {
-				if err := s.dropBlock(p, b); err != nil {
-					return resp, err
-				}
-				resp.BlocksDeleted = append(resp.BlocksDeleted, p.String())
+			if !b.quiet() {
+				return nil
 			}
+			resp.BlocksDeleted = append(resp.BlocksDeleted, p.String())
+			return s.dropBlock(p, b)
+		})
+		if err != nil {
+			return resp, err
 		}
 		resp.Message = fmt.Sprintf("IP pool %s still has %d addresses in use: it is now disabled (no new allocations) but not deleted; release them, or delete it with force", r.Name, resp.InUse)
 		return resp, s.flush()
 	}
-	for _, p := range blocks {
-		b, ok, err := s.block(p)
+	err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
+		rel, err := s.releaseMatching(p, b, func(AllocationAttribute) bool { return true })
+		resp.Released = append(resp.Released, rel...)
 		if err != nil {
-			return resp, err
-		}
-		if !ok {
-			continue
-		}
-		for o := range b.Allocations {
-			if _, ok := b.attribute(o); ok {
-				rel, err := s.releaseOrdinal(p, b, o)
-				if err != nil {
-					return resp, err
-				}
-				resp.Released = append(resp.Released, rel)
-			}
-		}
-		if err := s.dropBlock(p, b); err != nil {
-			return resp, err
+			return err
 		}
 		resp.BlocksDeleted = append(resp.BlocksDeleted, p.String())
+		return s.dropBlock(p, b)
+	})
+	if err != nil {
+		return resp, err
 	}
 	// The blocks must be gone before the pool: the IPPool validator
 	// refuses to delete a pool that still has blocks.

@@ -373,3 +373,37 @@ func (s *session) flush() error {
 	}
 	return nil
 }
+
+// eachBlock calls f for every block that exists among prefixes, in order,
+// and stops at the first error.
+func (s *session) eachBlock(prefixes []netip.Prefix, f func(p netip.Prefix, b *Block) error) error {
+	for _, p := range prefixes {
+		b, ok, err := s.block(p)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := f(p, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// releaseMatching releases the allocations of block b whose attributes
+// match, in ordinal order.
+func (s *session) releaseMatching(p netip.Prefix, b *Block, match func(AllocationAttribute) bool) ([]Released, error) {
+	var out []Released
+	for o := range b.Allocations {
+		if attr, ok := b.attribute(o); ok && match(attr) {
+			rel, err := s.releaseOrdinal(p, b, o)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, rel)
+		}
+	}
+	return out, nil
+}
