@@ -36,7 +36,10 @@ func SupportedVersions() version.PluginInfo {
 // Agent is the part of the local API client the plugin uses;
 // *localapi.Client implements it.
 type Agent interface {
-	Do(ctx context.Context, method, path string, in, out any) error
+	AddWorkload(ctx context.Context, req localapi.WorkloadAddRequest) (localapi.Workload, error)
+	DeleteWorkload(ctx context.Context, ref localapi.WorkloadRef) (localapi.Workload, error)
+	CheckWorkload(ctx context.Context, ref localapi.WorkloadRef) (localapi.Workload, error)
+	ListWorkloads(ctx context.Context, namespace string, all bool) (localapi.WorkloadList, error)
 }
 
 // Plugin runs CNI calls against the local agent.
@@ -92,7 +95,10 @@ func (p *Plugin) Add(cmd *skel.CmdArgs) error {
 	}
 	c.log.Debug("adding workload", "name", req.Name, "namespace", req.Namespace, "ips", req.IPs, "pools", req.Pools, "labels", req.Labels)
 	var w localapi.Workload
-	if err := c.do(api("POST", "/v1/workloads"), req, &w, false); err != nil {
+	if err := c.do("POST /v1/workloads", false, func(ctx context.Context) (err error) {
+		w, err = c.agent.AddWorkload(ctx, *req)
+		return err
+	}); err != nil {
 		return err
 	}
 	res, err := BuildResult(&w, c.conf.DNS)
@@ -119,7 +125,13 @@ func (p *Plugin) Del(cmd *skel.CmdArgs) error {
 		return err
 	}
 	ref := BuildRef(cmd, c.conf, c.args)
-	err = c.do(api("POST", "/v1/workloads/delete"), ref, nil, false)
+	del := func(ref localapi.WorkloadRef) error {
+		return c.do("POST /v1/workloads/delete", false, func(ctx context.Context) error {
+			_, err := c.agent.DeleteWorkload(ctx, ref)
+			return err
+		})
+	}
+	err = del(*ref)
 	if err == nil {
 		c.log.Info("workload deleted", "name", ref.Name, "namespace", ref.Namespace)
 		return nil
@@ -129,15 +141,18 @@ func (p *Plugin) Del(cmd *skel.CmdArgs) error {
 	}
 	// Look for the container's workload under any name.
 	var list localapi.WorkloadList
-	if lerr := c.do(api("GET", "/v1/workloads?allNamespaces=true"), nil, &list, false); lerr != nil {
+	if lerr := c.do("GET /v1/workloads", false, func(ctx context.Context) (err error) {
+		list, err = c.agent.ListWorkloads(ctx, "", true)
+		return err
+	}); lerr != nil {
 		return lerr
 	}
 	for _, w := range list.Items {
 		if w.ContainerID != cmd.ContainerID || (w.Interface != "" && w.Interface != cmd.IfName) {
 			continue
 		}
-		other := &localapi.WorkloadRef{Name: w.Name, Namespace: w.Namespace, NetNS: cmd.Netns, Interface: cmd.IfName, ContainerID: cmd.ContainerID}
-		if derr := c.do(api("POST", "/v1/workloads/delete"), other, nil, false); derr != nil && !isAgentCode(derr, localapi.CodeNotFound) {
+		other := localapi.WorkloadRef{Name: w.Name, Namespace: w.Namespace, NetNS: cmd.Netns, Interface: cmd.IfName, ContainerID: cmd.ContainerID}
+		if derr := del(other); derr != nil && !isAgentCode(derr, localapi.CodeNotFound) {
 			return derr
 		}
 		c.log.Info("workload deleted", "name", w.Name, "namespace", w.Namespace)
@@ -156,7 +171,10 @@ func (p *Plugin) Check(cmd *skel.CmdArgs) error {
 	}
 	ref := BuildRef(cmd, c.conf, c.args)
 	var w localapi.Workload
-	if err := c.do(api("POST", "/v1/workloads/check"), ref, &w, true); err != nil {
+	if err := c.do("POST /v1/workloads/check", true, func(ctx context.Context) (err error) {
+		w, err = c.agent.CheckWorkload(ctx, *ref)
+		return err
+	}); err != nil {
 		return err
 	}
 	if err := CheckPrevResult(c.conf.PrevResult, &w, cmd.IfName); err != nil {
@@ -202,18 +220,13 @@ func (p *Plugin) begin(command string, cmd *skel.CmdArgs) (*call, error) {
 	return &call{conf: conf, args: args, agent: connect(conf.Socket), log: log, timeout: timeout}, nil
 }
 
-// request is an API call's method and path.
-type request struct{ method, path string }
-
-func api(method, path string) request { return request{method, path} }
-
-// do runs one API call within the call's timeout and turns failures into
-// CNI errors. forCheck maps "not found" to the CNI code for an unknown
-// container.
-func (c *call) do(r request, in, out any, forCheck bool) error {
+// do runs one API call (named "METHOD /path" for messages) within the
+// call's timeout and turns failures into CNI errors. forCheck maps "not
+// found" to the CNI code for an unknown container.
+func (c *call) do(r string, forCheck bool, f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	err := c.agent.Do(ctx, r.method, r.path, in, out)
+	err := f(ctx)
 	if err == nil {
 		return nil
 	}
@@ -234,7 +247,7 @@ func (c *call) do(r request, in, out any, forCheck bool) error {
 		return &agentError{cni: types.NewError(code, "weft agent: "+apiErr.Message, ""), code: apiErr.Code}
 	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("weft agent socket %s: no answer to %s %s within %s; is the agent running and healthy?", c.conf.Socket, r.method, r.path, c.timeout), "")
+			fmt.Sprintf("weft agent socket %s: no answer to %s within %s; is the agent running and healthy?", c.conf.Socket, r, c.timeout), "")
 	}
 	return types.NewError(types.ErrTryAgainLater,
 		fmt.Sprintf("weft agent socket %s: %s; is the agent running?", c.conf.Socket, diagnoseSocket(c.conf.Socket, r, err)), "")
@@ -268,7 +281,7 @@ func isAgentCode(err error, codes ...string) bool {
 // diagnoseSocket says in a few words why the agent's socket cannot be
 // used. When the socket looks fine, the call itself failed (the agent
 // closed the connection, say): that error is reported.
-func diagnoseSocket(socket string, r request, err error) string {
+func diagnoseSocket(socket string, r string, err error) string {
 	fi, serr := os.Stat(socket)
 	switch {
 	case errors.Is(serr, fs.ErrNotExist):
@@ -286,7 +299,7 @@ func diagnoseSocket(socket string, r request, err error) string {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Sprintf("%s %s: %v", r.method, r.path, err)
+		return fmt.Sprintf("%s: %v", r, err)
 	case errors.Is(derr, syscall.ECONNREFUSED):
 		return "connection refused"
 	case errors.Is(derr, syscall.EACCES), errors.Is(derr, syscall.EPERM):

@@ -44,6 +44,7 @@ type Loop struct {
 	kick          chan struct{}
 	requestResync atomic.Bool // someone called Resync
 	synced        chan struct{}
+	reports       *reports
 
 	mu      sync.Mutex
 	lastErr error
@@ -53,7 +54,6 @@ type loopMetrics struct {
 	applySeconds  *prometheus.HistogramVec
 	failures      *prometheus.CounterVec
 	resyncs       *prometheus.CounterVec
-	rejected      prometheus.Counter
 	inSync        prometheus.Gauge
 	watchRestarts *prometheus.CounterVec
 }
@@ -95,6 +95,7 @@ func NewLoop(cfg LoopConfig, managers ...Manager) (*Loop, error) {
 		managers: managers,
 		kick:     make(chan struct{}, 1),
 		synced:   make(chan struct{}),
+		reports:  newReports(),
 	}
 	if err := l.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err
@@ -117,10 +118,6 @@ func (l *Loop) registerMetrics(reg prometheus.Registerer) error {
 			Name: "weft_dataplane_resyncs_total",
 			Help: "Full resyncs of the dataplane by reason (start, periodic, request).",
 		}, []string{"reason"}),
-		rejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weft_dataplane_rejected_updates_total",
-			Help: "Desired states rejected as invalid.",
-		}),
 		inSync: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_dataplane_in_sync",
 			Help: "1 when the last apply pass succeeded, 0 while items are pending retry.",
@@ -133,7 +130,7 @@ func (l *Loop) registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	cs := []prometheus.Collector{l.metrics.applySeconds, l.metrics.failures, l.metrics.resyncs, l.metrics.rejected, l.metrics.inSync, l.metrics.watchRestarts}
+	cs := []prometheus.Collector{l.metrics.applySeconds, l.metrics.failures, l.metrics.resyncs, l.metrics.inSync, l.metrics.watchRestarts}
 	for _, m := range l.managers {
 		if wc, ok := m.(WriteCounter); ok {
 			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -170,6 +167,9 @@ func (l *Loop) wake() {
 // desired state.
 func (l *Loop) Synced() <-chan struct{} { return l.synced }
 
+// LatestReport implements [Reports]: the report of the last pass.
+func (l *Loop) LatestReport() (*Report, <-chan struct{}) { return l.reports.latest() }
+
 // LastError is the error of the last apply pass, nil if it succeeded.
 func (l *Loop) LastError() error {
 	l.mu.Lock()
@@ -181,6 +181,9 @@ func (l *Loop) LastError() error {
 // written to the kernel before the first state arrives: send it only once
 // the store is in sync. Updates that arrive while a pass runs are coalesced
 // to the latest; a closed updates channel keeps the last state applied.
+// States are not validated here: the calculation validates them once, at
+// its boundary, and hands over only valid ones. After every pass (and when
+// only the revision of an equal state advanced) a [Report] is published.
 func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -239,12 +242,13 @@ func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 					drained = true
 				}
 			}
-			if err := d.Validate(); err != nil {
-				l.metrics.rejected.Inc()
-				l.log.Error("rejected invalid desired state; keeping the previous one", "err", err)
-				continue
-			}
 			if current != nil && current.Equal(&d) {
+				if d.Revision > current.Revision {
+					// Nothing to apply, but whoever waits for this
+					// revision learns that the dataplane has it.
+					current.Revision = d.Revision
+					l.republish(current)
+				}
 				continue
 			}
 			current = &d
@@ -278,6 +282,7 @@ func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 		start := l.cfg.Clock.Now()
 		err := l.applyPass(ctx)
 		l.log.Debug("dataplane pass applied", "took", l.cfg.Clock.Now().Sub(start), "err", err)
+		l.publishPass(current, err)
 		needsApply = false
 		l.mu.Lock()
 		l.lastErr = err
@@ -303,6 +308,37 @@ func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 			l.metrics.inSync.Set(1)
 		}
 	}
+}
+
+// publishPass publishes the report of a pass that applied d.
+func (l *Loop) publishPass(d *Desired, err error) {
+	problems := map[string]error{}
+	for _, m := range l.managers {
+		wr, ok := m.(WorkloadReporter)
+		if !ok {
+			continue
+		}
+		for iface, perr := range wr.WorkloadProblems() {
+			problems[iface] = errors.Join(problems[iface], perr)
+		}
+	}
+	// The report must not share the state the loop goes on using: the
+	// revision of current may advance (republish).
+	applied := *d
+	l.reports.publish(Report{Revision: d.Revision, PassRevision: d.Revision, Applied: &applied, Problems: problems, Err: err})
+}
+
+// republish publishes the last report again with d's newer revision.
+func (l *Loop) republish(d *Desired) {
+	last, _ := l.reports.latest()
+	if last.Applied == nil {
+		return // no pass yet: the first pass reports it
+	}
+	next := *last
+	applied := *last.Applied
+	applied.Revision = d.Revision
+	next.Applied, next.Revision = &applied, d.Revision
+	l.reports.publish(next)
 }
 
 func (l *Loop) queueResync(reason string) {

@@ -341,14 +341,54 @@ func TestLoopSkipsAnEqualState(t *testing.T) {
 	rec.noPass(t)
 }
 
-func TestLoopRejectsAnInvalidState(t *testing.T) {
+// reportingManager reports a problem for one workload interface.
+type reportingManager struct {
+	fakeManager
+	problems map[string]error
+}
+
+func (m *reportingManager) WorkloadProblems() map[string]error { return m.problems }
+
+// Every pass publishes a report of the applied state with the managers'
+// workload problems; an equal state with a newer revision only advances
+// the reported revision (what a writer waiting for its write watches),
+// without a pass.
+func TestLoopReports(t *testing.T) {
 	rec := &recorder{passes: make(chan struct{}, 16)}
-	h := newHarness(t, 0, asManagers(managers(rec, "a"))...)
-	h.box.Send(Desired{Routes: []Route{{Dst: netip.MustParsePrefix("10.0.0.1/8"), Type: RouteBlackhole}}})
-	rec.noPass(t)
-	eventually(t, func() bool { return metricValue(t, h.loop.metrics.rejected) == 1 })
-	h.box.Send(someDesired(1))
+	rm := &reportingManager{fakeManager: fakeManager{name: "a", rec: rec, last: true},
+		problems: map[string]error{"weft0123456789a": ErrBadNetNS}}
+	h := newHarness(t, 0, rm)
+	if r, _ := h.loop.LatestReport(); r.Applied != nil || r.Seq != 0 {
+		t.Fatalf("report before any pass: %+v", r)
+	}
+	d := someDesired(1)
+	d.Revision = 7
+	h.box.Send(d)
 	rec.waitPass(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := WaitReport(ctx, h.loop, func(r *Report) (bool, error) { return r.Revision == 7, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PassRevision != 7 || !errors.Is(r.Problems["weft0123456789a"], ErrBadNetNS) || !r.Applied.Equal(&d) {
+		t.Fatalf("report %+v", r)
+	}
+	d2 := someDesired(1)
+	d2.Revision = 9
+	h.box.Send(d2)
+	rec.noPass(t)
+	r, err = WaitReport(ctx, h.loop, func(r *Report) (bool, error) { return r.Revision == 9, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PassRevision != 7 || r.Applied.Revision != 9 {
+		t.Fatalf("after an equal state: revision %d, pass revision %d, applied %d", r.Revision, r.PassRevision, r.Applied.Revision)
+	}
+	// A done function's error ends the wait with it.
+	if _, err := WaitReport(ctx, h.loop, func(*Report) (bool, error) { return false, ErrDrift }); !errors.Is(err, ErrDrift) {
+		t.Fatalf("WaitReport error %v", err)
+	}
 }
 
 func TestLoopRetriesWithBackoffWhileOthersApply(t *testing.T) {

@@ -13,12 +13,20 @@ import (
 // emits it. A value handed to the loop must not be modified afterwards.
 // Order inside the slices does not matter.
 type Desired struct {
+	// Revision is the store revision this state was computed from. It is
+	// not part of the state ([Desired.Equal] ignores it): the loop reports
+	// it back in [Report] so that a writer can wait until the dataplane
+	// has caught up with its write.
+	Revision uint64
 	// Workloads are the local workloads whose plumbing must exist.
 	Workloads []Workload
-	// Routes are the routes weft owns in the main table, besides the /32
-	// (/128) host route of each workload, which the route manager derives
-	// from Workloads (see [Desired.AllRoutes]).
+	// Routes are every route weft owns, in any table: the /32 (/128) host
+	// route of each workload ([RouteClassWorkload]), this node's
+	// blackholes and the other nodes' blocks, and later routes learned
+	// over BGP or through WireGuard. At most one per (table, destination).
 	Routes []Route
+	// Rules are the policy-routing rules weft owns.
+	Rules []Rule
 	// VXLAN is the node's VXLAN device; nil means none (an existing one is
 	// removed).
 	VXLAN *VXLANDevice
@@ -47,6 +55,8 @@ type Workload struct {
 	IPs []netip.Prefix
 	// MAC is the workload-side MAC; nil lets the kernel choose.
 	MAC net.HardwareAddr
+	// MTU of both ends of the veth; 0 leaves the kernel default.
+	MTU int
 }
 
 // IfaceOrDefault is Iface, or [DefaultWorkloadIface] when it is empty.
@@ -61,7 +71,7 @@ func (w Workload) IfaceOrDefault() string {
 func (w Workload) Equal(o Workload) bool {
 	return w.Namespace == o.Namespace && w.Name == o.Name && w.HostIface == o.HostIface &&
 		w.NetNS == o.NetNS && w.IfaceOrDefault() == o.IfaceOrDefault() &&
-		bytes.Equal(w.MAC, o.MAC) && samePrefixSet(w.IPs, o.IPs)
+		bytes.Equal(w.MAC, o.MAC) && w.MTU == o.MTU && samePrefixSet(w.IPs, o.IPs)
 }
 
 // Validate checks one workload on its own.
@@ -99,6 +109,9 @@ func (w Workload) Validate() error {
 	if w.MAC != nil && !validUnicastMAC(w.MAC) {
 		errs = append(errs, fmt.Errorf("MAC %s is not a unicast Ethernet address", w.MAC))
 	}
+	if w.MTU != 0 && (w.MTU < MinMTU || w.MTU > MaxMTU) {
+		errs = append(errs, fmt.Errorf("MTU %d out of range %d..%d", w.MTU, MinMTU, MaxMTU))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
 	}
@@ -126,11 +139,83 @@ func (t RouteType) String() string {
 	return fmt.Sprintf("RouteType(%d)", uint8(t))
 }
 
-// Route is one route weft owns in the main table. Dst identifies it: at
-// most one route per destination.
+// RouteClass is the source that contributes a route. When two sources want
+// the same (table, destination), the calculation keeps the route of the
+// lower class: a workload's host route beats a block route, and a block
+// route (tunnel or native) beats a route learned over BGP, so blocks of
+// VXLAN or WireGuard pools keep their tunnel routes whatever a router says.
+type RouteClass uint8
+
+const (
+	// RouteClassWorkload: a local workload's /32 (/128) to its veth.
+	RouteClassWorkload RouteClass = iota + 1
+	// RouteClassBlock: this node's blackholes, other nodes' blocks and
+	// borrowed addresses, over a tunnel or natively.
+	RouteClassBlock
+	// RouteClassWireGuard: routes through the WireGuard device.
+	RouteClassWireGuard
+	// RouteClassBGP: routes learned from BGP peers.
+	RouteClassBGP
+)
+
+func (c RouteClass) String() string {
+	switch c {
+	case RouteClassWorkload:
+		return "workload"
+	case RouteClassBlock:
+		return "block"
+	case RouteClassWireGuard:
+		return "wireguard"
+	case RouteClassBGP:
+		return "bgp"
+	}
+	return fmt.Sprintf("RouteClass(%d)", uint8(c))
+}
+
+// Routing tables: weft's own tables must lie in 1..MaxOwnTable (253-255
+// are the kernel's default, main and local tables).
+const (
+	TableMain   = 254
+	MaxOwnTable = 252
+)
+
+// Limits of interface MTUs and rule priorities (priority 0 and 32766+ are
+// the kernel's local, main and default rules).
+const (
+	MinMTU      = 68
+	MaxMTU      = 65535
+	MinRulePrio = 1
+	MaxRulePrio = 32765
+)
+
+const (
+	ipFamilyV4 = 4
+	ipFamilyV6 = 6
+)
+
+// RouteKey identifies a route: at most one per table and destination.
+type RouteKey struct {
+	Table int
+	Dst   netip.Prefix
+}
+
+func (k RouteKey) String() string {
+	if k.Table == TableMain {
+		return k.Dst.String()
+	}
+	return fmt.Sprintf("%s table %d", k.Dst, k.Table)
+}
+
+// Route is one route weft owns. (table, Dst) identifies it.
 type Route struct {
-	Dst  netip.Prefix
-	Type RouteType
+	Dst netip.Prefix
+	// Table is the routing table; 0 means the main table.
+	Table int
+	// Class says which source wants the route (see [RouteClass]); it
+	// decides between two sources wanting one destination and groups
+	// routes for status reports. It is not programmed into the kernel.
+	Class RouteClass
+	Type  RouteType
 	// Dev is the output device (unicast only). It may be empty for a route
 	// via a gateway that is not onlink: the kernel then picks the device
 	// holding the gateway's subnet (native routing to a peer on the same
@@ -146,6 +231,17 @@ type Route struct {
 	Src netip.Addr
 }
 
+// TableID is the routing table the route goes into (0 means main).
+func (r Route) TableID() int {
+	if r.Table == 0 {
+		return TableMain
+	}
+	return r.Table
+}
+
+// Key identifies the route.
+func (r Route) Key() RouteKey { return RouteKey{Table: r.TableID(), Dst: r.Dst} }
+
 // Validate checks one route on its own.
 func (r Route) Validate() error {
 	var errs []error
@@ -154,6 +250,12 @@ func (r Route) Validate() error {
 	}
 	if r.Dst != r.Dst.Masked() {
 		errs = append(errs, errors.New("destination has host bits set"))
+	}
+	if t := r.TableID(); t != TableMain && (t < 1 || t > MaxOwnTable) {
+		errs = append(errs, fmt.Errorf("table %d: want the main table or one of 1..%d", t, MaxOwnTable))
+	}
+	if r.Class < RouteClassWorkload || r.Class > RouteClassBGP {
+		errs = append(errs, fmt.Errorf("unknown class %d", r.Class))
 	}
 	switch r.Type {
 	case RouteBlackhole:
@@ -180,14 +282,18 @@ func (r Route) Validate() error {
 		errs = append(errs, fmt.Errorf("unknown type %d", r.Type))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("route %s: %w", r.Dst, err)
+		return fmt.Errorf("route %s: %w", r.Key(), err)
 	}
 	return nil
 }
 
 func (r Route) String() string {
+	table := ""
+	if r.TableID() != TableMain {
+		table = fmt.Sprintf(" table %d", r.Table)
+	}
 	if r.Type == RouteBlackhole {
-		return "blackhole " + r.Dst.String()
+		return "blackhole " + r.Dst.String() + table
 	}
 	s := r.Dst.String()
 	if r.Via.IsValid() {
@@ -200,7 +306,59 @@ func (r Route) String() string {
 	if r.Src.IsValid() {
 		s += " src " + r.Src.String()
 	}
-	return s
+	return s + table
+}
+
+// Rule is one policy-routing rule weft owns (`ip rule`): packets of
+// Family, unless (Invert) or if their firewall mark matches Mark/Mask,
+// look up Table. A zero Mask means no mark match. The rules manager marks
+// weft's rules with [RouteProtocol] and touches no other rule.
+type Rule struct {
+	// Family is 4 or 6.
+	Family   int
+	Priority int
+	Table    int
+	Mark     uint32
+	Mask     uint32
+	// Invert negates the match ("not fwmark", Calico's WireGuard rule).
+	Invert bool
+}
+
+// Validate checks one rule.
+func (r Rule) Validate() error {
+	var errs []error
+	if r.Family != ipFamilyV4 && r.Family != ipFamilyV6 {
+		errs = append(errs, fmt.Errorf("family %d: want 4 or 6", r.Family))
+	}
+	if r.Priority < MinRulePrio || r.Priority > MaxRulePrio {
+		errs = append(errs, fmt.Errorf("priority %d out of range %d..%d", r.Priority, MinRulePrio, MaxRulePrio))
+	}
+	if r.Table != TableMain && (r.Table < 1 || r.Table > MaxOwnTable) {
+		errs = append(errs, fmt.Errorf("table %d: want the main table or one of 1..%d", r.Table, MaxOwnTable))
+	}
+	if r.Mark&^r.Mask != 0 {
+		errs = append(errs, fmt.Errorf("mark %#x has bits outside mask %#x", r.Mark, r.Mask))
+	}
+	if r.Invert && r.Mask == 0 {
+		errs = append(errs, errors.New("an inverted rule needs a mark match"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("rule %s: %w", r, err)
+	}
+	return nil
+}
+
+func (r Rule) String() string {
+	s := fmt.Sprintf("ipv%d %d:", r.Family, r.Priority)
+	if r.Mask != 0 {
+		if r.Invert {
+			s += " not"
+		}
+		s += fmt.Sprintf(" fwmark %#x/%#x", r.Mark, r.Mask)
+	} else {
+		s += " from all"
+	}
+	return s + fmt.Sprintf(" lookup %d", r.Table)
 }
 
 // VXLANDevice is the desired state of the node's VXLAN device. Its name,
@@ -325,16 +483,27 @@ func (d *Desired) Validate() error {
 			owners[p.Addr()] = w.Namespace + "/" + w.Name
 		}
 	}
-	dsts := map[netip.Prefix]bool{}
-	for _, r := range d.AllRoutes() {
+	keys := map[RouteKey]bool{}
+	for _, r := range d.Routes {
 		if err := r.Validate(); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if dsts[r.Dst] {
-			errs = append(errs, fmt.Errorf("two routes to %s", r.Dst))
+		if keys[r.Key()] {
+			errs = append(errs, fmt.Errorf("two routes to %s", r.Key()))
 		}
-		dsts[r.Dst] = true
+		keys[r.Key()] = true
+	}
+	rules := map[Rule]bool{}
+	for _, r := range d.Rules {
+		if err := r.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if rules[r] {
+			errs = append(errs, fmt.Errorf("%s listed twice", r))
+		}
+		rules[r] = true
 	}
 	if d.VXLAN != nil {
 		if err := d.VXLAN.Validate(); err != nil {
@@ -371,32 +540,24 @@ func (d *Desired) Validate() error {
 }
 
 // HostRoutes are the host routes of one workload: each address as a /32
-// (/128) scope-link route to its host-side interface.
+// (/128) scope-link route to its host-side interface, in the main table.
 func (w Workload) HostRoutes() []Route {
 	rs := make([]Route, 0, len(w.IPs))
 	for _, p := range w.IPs {
-		rs = append(rs, Route{Dst: netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), Type: RouteUnicast, Dev: w.HostIface})
+		rs = append(rs, Route{Dst: netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), Class: RouteClassWorkload, Type: RouteUnicast, Dev: w.HostIface})
 	}
 	return rs
 }
 
-// AllRoutes is Routes plus every workload's host routes: everything the
-// route manager owns.
-func (d *Desired) AllRoutes() []Route {
-	all := slices.Clone(d.Routes)
-	for _, w := range d.Workloads {
-		all = append(all, w.HostRoutes()...)
-	}
-	return all
-}
-
-// Equal reports whether two desired states are the same, ignoring order.
+// Equal reports whether two desired states are the same, ignoring order
+// and Revision.
 func (d *Desired) Equal(o *Desired) bool {
 	if d == nil || o == nil {
 		return d == o
 	}
 	return sameSet(d.Workloads, o.Workloads, func(w Workload) string { return w.HostIface }, Workload.Equal) &&
-		sameSet(d.Routes, o.Routes, func(r Route) netip.Prefix { return r.Dst }, func(a, b Route) bool { return a == b }) &&
+		sameSet(d.Routes, o.Routes, Route.Key, func(a, b Route) bool { return a == b }) &&
+		sameSet(d.Rules, o.Rules, func(r Rule) Rule { return r }, func(a, b Rule) bool { return a == b }) &&
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
 		d.NAT.Equal(o.NAT)

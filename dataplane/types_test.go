@@ -3,6 +3,7 @@ package dataplane
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -54,9 +55,12 @@ func TestDesiredValidate(t *testing.T) {
 	good := Desired{
 		Workloads: []Workload{validWorkload("a", "10.244.1.2/32"), validWorkload("b", "fd00::2/128")},
 		Routes: []Route{
-			{Dst: netip.MustParsePrefix("10.244.1.0/26"), Type: RouteBlackhole},
-			{Dst: netip.MustParsePrefix("10.244.2.0/26"), Dev: "weft.vxlan", Via: netip.MustParseAddr("10.244.2.0"), OnLink: true},
+			{Dst: netip.MustParsePrefix("10.244.1.0/26"), Class: RouteClassBlock, Type: RouteBlackhole},
+			{Dst: netip.MustParsePrefix("10.244.2.0/26"), Class: RouteClassBlock, Dev: "weft.vxlan", Via: netip.MustParseAddr("10.244.2.0"), OnLink: true},
+			{Dst: netip.MustParsePrefix("10.244.1.2/32"), Class: RouteClassWorkload, Dev: "weftx"},
+			{Dst: netip.MustParsePrefix("10.244.9.0/24"), Table: 7, Class: RouteClassWireGuard, Dev: "weft.wg"},
 		},
+		Rules:      []Rule{{Family: 4, Priority: 99, Table: 7, Mark: 0x100000, Mask: 0x100000, Invert: true}},
 		VXLAN:      &VXLANDevice{TunnelAddr: netip.MustParseAddr("10.244.1.0"), MAC: mac, Source: netip.MustParseAddr("192.168.1.1")},
 		VXLANPeers: []VXLANPeer{{Node: "n2", TunnelIP: netip.MustParseAddr("10.244.2.0"), VTEPMAC: VXLANMAC("n2"), UnderlayIP: netip.MustParseAddr("192.168.1.2")}},
 		NAT:        NATConfig{MasqPools: mustPrefixes("10.244.0.0/16"), AllPools: mustPrefixes("10.244.0.0/16")},
@@ -82,9 +86,20 @@ func TestDesiredValidate(t *testing.T) {
 		{"onlink without device", func(d *Desired) { d.Routes[1].Dev = "" }, "needs a device"},
 		{"gateway family", func(d *Desired) { d.Routes[1].Via = netip.MustParseAddr("fd00::1") }, "family"},
 		{"duplicate route", func(d *Desired) { d.Routes = append(d.Routes, d.Routes[0]) }, "two routes"},
-		{"route clashes with a workload", func(d *Desired) {
-			d.Routes = append(d.Routes, Route{Dst: netip.MustParsePrefix("10.244.1.2/32"), Type: RouteBlackhole})
+		{"route clashes with a workload's", func(d *Desired) {
+			d.Routes = append(d.Routes, Route{Dst: netip.MustParsePrefix("10.244.1.2/32"), Class: RouteClassBlock, Type: RouteBlackhole})
 		}, "two routes"},
+		{"same destination in another table is fine, not in the same", func(d *Desired) {
+			d.Routes = append(d.Routes, Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Table: 7, Class: RouteClassBGP, Dev: "eth0"})
+		}, "two routes to 10.244.9.0/24 table 7"},
+		{"table out of range", func(d *Desired) { d.Routes[0].Table = 253 }, "table 253"},
+		{"no class", func(d *Desired) { d.Routes[0].Class = 0 }, "unknown class"},
+		{"workload MTU", func(d *Desired) { d.Workloads[0].MTU = 40 }, "MTU 40"},
+		{"rule family", func(d *Desired) { d.Rules[0].Family = 5 }, "family 5"},
+		{"rule priority", func(d *Desired) { d.Rules[0].Priority = 32766 }, "priority 32766"},
+		{"rule mark outside mask", func(d *Desired) { d.Rules[0].Mark = 0x3 }, "outside mask"},
+		{"inverted rule without mark", func(d *Desired) { d.Rules[0].Mask, d.Rules[0].Mark = 0, 0 }, "needs a mark"},
+		{"rule twice", func(d *Desired) { d.Rules = append(d.Rules, d.Rules[0]) }, "listed twice"},
 		{"vxlan no source", func(d *Desired) { d.VXLAN.Source = netip.Addr{} }, "source"},
 		{"vxlan bad MAC", func(d *Desired) { d.VXLAN.MAC = nil }, "MAC"},
 		{"peer MAC twice", func(d *Desired) {
@@ -110,6 +125,7 @@ func clone(d Desired) Desired {
 		c.Workloads[i].IPs = append([]netip.Prefix(nil), d.Workloads[i].IPs...)
 	}
 	c.Routes = append([]Route(nil), d.Routes...)
+	c.Rules = append([]Rule(nil), d.Rules...)
 	if d.VXLAN != nil {
 		v := *d.VXLAN
 		c.VXLAN = &v
@@ -154,16 +170,18 @@ func TestDesiredEqualIgnoresOrder(t *testing.T) {
 	}
 }
 
-func TestAllRoutesDerivesWorkloadHostRoutes(t *testing.T) {
+func TestHostRoutes(t *testing.T) {
 	w := validWorkload("a", "10.0.0.1/32")
 	w.IPs = append(w.IPs, netip.MustParsePrefix("fd00::1/128"))
-	d := Desired{Workloads: []Workload{w}, Routes: []Route{{Dst: netip.MustParsePrefix("10.0.0.0/26"), Type: RouteBlackhole}}}
-	all := d.AllRoutes()
-	if len(all) != 3 || all[1] != (Route{Dst: netip.MustParsePrefix("10.0.0.1/32"), Dev: w.HostIface}) ||
-		all[2] != (Route{Dst: netip.MustParsePrefix("fd00::1/128"), Dev: w.HostIface}) {
-		t.Errorf("got %v", all)
+	got := w.HostRoutes()
+	want := []Route{
+		{Dst: netip.MustParsePrefix("10.0.0.1/32"), Class: RouteClassWorkload, Dev: w.HostIface},
+		{Dst: netip.MustParsePrefix("fd00::1/128"), Class: RouteClassWorkload, Dev: w.HostIface},
 	}
-	if len(d.Routes) != 1 {
-		t.Error("AllRoutes modified Routes")
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if k := got[0].Key(); k.Table != TableMain {
+		t.Errorf("host route key %v: want the main table", k)
 	}
 }

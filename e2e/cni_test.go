@@ -77,8 +77,8 @@ func TestCNI(t *testing.T) {
 	ctrIP, hostVeth := checkResult(t, result, ctr.Path())
 
 	// The agent recorded the workload under the pod's name and namespace.
-	var list localapi.WorkloadList
-	if err := localapi.NewClient(h1.Socket()).Do(ctx, "GET", "/v1/workloads?namespace=shop", nil, &list); err != nil {
+	list, err := localapi.NewClient(h1.Socket()).ListWorkloads(ctx, "shop", false)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Items) != 1 || list.Items[0].Name != "till-1" || list.Items[0].Orchestrator != "cni" ||
@@ -142,7 +142,7 @@ func TestCNI(t *testing.T) {
 	if ipInUse(t, h1, ctrIP) {
 		t.Errorf("IPAM still shows %s in use after DEL", ctrIP)
 	}
-	if err := localapi.NewClient(h1.Socket()).Do(ctx, "GET", "/v1/workloads?namespace=shop", nil, &list); err != nil || len(list.Items) != 0 {
+	if list, err := localapi.NewClient(h1.Socket()).ListWorkloads(ctx, "shop", false); err != nil || len(list.Items) != 0 {
 		t.Errorf("workloads in namespace shop after DEL: %+v, %v", list.Items, err)
 	}
 	if _, err := rt.cnitool("del", "weft", ctr.Path()); err != nil {

@@ -97,9 +97,7 @@ func TestDatastoreBadInput(t *testing.T) {
 	// Straight to the socket, past the CLI's own size check: the agent
 	// refuses a body over 1 MiB by itself.
 	t.Run("over 1 MiB to the socket", func(t *testing.T) {
-		var wr localapi.WriteResponse
-		err := localapi.NewClient(h.Socket()).Do(context.Background(), "POST", "/v1/resources",
-			localapi.WriteRequest{Mode: localapi.ModeApply, Data: big.String()}, &wr)
+		wr, err := localapi.NewClient(h.Socket()).Write(context.Background(), localapi.WriteRequest{Mode: localapi.ModeApply, Data: big.String()})
 		var le *localapi.Error
 		if !errors.As(err, &le) || le.Code == "" {
 			t.Fatalf("agent answered %+v, %v; want a coded error", wr, err)

@@ -31,7 +31,7 @@ func ipamMustAssign(t *testing.T, h *testbed.Host, handle string, req ipam.Assig
 // ipamMustRelease releases every address of handle through h.
 func ipamMustRelease(t *testing.T, h *testbed.Host, handle string) {
 	t.Helper()
-	if err := ipamClient(h).Do(context.Background(), "POST", "/v1/ipam/release-handle", ipam.ReleaseHandleRequest{Handle: handle}, nil); err != nil {
+	if _, err := ipamClient(h).IPAMReleaseHandle(context.Background(), handle); err != nil {
 		t.Fatalf("release %s: %v", handle, err)
 	}
 }
@@ -166,8 +166,7 @@ func TestIPAMNodeRemovalAndGC(t *testing.T) {
 	if !res.RemovedFromRaft {
 		t.Errorf("h3 was not removed from raft")
 	}
-	var ms localapi.MembersResponse
-	if err := ipamClient(h1).Do(context.Background(), "GET", "/v1/cluster/members", nil, &ms); err != nil || len(ms.Members) != 2 ||
+	if ms, err := ipamClient(h1).Members(context.Background()); err != nil || len(ms.Members) != 2 ||
 		slices.ContainsFunc(ms.Members, func(m localapi.Member) bool { return m.Name == "h3" }) {
 		t.Errorf("members after removing h3: %+v, %v", ms.Members, err)
 	}
@@ -408,8 +407,8 @@ func TestIPAMWorkloadsShowConfigureRelease(t *testing.T) {
 	}})
 	gc := func(grace *int64) ipam.GCResponse {
 		t.Helper()
-		var resp ipam.GCResponse
-		if err := ipamClient(h1).Do(ctx, "POST", "/v1/ipam/gc", ipam.GCRequest{GracePeriodSeconds: grace}, &resp); err != nil {
+		resp, err := ipamClient(h1).IPAMGC(ctx, ipam.GCRequest{GracePeriodSeconds: grace})
+		if err != nil {
 			t.Fatalf("POST /v1/ipam/gc: %v", err)
 		}
 		return resp

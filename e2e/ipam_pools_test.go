@@ -176,8 +176,7 @@ func TestIPAMSmallPoolExhaustion(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "pool exhausted") {
 		t.Errorf("weft workload add --pool tiny on an exhausted pool: %v\n%s", err, out)
 	}
-	var list localapi.WorkloadList
-	if err := ipamClient(hosts[1]).Do(ctx, "GET", "/v1/workloads?allNamespaces=true", nil, &list); err != nil || len(list.Items) != 0 {
+	if list, err := ipamClient(hosts[1]).ListWorkloads(ctx, "", true); err != nil || len(list.Items) != 0 {
 		t.Errorf("workloads after a refused add: %+v, %v", list.Items, err)
 	}
 
@@ -334,8 +333,7 @@ func TestIPAMBadInput(t *testing.T) {
 	wb := site.AddWorkload(h2, "wb")
 	ipamExpectRefused(t, h2, before, []string{"192.0.2.10", "outside every IP pool"}, "workload", "add", "wb", "--netns", wb.Path(), "--ip", "192.0.2.10")
 	ipamExpectRefused(t, h2, before, []string{ipA, "already allocated"}, "workload", "add", "wb", "--netns", wb.Path(), "--ip", ipA)
-	var list localapi.WorkloadList
-	if err := ipamClient(h2).Do(ctx, "GET", "/v1/workloads?allNamespaces=true", nil, &list); err != nil || len(list.Items) != 0 {
+	if list, err := ipamClient(h2).ListWorkloads(ctx, "", true); err != nil || len(list.Items) != 0 {
 		t.Errorf("workloads on h2 after refused adds: %+v, %v", list.Items, err)
 	}
 	if out, err := wb.Exec("ip", "-o", "link", "show", "dev", "eth0"); err == nil {
@@ -349,14 +347,14 @@ func TestIPAMBadInput(t *testing.T) {
 	ipamExpectRefused(t, h1, before, []string{"10.244.250.250", "not allocated"}, "ipam", "release", "--ip", "10.244.250.250")
 	ipamExpectRefused(t, h1, before, []string{"192.0.2.77"}, "ipam", "release", "--ip", "192.0.2.77")
 	ipamExpectRefused(t, h1, before, []string{"not-an-ip", "invalid IP address"}, "ipam", "release", "--ip", "not-an-ip")
-	err = ipamClient(h2).Do(ctx, "POST", "/v1/ipam/release-handle", ipam.ReleaseHandleRequest{Handle: "no-such-handle"}, nil)
+	_, err = ipamClient(h2).IPAMReleaseHandle(ctx, "no-such-handle")
 	var le *localapi.Error
 	if !errors.As(err, &le) || le.Code != localapi.CodeNotFound || !strings.Contains(le.Message, "no-such-handle") {
 		t.Errorf("release of an unknown handle: %v, want not_found naming it", err)
 	}
 	// An address held by someone else is not released by naming another
 	// handle (Calico's protection).
-	err = ipamClient(h2).Do(ctx, "POST", "/v1/ipam/release", ipam.ReleaseRequest{IP: ipA, Handle: "someone-else"}, nil)
+	_, err = ipamClient(h2).IPAMRelease(ctx, ipam.ReleaseRequest{IP: ipA, Handle: "someone-else"})
 	if !errors.As(err, &le) || le.Code != localapi.CodeConflict {
 		t.Errorf("release of %s under another handle: %v, want a conflict", ipA, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -46,9 +45,11 @@ func ipamCluster(t *testing.T, n int, extraTOML string) (*testbed.Site, []*testb
 		var nodes struct {
 			Items []json.RawMessage `json:"items"`
 		}
-		if err := ipamClient(hosts[0]).Do(ctx, "GET", "/v1/resources/Node?consistent=true", nil, &nodes); err != nil {
+		resp, err := ipamClient(hosts[0]).List(ctx, "Node", localapi.ListOptions{Consistent: true})
+		if err != nil {
 			return err
 		}
+		nodes.Items = resp.Items
 		if len(nodes.Items) != n {
 			return fmt.Errorf("%d Node objects, want %d", len(nodes.Items), n)
 		}
@@ -85,9 +86,7 @@ func ipamWaitFor(t *testing.T, timeout time.Duration, what string, cond func() e
 
 // ipamAssign asks h's agent for addresses (POST /v1/ipam/assign).
 func ipamAssign(ctx context.Context, h *testbed.Host, req ipam.AssignRequest) (ipam.AssignResponse, error) {
-	var resp ipam.AssignResponse
-	err := ipamClient(h).Do(ctx, "POST", "/v1/ipam/assign", req, &resp)
-	return resp, err
+	return ipamClient(h).IPAMAssign(ctx, req)
 }
 
 // ipamRetryable reports the failures a client retries with the same
@@ -105,7 +104,8 @@ func ipamRetryable(err error) bool {
 // ipamSync makes h's replica catch up with the leader: ipam check reads
 // linearizably, and ipam show answers from the local replica after it.
 func ipamSync(ctx context.Context, h *testbed.Host) error {
-	return ipamClient(h).Do(ctx, "GET", "/v1/ipam/check", nil, nil)
+	_, err := ipamClient(h).IPAMCheck(ctx)
+	return err
 }
 
 // ipamIP is `weft ipam show --ip ADDR -o json`'s report, through the same
@@ -119,8 +119,8 @@ func ipamIP(ctx context.Context, h *testbed.Host, ip string) (*ipam.IPDetail, er
 
 // ipamIPLocal is ipamIP answered from h's replica as it is.
 func ipamIPLocal(ctx context.Context, h *testbed.Host, ip string) (*ipam.IPDetail, error) {
-	var rep ipam.ShowReport
-	if err := ipamClient(h).Do(ctx, "GET", "/v1/ipam/show?ip="+url.QueryEscape(ip), nil, &rep); err != nil {
+	rep, err := ipamClient(h).IPAMShow(ctx, localapi.IPAMShowOptions{IP: ip})
+	if err != nil {
 		return nil, err
 	}
 	if rep.IP == nil {
@@ -173,8 +173,8 @@ func ipamProblemKinds(rep ipam.CheckReport) map[string]int {
 
 // ipamLeader asks h which member leads the datastore.
 func ipamLeader(ctx context.Context, h *testbed.Host) (string, error) {
-	var ms localapi.MembersResponse
-	if err := ipamClient(h).Do(ctx, "GET", "/v1/cluster/members", nil, &ms); err != nil {
+	ms, err := ipamClient(h).Members(ctx)
+	if err != nil {
 		return "", err
 	}
 	for _, m := range ms.Members {
@@ -505,8 +505,7 @@ func TestIPAMClusterConcurrentAllocationWithLeaderKill(t *testing.T) {
 		go func() {
 			defer relWG.Done()
 			defer func() { <-sem }()
-			var resp ipam.ReleaseResponse
-			err := ipamClient(hosts[i%len(hosts)]).Do(ctx, "POST", "/v1/ipam/release-handle", ipam.ReleaseHandleRequest{Handle: a.handle}, &resp)
+			resp, err := ipamClient(hosts[i%len(hosts)]).IPAMReleaseHandle(ctx, a.handle)
 			if err != nil || len(resp.Released) != 1 || resp.Released[0].IP != a.addr.IP {
 				cmu.Lock()
 				bad = append(bad, fmt.Sprintf("release %s: %+v, %v", a.handle, resp, err))

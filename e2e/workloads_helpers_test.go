@@ -232,8 +232,8 @@ func wlIpamCheck(t *testing.T, h *testbed.Host) wlIpamReport {
 // wlWorkloadList is `weft workload list -A -o json` on h (its own workloads).
 func wlWorkloadList(t *testing.T, h *testbed.Host) []localapi.Workload {
 	t.Helper()
-	var list localapi.WorkloadList
-	if err := localapi.NewClient(h.Socket()).Do(context.Background(), "GET", "/v1/workloads?allNamespaces=true", nil, &list); err != nil {
+	list, err := localapi.NewClient(h.Socket()).ListWorkloads(context.Background(), "", true)
+	if err != nil {
 		t.Fatalf("%s: listing workloads: %v", h.Name(), err)
 	}
 	return list.Items

@@ -48,6 +48,12 @@ type AssignRequest struct {
 	// Num4 and Num6 (0 or 1) ask for an IPv4 and/or an IPv6 address.
 	Num4 int `json:"num4,omitempty"`
 	Num6 int `json:"num6,omitempty"`
+	// EachFamily asks for one address of each family that some pool
+	// eligible for the request offers (dual stack when the cluster has
+	// IPv4 and IPv6 pools), decided inside the apply with the pools'
+	// selectors: the rule exists once, here. It fails when no family
+	// has an eligible pool. Use it instead of Num4/Num6 and IP4/IP6.
+	EachFamily bool `json:"eachFamily,omitempty"`
 	// IP4 and IP6 ask for a specific address (implying Num4/Num6 = 1).
 	IP4 string `json:"ip4,omitempty"`
 	IP6 string `json:"ip6,omitempty"`
@@ -154,7 +160,10 @@ func (r *AssignRequest) normalize() (ip4, ip6 netip.Addr, err error) {
 	if r.Num4 < 0 || r.Num4 > 1 || r.Num6 < 0 || r.Num6 > 1 {
 		return ip4, ip6, newError(ErrBadRequest, store.ErrInvalid, "num4 and num6 must be 0 or 1 (one address per family), got %d and %d", r.Num4, r.Num6)
 	}
-	if r.Num4+r.Num6 == 0 {
+	if r.EachFamily && (r.Num4+r.Num6 > 0) {
+		return ip4, ip6, newError(ErrBadRequest, store.ErrInvalid, "eachFamily excludes num4, num6, ip4 and ip6")
+	}
+	if r.Num4+r.Num6 == 0 && !r.EachFamily {
 		return ip4, ip6, newError(ErrBadRequest, store.ErrInvalid, "nothing to assign: set num4 and/or num6")
 	}
 	for _, p := range r.Pools {
@@ -193,6 +202,11 @@ func (s *session) assign(r AssignRequest) (AssignResponse, error) {
 		Type:             r.Attrs.Type,
 		Timestamp:        s.now,
 	}
+	if r.EachFamily {
+		if err := s.pickFamilies(&r); err != nil {
+			return AssignResponse{}, err
+		}
+	}
 	held, err := s.handleAssignments(r.Handle)
 	if err != nil {
 		return AssignResponse{}, err
@@ -227,6 +241,32 @@ func (s *session) assign(r AssignRequest) (AssignResponse, error) {
 		resp.Addresses = append(resp.Addresses, a)
 	}
 	return resp, s.flush()
+}
+
+// pickFamilies sets Num4 and Num6 to 1 for each family some eligible pool
+// offers; with none, it returns the IPv4 (else IPv6) reason.
+func (s *session) pickFamilies(r *AssignRequest) error {
+	all, err := s.allPools()
+	if err != nil {
+		return err
+	}
+	e := s.eligibility(*r)
+	var first error
+	for _, fam := range []int{4, 6} {
+		_, err := eligiblePools(all, fam, e)
+		switch {
+		case err == nil && fam == 4:
+			r.Num4 = 1
+		case err == nil:
+			r.Num6 = 1
+		case first == nil:
+			first = err
+		}
+	}
+	if r.Num4+r.Num6 == 0 {
+		return first
+	}
+	return nil
 }
 
 // handleAssignments returns what a handle holds, in block order.

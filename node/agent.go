@@ -1,6 +1,10 @@
-// Package node is the weft agent: it composes the datastore, IPAM, the
-// dataplane and the BGP speaker, owns their goroutines, and serves the local
-// API socket, metrics and health.
+// Package node is the weft agent's composition root: it builds the
+// datastore, the dataplane and the services over them, owns their
+// goroutines and lifecycle, and serves the local API socket, metrics and
+// health. It holds no logic of its own: each job lives in a package of its
+// own (node/workloads, node/cluster, node/resources, node/ipamsvc,
+// node/calc with node/calcrun, node/tunnels), and adding a subsystem is
+// a constructor plus one line in [Agent.subsystems].
 package node
 
 import (
@@ -21,9 +25,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/internal/version"
+	"github.com/weftnet/weft/node/calc"
+	"github.com/weftnet/weft/node/calcrun"
+	"github.com/weftnet/weft/node/cluster"
 	"github.com/weftnet/weft/node/config"
+	"github.com/weftnet/weft/node/ipamsvc"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/node/resources"
+	"github.com/weftnet/weft/node/tunnels"
+	"github.com/weftnet/weft/node/workloads"
 	"github.com/weftnet/weft/store"
 )
 
@@ -47,10 +60,14 @@ type Agent struct {
 	api      *http.ServeMux
 	apiReady atomic.Bool
 
-	store     *store.Node
-	ipam      *ipamService
-	workloads *workloadService
-	dp        *dataplaneRunner
+	store   *store.Node
+	cluster *cluster.Service
+	dp      *linux.Dataplane
+	box     *dataplane.Mailbox
+	runner  *calcrun.Runner
+	ipam    *ipamsvc.Service
+	tunnel  *tunnels.Controller
+	wl      *workloads.Service
 
 	// bg counts the background goroutines Run waits for before closing
 	// the datastore and the dataplane.
@@ -129,15 +146,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		apiSrv.shutdown(sctx)
 		metricsSrv.shutdown(sctx)
 	}()
-	a.health.set(localapi.ComponentStatus{Name: "agent", State: localapi.StateRunning, Live: true, Ready: true})
+	a.watchAgentReadiness()
 
-	// The dataplane is built first (it touches nothing until the store is
-	// in sync) so that the workload service has its plumber.
-	a.dp, err = a.startDataplane()
+	// The dataplane is built first: it touches nothing until the store is
+	// in sync.
+	dp, calcCfg, err := a.buildDataplane()
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
 	}
-	defer a.dp.dp.Close()
+	a.dp = dp
+	defer a.dp.Close()
 
 	a.health.set(localapi.ComponentStatus{Name: "datastore", State: localapi.StateStarting, Live: true, Detail: "opening"})
 	a.notify.status("opening the datastore")
@@ -154,20 +172,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.log.Warn("closing the datastore", "err", cerr)
 		}
 	}()
+	if err := a.buildServices(calcCfg); err != nil {
+		return err
+	}
 	a.health.probe("datastore", a.datastoreHealth)
-	a.health.probe("dataplane", a.dp.health)
-
-	a.ipam = newIPAMService(a.store, a.cfg.Node.Name, a.log.With("component", "ipam"), a.reg)
-	a.ipam.period = a.cfg.IPAM.GCInterval.Duration
-	a.ipam.leakGrace = a.cfg.IPAM.LeakGracePeriod.Duration
-	a.ipam.emptyGrace = a.cfg.IPAM.EmptyBlockGracePeriod.Duration
-	a.workloads = newWorkloadService(a, a.dp.dp.Plumber)
-	res := newResourceService(a.store)
-	res.deleteHooks[api.KindIPPool] = a.ipam.deletePool
-	res.register(a.api)
-	a.ipam.register(a.api)
-	a.workloads.register(a.api)
-	a.clusterRoutes()
+	a.health.probe("dataplane", func() localapi.ComponentStatus { return dataplaneHealth(a.dp, a.runner) })
 	a.apiReady.Store(true)
 
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -198,24 +207,77 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// afterOpen does what needs the datastore in sync: seeding a new
-// cluster, registering this node, and starting the dataplane and the IPAM
-// housekeeping. It waits for the replica to catch up, but not forever: a
-// node that restarts without quorum works from its local replica (the best
-// knowledge there is) rather than leaving its workloads unserved.
+// buildServices builds the services over the open store and registers
+// their local API calls.
+func (a *Agent) buildServices(calcCfg calc.Config) error {
+	log := a.log
+	a.cluster = cluster.New(a.store, a.self(), log.With("component", "cluster"))
+	a.ipam = ipamsvc.New(a.store, ipamsvc.Config{
+		Node: a.cfg.Node.Name, Logger: log.With("component", "ipam"), Registerer: a.reg,
+		GCInterval: a.cfg.IPAM.GCInterval.Duration, LeakGrace: a.cfg.IPAM.LeakGracePeriod.Duration,
+		EmptyGrace: a.cfg.IPAM.EmptyBlockGracePeriod.Duration,
+	})
+	a.tunnel = tunnels.New(tunnels.Config{Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, Logger: log}, a.store, a.cluster)
+	a.box = dataplane.NewMailbox()
+	var err error
+	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir},
+		a.store, calc.New(calcCfg), a.box, a.tunnel)
+	if err != nil {
+		return err
+	}
+	a.wl = workloads.New(workloads.Config{
+		Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, IfacePrefix: a.cfg.Network.InterfacePrefix, Logger: log,
+	}, a.store, a.dp.Plumber, a.dp.Loop)
+	resources.New(a.store, map[string]resources.DeleteHook{api.KindIPPool: a.ipam.DeletePool}).Register(a.api)
+	a.ipam.Register(a.api)
+	a.wl.Register(a.api)
+	a.cluster.Register(a.api)
+	return nil
+}
+
+// subsystem is one long-running part of the agent, started once the store
+// is in sync and stopped when the agent stops.
+type subsystem struct {
+	name string
+	run  func(ctx context.Context)
+}
+
+// subsystems are the agent's long-running parts.
+func (a *Agent) subsystems() []subsystem {
+	return []subsystem{
+		{"dataplane", func(ctx context.Context) {
+			if err := a.dp.Run(ctx, a.box.C()); err != nil && ctx.Err() == nil {
+				a.log.Error("dataplane loop stopped", "err", err)
+			}
+		}},
+		{"calc", a.runner.Run},
+		{"applied-revision", func(ctx context.Context) { a.runner.RecordApplied(ctx, a.dp.Loop) }},
+		{"tunnels", a.tunnel.Run},
+		{"ipam-housekeeping", a.ipam.Run},
+		{"workload-cleanup", a.wl.Run},
+	}
+}
+
+// afterOpen does what needs the datastore in sync: starting the
+// subsystems, seeding a new cluster and registering this node. It waits
+// for the replica to catch up, but not forever: a node that restarts
+// without quorum works from its local replica (the best knowledge there
+// is; never older than what its dataplane applied, see node/calcrun)
+// rather than leaving its workloads unserved.
 func (a *Agent) afterOpen(ctx context.Context) {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if err := a.store.WaitInSync(wctx); err != nil && ctx.Err() == nil {
 		a.log.Warn("datastore not in sync after 30s; starting from the local replica", "err", err)
 	}
 	cancel()
-	a.goBackground(func() { a.dp.run(ctx) })
-	a.goBackground(func() { a.ipam.housekeeping(ctx) })
+	for _, s := range a.subsystems() {
+		a.goBackground(func() { s.run(ctx) })
+	}
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := a.seedResources(cctx)
+		err := cluster.Seed(cctx, a.store, a.cfg)
 		if err == nil {
-			err = a.registerNode(cctx, registerRequest{})
+			err = a.cluster.RegisterNode(cctx, cluster.Tunnel{})
 		}
 		cancel()
 		if err == nil {
@@ -257,6 +319,18 @@ func (a *Agent) superviseWatchdog(ctx context.Context, failed <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// watchAgentReadiness makes the agent component ready only while the local
+// API serves the datastore: /readyz never answers 200 before the store is
+// open or after the agent began to stop.
+func (a *Agent) watchAgentReadiness() {
+	a.health.probe("agent", func() localapi.ComponentStatus {
+		if a.apiReady.Load() {
+			return localapi.ComponentStatus{Name: "agent", State: localapi.StateRunning, Live: true, Ready: true}
+		}
+		return localapi.ComponentStatus{Name: "agent", State: localapi.StateStarting, Live: true, Detail: "the local API does not serve the datastore yet (or any more)"}
+	})
 }
 
 // resolveAddress fills the node's underlay address from the config or by
@@ -371,6 +445,7 @@ func (a *Agent) status() localapi.NodeStatus {
 	// a.store is set before apiReady (atomic), so reading it after
 	// apiReady is safe.
 	if a.apiReady.Load() {
+		st.Problems = a.runner.Problems()
 		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}
 		st.Datastore.Leader, _ = a.store.Leader()
 		switch {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/weftnet/weft/node/calcrun"
 	"github.com/weftnet/weft/node/config"
 	"github.com/weftnet/weft/store"
 )
@@ -26,5 +27,10 @@ func RestoreSnapshot(cfg *config.Config, file string) error {
 		}
 		advertise = netip.AddrPortFrom(addr, cfg.Cluster.ListenAddrPort().Port())
 	}
-	return store.RestoreSnapshot(cfg.Node.DataDir, file, cfg.Node.Name, advertise.String())
+	if err := store.RestoreSnapshot(cfg.Node.DataDir, file, cfg.Node.Name, advertise.String()); err != nil {
+		return err
+	}
+	// The restored cluster starts a new history: the dataplane's mark of
+	// the last revision it applied belongs to the old one.
+	return calcrun.RemoveMark(cfg.Node.DataDir)
 }

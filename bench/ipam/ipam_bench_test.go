@@ -49,11 +49,12 @@ var storeWrite = op{
 	do: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
 		doc := fmt.Sprintf("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: %s\n  labels:\n    bench: ipam\nspec:\n  nets:\n  - 192.0.2.%d/32\n",
 			name(node, r, i), i%256)
-		var resp localapi.WriteResponse
-		return c.Do(ctx, "POST", "/v1/resources", localapi.WriteRequest{Mode: localapi.ModeApply, Data: doc}, &resp)
+		_, err := c.Write(ctx, localapi.WriteRequest{Mode: localapi.ModeApply, Data: doc})
+		return err
 	},
 	undo: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
-		return c.Do(ctx, "POST", "/v1/resources/delete", localapi.DeleteRequest{Kind: "GlobalNetworkSet", Name: name(node, r, i)}, nil)
+		_, err := c.Delete(ctx, localapi.DeleteRequest{Kind: "GlobalNetworkSet", Name: name(node, r, i)})
+		return err
 	},
 }
 
@@ -62,18 +63,18 @@ var storeWrite = op{
 var allocation = op{
 	name: "IPAM allocation (assign one IPv4)",
 	do: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
-		var resp ipam.AssignResponse
-		err := c.Do(ctx, "POST", "/v1/ipam/assign", ipam.AssignRequest{
+		resp, err := c.IPAMAssign(ctx, ipam.AssignRequest{
 			Handle: name(node, r, i), Num4: 1,
 			Attrs: ipam.Attributes{Namespace: "bench", Workload: name(node, r, i), Type: ipam.TypeWorkload},
-		}, &resp)
+		})
 		if err == nil && len(resp.Addresses) != 1 {
 			err = fmt.Errorf("assign %s: %d addresses", name(node, r, i), len(resp.Addresses))
 		}
 		return err
 	},
 	undo: func(ctx context.Context, c *localapi.Client, node string, r, i int) error {
-		return c.Do(ctx, "POST", "/v1/ipam/release-handle", ipam.ReleaseHandleRequest{Handle: name(node, r, i)}, nil)
+		_, err := c.IPAMReleaseHandle(ctx, name(node, r, i))
+		return err
 	},
 }
 

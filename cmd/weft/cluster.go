@@ -26,8 +26,8 @@ func newClusterCommand(g *globals) *cobra.Command {
 			if err := g.checkOutput("table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
-			var resp localapi.MembersResponse
-			if err := g.client().Do(c.Context(), "GET", "/v1/cluster/members", nil, &resp); err != nil {
+			resp, err := g.client().Members(c.Context())
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -62,8 +62,8 @@ func newClusterCommand(g *globals) *cobra.Command {
 		Short: "Remove a dead node from the cluster and release what it held (IPAM, endpoints, BGP peers)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			var resp localapi.RemoveMemberResponse
-			if err := g.client().Do(c.Context(), "POST", "/v1/cluster/remove", localapi.RemoveMemberRequest{Name: args[0]}, &resp); err != nil {
+			resp, err := g.client().RemoveMember(c.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -83,14 +83,14 @@ func newTokenCommand(g *globals) *cobra.Command {
 		Short: "Print the join token (root only, on a voter)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var resp localapi.TokenResponse
-			if err := g.client().Do(c.Context(), "GET", "/v1/token", nil, &resp); err != nil {
+			resp, err := g.client().Token(c.Context())
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
 				return printStructured(c.OutOrStdout(), g.output, resp)
 			}
-			_, err := fmt.Fprintln(c.OutOrStdout(), resp.Token)
+			_, err = fmt.Fprintln(c.OutOrStdout(), resp.Token)
 			return err
 		},
 	})
@@ -104,7 +104,7 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 		Short: "Write a consistent backup of the datastore to FILE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			resp, err := g.client().StreamResponse(c.Context(), "GET", "/v1/snapshot", nil)
+			resp, err := g.client().Snapshot(c.Context())
 			if err != nil {
 				return err
 			}

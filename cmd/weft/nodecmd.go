@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/weftnet/weft/node/localapi"
 )
 
 func newNodeCommand(g *globals) *cobra.Command {
@@ -22,8 +20,8 @@ func newNodeCommand(g *globals) *cobra.Command {
 			if err := g.checkOutput("table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
-			var st localapi.NodeStatus
-			if err := g.client().Do(c.Context(), "GET", "/v1/status", nil, &st); err != nil {
+			st, err := g.client().Status(c.Context())
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -57,7 +55,16 @@ func newNodeCommand(g *globals) *cobra.Command {
 			for _, cs := range st.Components {
 				t.row(cs.Name, cs.State, fmt.Sprint(cs.Live), fmt.Sprint(cs.Ready), cs.Detail)
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if len(st.Problems) > 0 {
+				fmt.Fprintf(w, "\nLeft out of this node's dataplane (%d):\n", len(st.Problems))
+				for _, p := range st.Problems {
+					fmt.Fprintf(w, "  %s\n", p)
+				}
+			}
+			return nil
 		},
 	})
 	return cmd

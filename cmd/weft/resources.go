@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -61,8 +60,8 @@ func newWriteCommand(g *globals, mode, short string) *cobra.Command {
 			if _, err := api.Decode(data); err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
-			var resp localapi.WriteResponse
-			if err := g.client().Do(c.Context(), "POST", "/v1/resources", localapi.WriteRequest{Mode: mode, Data: string(data)}, &resp); err != nil {
+			resp, err := g.client().Write(c.Context(), localapi.WriteRequest{Mode: mode, Data: string(data)})
+			if err != nil {
 				return err
 			}
 			return printWriteResults(c, g, mode, resp.Results)
@@ -139,21 +138,13 @@ func newGetCommand(g *globals) *cobra.Command {
 			if watch {
 				return watchResources(c, g, info, namespace, name, all)
 			}
-			q := url.Values{}
-			if namespace != "" {
-				q.Set("namespace", namespace)
-			}
-			if all || (info.Namespaced && namespace == "" && name != "") {
-				q.Set("allNamespaces", "true")
-			}
-			if name != "" {
-				q.Set("name", name)
-			}
-			if consistent {
-				q.Set("consistent", "true")
-			}
-			var resp localapi.ListResponse
-			if err := g.client().Do(c.Context(), "GET", "/v1/resources/"+info.Kind+"?"+q.Encode(), nil, &resp); err != nil {
+			resp, err := g.client().List(c.Context(), info.Kind, localapi.ListOptions{
+				Namespace:     namespace,
+				AllNamespaces: all || (info.Namespaced && namespace == "" && name != ""),
+				Name:          name,
+				Consistent:    consistent,
+			})
+			if err != nil {
 				return err
 			}
 			rs, err := decodeItems(resp.Items)
@@ -211,17 +202,14 @@ func printResources(w io.Writer, format string, info api.KindInfo, rs []api.Reso
 // watchResources streams changes: a listing, then one line (table) or
 // document (yaml/json) per change, until interrupted.
 func watchResources(c *cobra.Command, g *globals, info api.KindInfo, namespace, name string, all bool) error {
-	q := url.Values{"kinds": {info.Kind}}
+	o := localapi.WatchOptions{Kinds: []string{info.Kind}, Name: name}
 	if info.Namespaced && !all {
-		if namespace == "" {
-			namespace = api.DefaultNamespace
+		o.Namespace = namespace
+		if o.Namespace == "" {
+			o.Namespace = api.DefaultNamespace
 		}
-		q.Set("namespace", namespace)
 	}
-	if name != "" {
-		q.Set("name", name)
-	}
-	body, err := g.client().Stream(c.Context(), "GET", "/v1/watch?"+q.Encode(), nil)
+	body, err := g.client().Watch(c.Context(), o)
 	if err != nil {
 		return err
 	}
@@ -307,8 +295,8 @@ func newDeleteCommand(g *globals) *cobra.Command {
 			default:
 				return fmt.Errorf("delete needs KIND NAME or -f FILE")
 			}
-			var resp localapi.WriteResponse
-			if err := g.client().Do(c.Context(), "POST", "/v1/resources/delete", req, &resp); err != nil {
+			resp, err := g.client().Delete(c.Context(), req)
+			if err != nil {
 				return err
 			}
 			return printWriteResults(c, g, "delete", resp.Results)

@@ -33,8 +33,8 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 				}
 				req.Labels[k] = v
 			}
-			var w localapi.Workload
-			if err := g.client().Do(c.Context(), "POST", "/v1/workloads", req, &w); err != nil {
+			w, err := g.client().AddWorkload(c.Context(), req)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -61,8 +61,8 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 		Short: "Detach a workload and release its addresses",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			var w localapi.Workload
-			if err := g.client().Do(c.Context(), "POST", "/v1/workloads/delete", localapi.WorkloadRef{Name: args[0], Namespace: delNS}, &w); err != nil {
+			w, err := g.client().DeleteWorkload(c.Context(), localapi.WorkloadRef{Name: args[0], Namespace: delNS})
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -87,12 +87,8 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 			if err := g.checkOutput("table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
-			path := "/v1/workloads?namespace=" + listNS
-			if listAll {
-				path = "/v1/workloads?allNamespaces=true"
-			}
-			var l localapi.WorkloadList
-			if err := g.client().Do(c.Context(), "GET", path, nil, &l); err != nil {
+			l, err := g.client().ListWorkloads(c.Context(), listNS, listAll)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {

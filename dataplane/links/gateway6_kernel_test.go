@@ -21,12 +21,12 @@ func TestIPv6GatewayIndependentOfAddrGenMode(t *testing.T) {
 			host.Sysctl("net/ipv6/conf/all/forwarding", "1")
 			host.Sysctl("net/ipv6/conf/default/addr_gen_mode", strconv.Itoa(mode))
 			wa, wb := nstest.New(t, "a"), nstest.New(t, "b")
-			p := newPlumber(t, host, nil)
+			p := newPlumber(t, host)
 			ctx := context.Background()
 			a := workload(t, wa, "a", "fd00:65::2/128")
 			b := workload(t, wb, "b", "fd00:65::3/128")
 			for _, w := range []dataplane.Workload{a, b} {
-				if _, err := p.Add(ctx, w); err != nil {
+				if err := plumb(t, host, p, w); err != nil {
 					t.Fatalf("add %s: %v", w.Name, err)
 				}
 				gw := dataplane.WorkloadGatewayV6.String() + "/64"
@@ -42,7 +42,7 @@ func TestIPv6GatewayIndependentOfAddrGenMode(t *testing.T) {
 			if err := p.Check(ctx, a); !errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), "gateway address") {
 				t.Fatalf("check after the gateway address went: %v", err)
 			}
-			if _, err := p.Add(ctx, a); err != nil {
+			if err := plumb(t, host, p, a); err != nil {
 				t.Fatal(err)
 			}
 			if err := p.Check(ctx, a); err != nil {

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -18,34 +18,22 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/watch"
 )
 
-// DefaultGrace is how long the Manager defers to a synchronous Add or Del
-// of the Plumber before acting on an interface the desired state disagrees
-// about.
-const DefaultGrace = 30 * time.Second
-
 // ManagerConfig configures a [Manager].
 type ManagerConfig struct {
 	Logger *slog.Logger
-	// Plumber does the work; the Manager shares it with the synchronous
-	// workload add/delete path.
+	// Plumber is the driver the Manager writes through.
 	Plumber *Plumber
-	// Grace: a workload interface that exists but is not desired is removed
-	// only once it has been undesired for this long, and the Manager neither
-	// removes nor recreates an interface the Plumber added or deleted
-	// synchronously within this time (the desired state lags behind the
-	// store write that follows such a call). Default [DefaultGrace].
-	Grace time.Duration
-	// OnNetNSGone is called (from the loop goroutine) when a desired
-	// workload's namespace no longer exists, once per workload until its
-	// desired state changes. The agent should delete the workload and
-	// release its addresses.
-	OnNetNSGone func(dataplane.Workload)
 }
 
 // Manager keeps the desired workloads plumbed: it adopts existing
 // plumbing, repairs drift (a deleted veth is recreated as soon as the link
-// event arrives), removes workloads no longer desired, and sweeps workload
-// interfaces nobody wants any more.
+// event arrives), removes workloads no longer desired, and removes workload
+// interfaces nobody wants (left by a workload deleted while the agent was
+// down). It is the only writer of workload interfaces: the loop hands it
+// the whole desired state, and the agent learns the outcome per workload
+// from [Manager.WorkloadProblems] through the loop's reports. A workload
+// whose namespace is gone is reported with [dataplane.ErrBadNetNS] and
+// not retried until its namespace reappears or its desired state changes.
 type Manager struct {
 	cfg ManagerConfig
 	log *slog.Logger
@@ -56,8 +44,11 @@ type Manager struct {
 	ok map[string]dataplane.Workload
 	// gone holds workloads whose namespace vanished, already reported.
 	gone map[string]dataplane.Workload
-	// strays are undesired workload interfaces and when they were first seen.
-	strays     map[string]time.Time
+	// strays are workload interfaces nobody wants, found by the last
+	// resync.
+	strays map[string]bool
+	// problems are what the last pass could not do, by host interface.
+	problems   map[string]error
 	fullResync bool
 
 	// Shared with the Watch goroutine.
@@ -71,9 +62,6 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Plumber == nil {
 		return nil, errors.New("links manager: no plumber")
 	}
-	if cfg.Grace == 0 {
-		cfg.Grace = DefaultGrace
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,7 +72,8 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		desired:    map[string]dataplane.Workload{},
 		ok:         map[string]dataplane.Workload{},
 		gone:       map[string]dataplane.Workload{},
-		strays:     map[string]time.Time{},
+		strays:     map[string]bool{},
+		problems:   map[string]error{},
 		fullResync: true,
 		suspect:    map[string]bool{},
 		watched:    map[string]bool{},
@@ -94,8 +83,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 // Name implements dataplane.Manager.
 func (m *Manager) Name() string { return "links" }
 
-// KernelWrites implements dataplane.WriteCounter (the Plumber's count,
-// which includes synchronous adds and deletes).
+// KernelWrites implements dataplane.WriteCounter.
 func (m *Manager) KernelWrites() uint64 { return m.p.KernelWrites() }
 
 // Set implements dataplane.Manager.
@@ -110,6 +98,9 @@ func (m *Manager) Set(d *dataplane.Desired) {
 // desired workload in depth.
 func (m *Manager) QueueResync() { m.fullResync = true }
 
+// WorkloadProblems implements dataplane.WorkloadReporter.
+func (m *Manager) WorkloadProblems() map[string]error { return maps.Clone(m.problems) }
+
 // Apply implements dataplane.Manager.
 func (m *Manager) Apply(ctx context.Context, phase dataplane.Phase) error {
 	if phase == dataplane.PhaseRemove {
@@ -119,7 +110,6 @@ func (m *Manager) Apply(ctx context.Context, phase dataplane.Phase) error {
 }
 
 func (m *Manager) applyUpdates(ctx context.Context) error {
-	var errs []error
 	m.mu.Lock()
 	suspect := m.suspect
 	m.suspect = map[string]bool{}
@@ -134,10 +124,16 @@ func (m *Manager) applyUpdates(ctx context.Context) error {
 	}
 	for iface := range suspect {
 		if w, ok := m.ok[iface]; ok {
-			if err := m.p.Check(ctx, w); err != nil {
+			if err := m.p.checkPlumbing(w); err != nil {
 				m.log.Info("workload plumbing changed behind weft's back; repairing", "iface", iface, "problem", err)
 				delete(m.ok, iface)
 			}
+		}
+	}
+	var errs []error
+	for iface := range m.problems {
+		if _, ok := m.desired[iface]; ok {
+			delete(m.problems, iface) // re-decided below
 		}
 	}
 	for iface, w := range m.desired {
@@ -145,21 +141,15 @@ func (m *Manager) applyUpdates(ctx context.Context) error {
 			continue
 		}
 		if g, ok := m.gone[iface]; ok && g.Equal(w) {
-			continue
-		}
-		if present, ok := m.p.recentIntent(iface, m.cfg.Grace); ok && !present {
-			// Deleted synchronously a moment ago; the desired state has
-			// not caught up. Do not resurrect it.
+			m.problems[iface] = fmt.Errorf("workload %s/%s: %w: %s is gone", w.Namespace, w.Name, ErrBadNetNS, w.NetNS)
 			continue
 		}
 		changed, err := m.p.reconcile(ctx, w)
 		if err != nil {
+			m.problems[iface] = err
 			if errors.Is(err, ErrBadNetNS) {
 				m.gone[iface] = w
 				m.log.Warn("workload network namespace is gone", "namespace", w.Namespace, "name", w.Name, "netns", w.NetNS, "err", err)
-				if m.cfg.OnNetNSGone != nil {
-					m.cfg.OnNetNSGone(w)
-				}
 				continue
 			}
 			errs = append(errs, err)
@@ -182,34 +172,26 @@ func (m *Manager) applyUpdates(ctx context.Context) error {
 
 // resync re-reads which workload interfaces exist, checks every desired
 // workload in depth and notes undesired interfaces as strays.
-func (m *Manager) resync(ctx context.Context) error {
+func (m *Manager) resync(_ context.Context) error {
 	links, err := nlutil.Dump(m.p.nl.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	present := map[string]bool{}
-	now := m.p.cfg.Clock.Now()
-	seenStray := map[string]bool{}
+	strays := map[string]bool{}
 	for _, l := range links {
 		name := l.Attrs().Name
 		if !dataplane.IsWorkloadIface(m.p.cfg.Prefix, name) || l.Type() != "veth" {
 			continue
 		}
 		present[name] = true
-		_, desired := m.desired[name]
-		_, known := m.ok[name]
-		if !desired && !known {
-			seenStray[name] = true
-			if _, ok := m.strays[name]; !ok {
-				m.strays[name] = now
+		if _, desired := m.desired[name]; !desired {
+			if _, known := m.ok[name]; !known {
+				strays[name] = true
 			}
 		}
 	}
-	for name := range m.strays {
-		if !seenStray[name] {
-			delete(m.strays, name)
-		}
-	}
+	m.strays = strays
 	for iface, w := range m.gone {
 		if nsx.Exists(w.NetNS) == nil {
 			delete(m.gone, iface) // it is back: plumb it again
@@ -218,7 +200,7 @@ func (m *Manager) resync(ctx context.Context) error {
 	ok := map[string]dataplane.Workload{}
 	for iface, w := range m.ok {
 		// Plumbed by this manager and no longer desired: keep it known so
-		// the removal phase deletes it now rather than after the grace.
+		// the removal phase deletes it.
 		if _, desired := m.desired[iface]; !desired && present[iface] {
 			ok[iface] = w
 		}
@@ -228,7 +210,7 @@ func (m *Manager) resync(ctx context.Context) error {
 		if !present[iface] {
 			continue
 		}
-		if err := m.p.Check(ctx, w); err != nil {
+		if err := m.p.checkPlumbing(w); err != nil {
 			m.log.Debug("workload plumbing needs repair", "iface", iface, "problem", err)
 			continue
 		}
@@ -238,42 +220,45 @@ func (m *Manager) resync(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) applyRemovals(ctx context.Context) error {
+// applyRemovals deletes the plumbing of workloads no longer desired and
+// the strays. The loop sends desired states only from a complete store
+// replica, so an interface not desired is not wanted by anyone: there is
+// no grace period.
+func (m *Manager) applyRemovals(_ context.Context) error {
 	var errs []error
-	for iface, w := range m.ok {
+	remove := func(iface string) bool {
+		if err := m.p.remove(iface); err != nil {
+			m.problems[iface] = err
+			errs = append(errs, err)
+			return false
+		}
+		delete(m.problems, iface)
+		return true
+	}
+	for iface := range m.ok {
 		if _, ok := m.desired[iface]; ok {
 			continue
 		}
-		if present, ok := m.p.recentIntent(iface, m.cfg.Grace); ok && present {
-			// Re-added synchronously after the desired state dropped it.
+		if remove(iface) {
 			delete(m.ok, iface)
-			continue
 		}
-		if err := m.p.remove(ctx, w.HostIface); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		delete(m.ok, iface)
-		delete(m.strays, iface)
 	}
-	now := m.p.cfg.Clock.Now()
-	for iface, since := range m.strays {
+	for iface := range m.strays {
 		if _, ok := m.desired[iface]; ok {
 			delete(m.strays, iface)
 			continue
 		}
-		if now.Sub(since) < m.cfg.Grace {
-			continue
-		}
-		if _, ok := m.p.recentIntent(iface, m.cfg.Grace); ok {
-			continue
-		}
 		m.log.Info("removing workload interface no workload wants", "iface", iface)
-		if err := m.p.remove(ctx, iface); err != nil {
-			errs = append(errs, err)
-			continue
+		if remove(iface) {
+			delete(m.strays, iface)
 		}
-		delete(m.strays, iface)
+	}
+	for iface := range m.problems {
+		if _, ok := m.desired[iface]; !ok && !m.strays[iface] {
+			if _, known := m.ok[iface]; !known {
+				delete(m.problems, iface)
+			}
+		}
 	}
 	m.publishWatched()
 	return errors.Join(errs...)
@@ -318,9 +303,8 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 	return err
 }
 
-// reconcile and remove are the Plumber's Add and Del without recording
-// an intent: the Manager acts on the desired state, not on a user's
-// request.
+// reconcile plumbs w or completes its plumbing; it reports whether it
+// changed anything.
 func (p *Plumber) reconcile(ctx context.Context, w dataplane.Workload) (changed bool, err error) {
 	if err := p.validate(w); err != nil {
 		return false, err
@@ -331,8 +315,21 @@ func (p *Plumber) reconcile(ctx context.Context, w dataplane.Workload) (changed 
 	return changed, err
 }
 
-func (p *Plumber) remove(_ context.Context, hostIface string) error {
+// remove deletes a workload's plumbing (the host side of its veth, which
+// takes the peer along).
+func (p *Plumber) remove(hostIface string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.del(hostIface)
+}
+
+// checkPlumbing is Check without the host routes (which the routes
+// manager owns and repairs).
+func (p *Plumber) checkPlumbing(w dataplane.Workload) error {
+	if err := p.validate(w); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.check(w, false)
 }

@@ -5,9 +5,9 @@
 // Host side: named [dataplane.WorkloadIfaceName], MAC ee:ee:ee:ee:ee:ee,
 // no address but the workloads' IPv6 gateway (below), proxy ARP (so the
 // workload's gateway 169.254.1.1 and every other address resolve to it),
-// forwarding on, and a /32 (/128) scope-link route per workload address
-// carrying weft's route protocol (never in place of a route of another
-// protocol: such a workload is refused).
+// forwarding on. The /32 (/128) host route per workload address is not
+// written here: it belongs to the routes manager (one writer per kernel
+// object), which gets it from the desired state.
 // Workload side: the configured name (default eth0), each address as a /32
 // (/128), a scope-link route to 169.254.1.1 and a default route via it, a
 // permanent neighbour entry 169.254.1.1 → ee:ee:ee:ee:ee:ee (so the gateway
@@ -18,9 +18,11 @@
 // side itself rather than rely on the kernel deriving it from the MAC,
 // which depends on the host's addr_gen_mode.
 //
-// The [Plumber] does this synchronously (workload add, CNI ADD); the
-// [Manager] keeps desired workloads plumbed from the dataplane loop and
-// repairs them.
+// The [Manager] is the only writer: it plumbs the desired workloads from
+// the dataplane loop, repairs them and removes the ones no longer desired.
+// The [Plumber] is its driver; outside the loop only its read-only checks
+// are used ([Plumber.Precheck] before a workload add is recorded,
+// [Plumber.Check] for CNI CHECK).
 //
 // Namespaces: the host side lives in the Plumber's host namespace (the
 // current one unless configured otherwise). Per-interface sysctls are
@@ -42,7 +44,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -54,15 +55,12 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/sysctl"
 )
 
+// The errors the plumber reports, defined in package dataplane so that
+// the agent can tell them apart without importing a driver.
 var (
-	// ErrBadNetNS: the workload's namespace path is missing or is not a
-	// network namespace (for a running workload: its namespace is gone).
-	ErrBadNetNS = errors.New("bad workload network namespace")
-	// ErrIfaceTaken: an interface with the wanted name exists and is not
-	// this workload's.
-	ErrIfaceTaken = errors.New("interface name taken")
-	// ErrDrift: Check found the plumbing different from what is desired.
-	ErrDrift = errors.New("workload plumbing differs from the desired state")
+	ErrBadNetNS   = dataplane.ErrBadNetNS
+	ErrIfaceTaken = dataplane.ErrIfaceTaken
+	ErrDrift      = dataplane.ErrDrift
 )
 
 // Config configures a [Plumber].
@@ -75,36 +73,22 @@ type Config struct {
 	// The Plumber touches only interfaces named like [dataplane.WorkloadIfaceName]
 	// makes them ([dataplane.IsWorkloadIface]).
 	Prefix string
-	// MTU of both ends; 0 leaves the kernel default (1500).
-	MTU int
 	// RPFilter is the host side's rp_filter; "" copies the host namespace's
 	// net.ipv4.conf.default.rp_filter (1, strict, if it cannot be read).
 	RPFilter string
-	// Clock is used to time the intents that keep the Manager from racing
-	// synchronous adds and deletes; nil is the wall clock.
-	Clock dataplane.Clock
 }
 
-// Plumber creates, checks and deletes workload plumbing. It is safe for
-// concurrent use; operations are serialised.
+// Plumber creates, checks and deletes workload plumbing. Its writing
+// operations are unexported: only the [Manager], inside the dataplane
+// loop, calls them. The read-only checks are safe from any goroutine.
 type Plumber struct {
 	cfg    Config
 	log    *slog.Logger
 	host   *nsx.Target
 	nl     *netlink.Handle
 	writes atomic.Uint64
-
+	// mu serialises the kernel reads and writes of one netlink handle.
 	mu sync.Mutex
-	// intents remembers the last synchronous Add (true) or Del (false) of a
-	// host interface, so the Manager neither deletes a workload that was
-	// just added nor recreates one that was just deleted while the desired
-	// state has not caught up yet.
-	intents map[string]intent
-}
-
-type intent struct {
-	present bool
-	at      time.Time
 }
 
 // Result describes plumbing that exists.
@@ -123,14 +107,8 @@ func NewPlumber(cfg Config) (*Plumber, error) {
 	if err := dataplane.ValidateIfacePrefix(cfg.Prefix); err != nil {
 		return nil, err
 	}
-	if cfg.MTU != 0 && (cfg.MTU < 68 || cfg.MTU > 65535) {
-		return nil, fmt.Errorf("workload MTU %d out of range 68..65535", cfg.MTU)
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = dataplane.RealClock{}
 	}
 	host, err := nsx.Open(cfg.HostNS)
 	if err != nil {
@@ -151,11 +129,10 @@ func NewPlumber(cfg Config) (*Plumber, error) {
 		})
 	}
 	return &Plumber{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "links"),
-		host:    host,
-		nl:      h,
-		intents: map[string]intent{},
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "links"),
+		host: host,
+		nl:   h,
 	}, nil
 }
 
@@ -173,58 +150,36 @@ func (p *Plumber) IfaceName(namespace, name string) (string, error) {
 	return dataplane.WorkloadIfaceName(p.cfg.Prefix, namespace, name)
 }
 
-// SetMTU changes the MTU of workload interfaces (0: the kernel default).
-// New workloads get it at once; existing ones are corrected whenever they
-// are next reconciled (Add, or the links manager's next full pass).
-func (p *Plumber) SetMTU(mtu int) error {
-	if mtu != 0 && (mtu < 68 || mtu > 65535) {
-		return fmt.Errorf("workload MTU %d out of range 68..65535", mtu)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cfg.MTU = mtu
-	return nil
-}
-
-// MTU is the current workload MTU (0: the kernel default).
-func (p *Plumber) MTU() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cfg.MTU
-}
-
 // KernelWrites counts the changes made to the kernel.
 func (p *Plumber) KernelWrites() uint64 { return p.writes.Load() }
 
-// Add plumbs w, or completes and corrects existing plumbing of w without
-// recreating it. Everything is validated before anything changes: the
-// namespace must exist and be a network namespace, the host interface name
-// must be free or this workload's veth, the workload interface name free in
-// the namespace or this veth's peer, and no workload address may already be
-// routed on the host by a route weft does not own (an error wrapping
-// [dataplane.ErrForeignRoute] names it; weft never overwrites it). If a
-// step fails after the veth was created, the veth is deleted again (and
-// with it its peer and routes): nothing is left half-made.
-func (p *Plumber) Add(ctx context.Context, w dataplane.Workload) (Result, error) {
+// Precheck reports, without changing anything, whether w could be
+// plumbed: the namespace must exist and be a network namespace other than
+// the host's, the host interface name must be free or this workload's
+// veth, the workload interface name free in the namespace or this veth's
+// peer, and no workload address may already be routed on the host by a
+// route weft does not own (an error wrapping [dataplane.ErrForeignRoute]
+// names it; weft never overwrites it). A workload add runs it before it
+// records the workload, so a bad request changes nothing.
+func (p *Plumber) Precheck(w dataplane.Workload) error {
 	if err := p.validate(w); err != nil {
-		return Result{}, err
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.intents[w.HostIface] = intent{present: true, at: p.cfg.Clock.Now()}
-	res, _, err := p.ensure(ctx, w)
-	return res, err
-}
-
-// Del removes w's plumbing: the host-side veth, which takes its peer and
-// every route through it along. Only HostIface matters. Deleting plumbing
-// that does not exist succeeds; an interface that is not a weft veth is
-// left alone with an error.
-func (p *Plumber) Del(_ context.Context, w dataplane.Workload) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.intents[w.HostIface] = intent{present: false, at: p.cfg.Clock.Now()}
-	return p.del(w.HostIface)
+	wl, wnl, err := p.workloadNS(w)
+	if err != nil {
+		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	defer wl.Close()
+	defer wnl.Close()
+	if _, _, err := p.findPair(w, wl, wnl); err != nil {
+		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	if err := p.checkHostRoutesFree(w); err != nil {
+		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	return nil
 }
 
 func (p *Plumber) del(hostIface string) error {
@@ -249,15 +204,16 @@ func (p *Plumber) del(hostIface string) error {
 }
 
 // Check reports, joined and wrapping [ErrDrift], every way w's plumbing
-// differs from what Add makes; nil means it is complete. A missing or
-// invalid namespace wraps [ErrBadNetNS].
+// and host routes differ from what the dataplane makes; nil means it is
+// complete. A missing or invalid namespace wraps [ErrBadNetNS]. It only
+// reads (CNI CHECK).
 func (p *Plumber) Check(_ context.Context, w dataplane.Workload) error {
 	if err := p.validate(w); err != nil {
 		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.check(w)
+	return p.check(w, true)
 }
 
 func (p *Plumber) validate(w dataplane.Workload) error {
@@ -270,21 +226,6 @@ func (p *Plumber) validate(w dataplane.Workload) error {
 		return fmt.Errorf("workload %s/%s: host interface %s is not the prefix %q and 11 hex characters", w.Namespace, w.Name, w.HostIface, p.cfg.Prefix)
 	}
 	return nil
-}
-
-// recentIntent reports the last synchronous Add/Del of iface if it is more
-// recent than grace.
-func (p *Plumber) recentIntent(iface string, grace time.Duration) (present, ok bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := p.cfg.Clock.Now()
-	for name, in := range p.intents {
-		if now.Sub(in.at) > grace {
-			delete(p.intents, name)
-		}
-	}
-	in, ok := p.intents[iface]
-	return in.present, ok
 }
 
 // workloadNS opens the workload's namespace, refusing the host's own.
@@ -391,9 +332,6 @@ func (p *Plumber) ensure(_ context.Context, w dataplane.Workload) (res Result, c
 	if err != nil {
 		return Result{}, false, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
 	}
-	if err := p.checkHostRoutesFree(w); err != nil {
-		return Result{}, false, fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
-	}
 	before := p.writes.Load()
 	created := false
 	if host == nil {
@@ -434,7 +372,7 @@ func (p *Plumber) create(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Hand
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
 			Name:         w.HostIface,
-			MTU:          p.cfg.MTU,
+			MTU:          w.MTU,
 			HardwareAddr: dataplane.HostSideMAC,
 		},
 		PeerName:         w.IfaceOrDefault(),
@@ -468,10 +406,7 @@ func (p *Plumber) configure(w dataplane.Workload, wl *nsx.Target, wnl *netlink.H
 	if err := p.configureHost(w, host, has6); err != nil {
 		return err
 	}
-	if err := p.configureWorkload(w, wl, wnl, peer, has4, has6); err != nil {
-		return err
-	}
-	return p.ensureHostRoutes(w, host.Attrs().Index)
+	return p.configureWorkload(w, wl, wnl, peer, has4, has6)
 }
 
 func families(ips []netip.Prefix) (has4, has6 bool) {
@@ -522,8 +457,8 @@ func (p *Plumber) ensureSysctls(t *nsx.Target, kvs [][2]string) error {
 
 func (p *Plumber) configureHost(w dataplane.Workload, host netlink.Link, has6 bool) error {
 	attrs := host.Attrs()
-	if p.cfg.MTU != 0 && attrs.MTU != p.cfg.MTU {
-		if err := p.nl.LinkSetMTU(host, p.cfg.MTU); err != nil {
+	if w.MTU != 0 && attrs.MTU != w.MTU {
+		if err := p.nl.LinkSetMTU(host, w.MTU); err != nil {
 			return fmt.Errorf("set MTU of %s: %w", w.HostIface, err)
 		}
 		p.writes.Add(1)
@@ -613,8 +548,8 @@ func (p *Plumber) ensureGatewayAddr6(w dataplane.Workload, host netlink.Link) er
 func (p *Plumber) configureWorkload(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle, peer netlink.Link, has4, has6 bool) error {
 	iface := w.IfaceOrDefault()
 	attrs := peer.Attrs()
-	if p.cfg.MTU != 0 && attrs.MTU != p.cfg.MTU {
-		if err := wnl.LinkSetMTU(peer, p.cfg.MTU); err != nil {
+	if w.MTU != 0 && attrs.MTU != w.MTU {
+		if err := wnl.LinkSetMTU(peer, w.MTU); err != nil {
 			return fmt.Errorf("set MTU of %s in %s: %w", iface, w.NetNS, err)
 		}
 		p.writes.Add(1)
@@ -750,12 +685,12 @@ func workloadRoutes(linkIndex int, has4, has6 bool) []kroute.Route {
 	if has4 {
 		gw := dataplane.WorkloadGatewayV4
 		rs = append(rs,
-			kroute.Route{Dst: netip.PrefixFrom(gw, 32), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Scope: netlink.SCOPE_LINK},
-			kroute.Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: gw},
+			kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(gw, 32), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Scope: netlink.SCOPE_LINK},
+			kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("0.0.0.0/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: gw},
 		)
 	}
 	if has6 {
-		rs = append(rs, kroute.Route{Dst: netip.MustParsePrefix("::/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: dataplane.WorkloadGatewayV6})
+		rs = append(rs, kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("::/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: dataplane.WorkloadGatewayV6})
 	}
 	return rs
 }
@@ -779,57 +714,10 @@ func (p *Plumber) ensureWorkloadRoutes(w dataplane.Workload, wnl *netlink.Handle
 	return nil
 }
 
-// ensureHostRoutes programs the /32 (/128) routes to the workload and
-// removes weft routes on its interface to addresses it no longer has.
-func (p *Plumber) ensureHostRoutes(w dataplane.Workload, linkIndex int) error {
-	have, err := listRoutes(p.nl, &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return fmt.Errorf("list host routes of %s: %w", w.HostIface, err)
-	}
-	want := map[netip.Prefix]kroute.Route{}
-	for _, r := range w.HostRoutes() {
-		want[r.Dst] = kroute.FromDesired(r, linkIndex)
-	}
-	for dst, r := range want {
-		cur, ok := have[dst]
-		if ok && cur == r {
-			continue
-		}
-		if ok {
-			// weft's route on this interface: change it in place.
-			if err := p.nl.RouteReplace(r.Netlink()); err != nil {
-				return fmt.Errorf("host route %s dev %s: %w", dst, w.HostIface, err)
-			}
-			p.writes.Add(1)
-			continue
-		}
-		// Never overwrite a route weft does not own (checkHostRoutesFree
-		// found none; this catches one added since).
-		wrote, err := kroute.Add(p.nl, r, p.linkName)
-		if err != nil {
-			return fmt.Errorf("host route %s dev %s: %w", dst, w.HostIface, err)
-		}
-		if wrote {
-			p.writes.Add(1)
-		}
-	}
-	for dst, r := range have {
-		if _, ok := want[dst]; ok {
-			continue
-		}
-		if err := p.nl.RouteDel(r.Netlink()); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("remove stale host route %s dev %s: %w", dst, w.HostIface, err)
-		}
-		p.writes.Add(1)
-	}
-	return nil
-}
-
-// checkHostRoutesFree refuses, before anything changes, a workload whose
-// address the host already routes by a route weft does not own (at the
-// metric weft's host route would take): weft would have to overwrite it.
-// A weft route there (an earlier workload's) is weft's to replace.
+// checkHostRoutesFree refuses a workload whose address the host already
+// routes by a route weft does not own (at the metric weft's host route
+// would take): weft would have to overwrite it. A weft route there (an
+// earlier workload's) is weft's to replace.
 func (p *Plumber) checkHostRoutesFree(w dataplane.Workload) error {
 	all, err := nlutil.Dump(func() ([]netlink.Route, error) {
 		return p.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
@@ -870,8 +758,10 @@ func listRoutes(h *netlink.Handle, filter *netlink.Route, mask uint64) (map[neti
 	return out, nil
 }
 
-// check lists every difference between w's plumbing and Add's result.
-func (p *Plumber) check(w dataplane.Workload) error {
+// check lists every difference between w's plumbing (and, with
+// hostRoutes, its host routes, which the routes manager owns) and what the
+// dataplane makes.
+func (p *Plumber) check(w dataplane.Workload, hostRoutes bool) error {
 	wl, wnl, err := p.workloadNS(w)
 	if err != nil {
 		return fmt.Errorf("workload %s/%s: %w", w.Namespace, w.Name, err)
@@ -896,7 +786,7 @@ func (p *Plumber) check(w dataplane.Workload) error {
 	if !slices.Equal(ha.HardwareAddr, dataplane.HostSideMAC) {
 		diff("%s has MAC %s", w.HostIface, ha.HardwareAddr)
 	}
-	if p.cfg.MTU != 0 && ha.MTU != p.cfg.MTU {
+	if w.MTU != 0 && ha.MTU != w.MTU {
 		diff("%s has MTU %d", w.HostIface, ha.MTU)
 	}
 	if has6 {
@@ -918,7 +808,7 @@ func (p *Plumber) check(w dataplane.Workload) error {
 	if pa.Flags&net.FlagUp == 0 {
 		diff("%s is down in the workload", iface)
 	}
-	if p.cfg.MTU != 0 && pa.MTU != p.cfg.MTU {
+	if w.MTU != 0 && pa.MTU != w.MTU {
 		diff("%s has MTU %d in the workload", iface, pa.MTU)
 	}
 	if w.MAC != nil && !slices.Equal(pa.HardwareAddr, w.MAC) {
@@ -957,14 +847,16 @@ func (p *Plumber) check(w dataplane.Workload) error {
 			diff("gateway neighbour %s missing in the workload", dataplane.WorkloadGatewayV4)
 		}
 	}
-	hroutes, err := listRoutes(p.nl, &netlink.Route{LinkIndex: ha.Index, Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return fmt.Errorf("workload %s/%s: list host routes: %w", w.Namespace, w.Name, err)
-	}
-	for _, r := range w.HostRoutes() {
-		if cur, ok := hroutes[r.Dst]; !ok || cur != kroute.FromDesired(r, ha.Index) {
-			diff("host route %s dev %s missing", r.Dst, w.HostIface)
+	if hostRoutes {
+		hroutes, err := listRoutes(p.nl, &netlink.Route{LinkIndex: ha.Index, Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return fmt.Errorf("workload %s/%s: list host routes: %w", w.Namespace, w.Name, err)
+		}
+		for _, r := range w.HostRoutes() {
+			if cur, ok := hroutes[r.Dst]; !ok || cur != kroute.FromDesired(r, ha.Index) {
+				diff("host route %s dev %s missing", r.Dst, w.HostIface)
+			}
 		}
 	}
 	if len(probs) > 0 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/nstest"
@@ -13,12 +12,11 @@ import (
 
 // Only interfaces with the exact shape of a workload interface (the prefix
 // and 11 hex characters) are weft's: a host veth that merely starts with the
-// prefix, such as "weftbr-up", is neither swept as a stray nor deleted by
-// Del, while a stray with the workload shape still goes after the grace.
+// prefix, such as "weftbr-up", is neither swept as a stray nor deleted,
+// while a stray with the workload shape goes.
 func TestSweepAndDelLeaveLookalikeInterfacesAlone(t *testing.T) {
 	host := nstest.New(t, "h")
-	clock := &fakeClock{now: time.Unix(1000, 0)}
-	p := newPlumber(t, host, clock)
+	p := newPlumber(t, host)
 	ctx := context.Background()
 
 	const lookalike = "weftbr-up"
@@ -29,14 +27,11 @@ func TestSweepAndDelLeaveLookalikeInterfacesAlone(t *testing.T) {
 	}
 	host.Run("ip", "link", "add", stray, "type", "veth", "peer", "name", "straypeer")
 
-	m, err := NewManager(ManagerConfig{Plumber: p, Grace: 10 * time.Second})
+	m, err := NewManager(ManagerConfig{Plumber: p})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Set(desiredOf())
-	applyBoth(t, m)
-	clock.Advance(11 * time.Second)
-	m.QueueResync()
 	applyBoth(t, m)
 
 	links := strings.Join(hostLinks(t, host.Netlink()), " ")
@@ -47,18 +42,21 @@ func TestSweepAndDelLeaveLookalikeInterfacesAlone(t *testing.T) {
 		t.Errorf("stray workload interface %s not swept: %s", stray, links)
 	}
 
-	if err := p.Del(ctx, dataplane.Workload{HostIface: lookalike}); !errors.Is(err, ErrIfaceTaken) {
-		t.Errorf("Del of %s: got %v, want ErrIfaceTaken", lookalike, err)
+	if err := p.remove(lookalike); !errors.Is(err, ErrIfaceTaken) {
+		t.Errorf("remove of %s: got %v, want ErrIfaceTaken", lookalike, err)
 	}
 	if links := strings.Join(hostLinks(t, host.Netlink()), " "); !strings.Contains(links, lookalike) {
 		t.Errorf("Del removed %s: %s", lookalike, links)
 	}
-	// Nor does Add make an interface of that name: weft creates only what
-	// it would delete again.
+	// Nor does the plumber make an interface of that name: weft creates
+	// only what it would delete again.
 	wl := nstest.New(t, "w")
 	w := workload(t, wl, "x", "10.65.0.9/32")
 	w.HostIface = "weftnot-a-hash"
-	if _, err := p.Add(ctx, w); err == nil || !strings.Contains(err.Error(), "11 hex characters") {
-		t.Errorf("Add with host interface %s: got %v", w.HostIface, err)
+	if _, err := p.reconcile(ctx, w); err == nil || !strings.Contains(err.Error(), "11 hex characters") {
+		t.Errorf("reconcile with host interface %s: got %v", w.HostIface, err)
+	}
+	if err := p.Precheck(w); err == nil {
+		t.Errorf("precheck accepted host interface %s", w.HostIface)
 	}
 }

@@ -42,15 +42,17 @@ func BenchmarkApply100Workloads100Routes(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		desired.Workloads = append(desired.Workloads, dataplane.Workload{
-			Namespace: "default", Name: name, HostIface: iface, NetNS: wl.Path,
+		w := dataplane.Workload{
+			Namespace: "default", Name: name, HostIface: iface, NetNS: wl.Path, MTU: 1450,
 			IPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, 0, byte(i + 1)}), 32)},
-		})
+		}
+		desired.Workloads = append(desired.Workloads, w)
+		desired.Routes = append(desired.Routes, w.HostRoutes()...)
 		desired.Routes = append(desired.Routes, dataplane.Route{
-			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i), 0}), 24), Dev: "upl", Via: netip.MustParseAddr("192.168.95.2"),
+			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i), 0}), 24), Class: dataplane.RouteClassBlock, Dev: "upl", Via: netip.MustParseAddr("192.168.95.2"),
 		})
 	}
-	d, err := New(Config{NetNS: node.Path, WorkloadMTU: 1450})
+	d, err := New(Config{NetNS: node.Path})
 	if err != nil {
 		b.Fatal(err)
 	}

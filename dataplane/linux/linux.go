@@ -1,11 +1,15 @@
 // Package linux assembles weft's Linux dataplane: the drivers in
-// dependency order under one apply loop, plus the workload plumber the
-// agent calls synchronously (workload add/del, CNI).
+// dependency order under one apply loop. The loop is the only writer of
+// everything they own.
 //
 // Order of the update phase: sysctls (forwarding) → nat → links (workload
-// veths) → vxlan (device, then neighbours and FDB) → routes. The removal
-// phase runs in reverse: routes go before the neighbours they use, and
-// neighbours before their device.
+// veths) → vxlan (device, then neighbours and FDB) → routes (every table)
+// → rules. The removal phase runs in reverse: rules go before the routes
+// they lead to, routes before the neighbours and interfaces they use, and
+// neighbours before their device. A new workload's traffic can flow only
+// once the whole pass that plumbs it has run: its host route comes after
+// its veth, and whatever a later manager adds for it (its policy) is in
+// place in the same pass before the loop reports the workload ready.
 //
 // # Wiring (the agent)
 //
@@ -18,13 +22,13 @@
 //	...                              // once the store is in sync:
 //	box.Send(calc.Desired())         // after every change; stale states are dropped
 //
-// Workload add (CLI, CNI ADD) calls dp.Plumber.Add synchronously, then
-// records the WorkloadEndpoint; workload del calls dp.Plumber.Del, then
-// deletes it; CNI CHECK calls dp.Plumber.Check. The loop's links manager
-// shares the plumber and defers to those calls for Config.Grace, so it
-// neither sweeps a workload just added nor resurrects one just deleted
-// before the desired state catches up. Config.OnNetNSGone reports a desired
-// workload whose namespace vanished: delete it and release its addresses.
+// Workload add (CLI, CNI ADD) runs dp.Plumber.Precheck (read-only), records
+// the WorkloadEndpoint and waits until a report of the loop
+// (dp.Loop.LatestReport) shows the workload applied with no problem;
+// workload del deletes the endpoint and waits until the workload is gone
+// from the reports; CNI CHECK calls dp.Plumber.Check (read-only). A
+// workload whose namespace vanished shows in the reports with
+// dataplane.ErrBadNetNS: the agent deletes it and releases its addresses.
 package linux
 
 import (
@@ -40,6 +44,7 @@ import (
 	"github.com/weftnet/weft/dataplane/links"
 	"github.com/weftnet/weft/dataplane/nat"
 	"github.com/weftnet/weft/dataplane/routes"
+	"github.com/weftnet/weft/dataplane/rules"
 	"github.com/weftnet/weft/dataplane/sysctls"
 	"github.com/weftnet/weft/dataplane/vxlan"
 )
@@ -49,17 +54,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the loop's metrics; nil registers none.
 	Registerer prometheus.Registerer
-	// Clock drives the loop and the plumber's grace periods; nil is the
-	// wall clock.
+	// Clock drives the loop; nil is the wall clock.
 	Clock dataplane.Clock
 	// NetNS is the node's network namespace; "" is the current one (the
 	// agent runs inside the node's namespace). Tests point it elsewhere.
 	NetNS string
 	// IfacePrefix of workload interfaces; default "weft".
 	IfacePrefix string
-	// WorkloadMTU of workload veths; 0 leaves the kernel default. Compute
-	// it with the mtu package.
-	WorkloadMTU int
 	// VXLANName, VXLANVNI, VXLANPort: the VXLAN device's static
 	// parameters; defaults weft.vxlan, 4096, 4789.
 	VXLANName string
@@ -71,16 +72,12 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// Sysctls kept at fixed values; nil means sysctls.Forwarding(false).
 	Sysctls map[string]string
-	// Grace: see links.ManagerConfig.Grace.
-	Grace time.Duration
-	// OnNetNSGone: see links.ManagerConfig.OnNetNSGone.
-	OnNetNSGone func(dataplane.Workload)
 }
 
 // Dataplane is the assembled dataplane.
 type Dataplane struct {
-	// Plumber performs workload add/del/check synchronously; it shares
-	// its state with the links manager inside the loop.
+	// Plumber offers the read-only workload checks (Precheck before an
+	// add is recorded, Check for CNI CHECK); only the loop writes.
 	Plumber *links.Plumber
 	// Loop applies desired states; see dataplane.Loop.
 	Loop *dataplane.Loop
@@ -120,15 +117,13 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, nm.Close)
 
-	p, err := links.NewPlumber(links.Config{
-		Logger: cfg.Logger, HostNS: cfg.NetNS, Prefix: cfg.IfacePrefix, MTU: cfg.WorkloadMTU, Clock: cfg.Clock,
-	})
+	p, err := links.NewPlumber(links.Config{Logger: cfg.Logger, HostNS: cfg.NetNS, Prefix: cfg.IfacePrefix})
 	if err != nil {
 		return fail(fmt.Errorf("links: %w", err))
 	}
 	d.closers = append(d.closers, p.Close)
 	d.Plumber = p
-	lm, err := links.NewManager(links.ManagerConfig{Logger: cfg.Logger, Plumber: p, Grace: cfg.Grace, OnNetNSGone: cfg.OnNetNSGone})
+	lm, err := links.NewManager(links.ManagerConfig{Logger: cfg.Logger, Plumber: p})
 	if err != nil {
 		return fail(err)
 	}
@@ -139,13 +134,19 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, vm.Close)
 
-	rm, err := routes.New(routes.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, WorkloadPrefix: cfg.IfacePrefix})
+	rm, err := routes.New(routes.Config{Logger: cfg.Logger, NetNS: cfg.NetNS})
 	if err != nil {
 		return fail(fmt.Errorf("routes: %w", err))
 	}
 	d.closers = append(d.closers, rm.Close)
 
-	d.Managers = []dataplane.Manager{sc, nm, lm, vm, rm}
+	rules, err := rules.New(rules.Config{Logger: cfg.Logger, NetNS: cfg.NetNS})
+	if err != nil {
+		return fail(fmt.Errorf("rules: %w", err))
+	}
+	d.closers = append(d.closers, rules.Close)
+
+	d.Managers = []dataplane.Manager{sc, nm, lm, vm, rm, rules}
 	d.Loop, err = dataplane.NewLoop(dataplane.LoopConfig{
 		Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, ResyncPeriod: cfg.ResyncPeriod,
 	}, d.Managers...)

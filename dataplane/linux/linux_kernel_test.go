@@ -72,7 +72,7 @@ func topology(t *testing.T) (a, b *testNode, ext *nstest.NS) {
 			t.Fatal(err)
 		}
 		n.w = dataplane.Workload{Namespace: "default", Name: "wl-" + name, HostIface: iface, NetNS: n.wl.Path,
-			IPs: []netip.Prefix{netip.MustParsePrefix(wlIP + "/32")}}
+			IPs: []netip.Prefix{netip.MustParsePrefix(wlIP + "/32")}, MTU: 1450}
 		return n
 	}
 	a = mk("node-a", "192.168.90.1", "10.244.1.0", "10.244.1.0/26", "10.244.1.2")
@@ -84,9 +84,8 @@ func (n *testNode) start(t *testing.T) {
 	t.Helper()
 	dp, err := New(Config{
 		Logger:      slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", n.name),
-		Registerer:  prometheus.NewRegistry(),
-		NetNS:       n.ns.Path,
-		WorkloadMTU: 1450,
+		Registerer: prometheus.NewRegistry(),
+		NetNS:      n.ns.Path,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +111,7 @@ func (n *testNode) stop() {
 func (n *testNode) desired(peer *testNode, vxlan bool) dataplane.Desired {
 	d := dataplane.Desired{
 		Workloads: []dataplane.Workload{n.w},
-		Routes:    []dataplane.Route{{Dst: n.block, Type: dataplane.RouteBlackhole}},
+		Routes:    append(n.w.HostRoutes(), dataplane.Route{Dst: n.block, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}),
 		NAT: dataplane.NATConfig{
 			MasqPools: []netip.Prefix{netip.MustParsePrefix(pool)}, AllPools: []netip.Prefix{netip.MustParsePrefix(pool)},
 			ExcludeDests: []netip.Prefix{netip.PrefixFrom(n.under, 32), netip.PrefixFrom(peer.under, 32)},
@@ -121,11 +120,11 @@ func (n *testNode) desired(peer *testNode, vxlan bool) dataplane.Desired {
 	if vxlan {
 		d.VXLAN = &dataplane.VXLANDevice{TunnelAddr: n.tunnel, MAC: dataplane.VXLANMAC(n.name), Source: n.under}
 		d.VXLANPeers = []dataplane.VXLANPeer{{Node: peer.name, TunnelIP: peer.tunnel, VTEPMAC: dataplane.VXLANMAC(peer.name), UnderlayIP: peer.under}}
-		d.Routes = append(d.Routes, dataplane.Route{Dst: peer.block, Type: dataplane.RouteUnicast, Dev: "weft.vxlan", Via: peer.tunnel, OnLink: true})
+		d.Routes = append(d.Routes, dataplane.Route{Dst: peer.block, Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Dev: "weft.vxlan", Via: peer.tunnel, OnLink: true})
 	} else {
 		// Native: the calculation knows the peer's address, not our
 		// interface; the kernel picks the device.
-		d.Routes = append(d.Routes, dataplane.Route{Dst: peer.block, Type: dataplane.RouteUnicast, Via: peer.under})
+		d.Routes = append(d.Routes, dataplane.Route{Dst: peer.block, Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Via: peer.under})
 	}
 	return d
 }

@@ -1,5 +1,7 @@
-// Package mtu detects the underlay MTU and derives the MTU of workloads
-// and tunnel devices from it (calico.md §5.5).
+// Package mtu detects the underlay MTU (calico.md §5.5). The arithmetic
+// that derives workload and tunnel MTUs from it is pure and lives in
+// package dataplane ([dataplane.WorkloadMTU]), where the calculation can
+// use it.
 package mtu
 
 import (
@@ -15,15 +17,6 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/nsx"
 )
 
-// Encapsulation overheads in bytes.
-const (
-	VXLANv4     = 50
-	VXLANv6     = 70
-	WireGuardV4 = 60
-	WireGuardV6 = 80
-	IPIP        = 20
-)
-
 // Fallback is the underlay MTU assumed when no interface qualifies, as
 // Calico does.
 const Fallback = 1460
@@ -31,46 +24,6 @@ const Fallback = 1460
 // PhysicalPattern matches interface names that look physical: Calico's
 // default mtuIfacePattern.
 var PhysicalPattern = regexp.MustCompile(`^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)`)
-
-// Encaps says which encapsulations workload traffic may take.
-type Encaps struct {
-	VXLANv4, VXLANv6         bool
-	WireGuardV4, WireGuardV6 bool
-	IPIP                     bool
-}
-
-// Workload is the MTU for workload interfaces: override when positive;
-// otherwise the underlay MTU minus the largest overhead of the enabled
-// encapsulations (the smallest resulting MTU), or the underlay MTU when
-// traffic is never encapsulated. Each overhead is subtracted once, from
-// the underlay, never from another tunnel's MTU.
-func Workload(underlay int, enc Encaps, override int) int {
-	if override > 0 {
-		return override
-	}
-	overhead := 0
-	for _, o := range []struct {
-		on bool
-		n  int
-	}{
-		{enc.VXLANv4, VXLANv4}, {enc.VXLANv6, VXLANv6},
-		{enc.WireGuardV4, WireGuardV4}, {enc.WireGuardV6, WireGuardV6},
-		{enc.IPIP, IPIP},
-	} {
-		if o.on {
-			overhead = max(overhead, o.n)
-		}
-	}
-	return underlay - overhead
-}
-
-// VXLANDevice is the MTU of a VXLAN device over the given underlay.
-func VXLANDevice(underlay int, v6Underlay bool) int {
-	if v6Underlay {
-		return underlay - VXLANv6
-	}
-	return underlay - VXLANv4
-}
 
 // Underlay is a detected underlay MTU and where it came from.
 type Underlay struct {

@@ -1,5 +1,7 @@
-// Package routes manages the routes weft owns in the main routing table:
-// every route carrying [dataplane.RouteProtocol], IPv4 and IPv6.
+// Package routes manages the routes weft owns, in any routing table: every
+// route carrying [dataplane.RouteProtocol], IPv4 and IPv6. It is the only
+// writer of routes in the host namespace; routes are identified by table
+// and destination ([dataplane.RouteKey]).
 //
 // The manager keeps a cache of the kernel's weft routes, diffs the desired
 // routes against it and writes only the differences. A changed weft route
@@ -21,10 +23,11 @@
 // re-read the routes.
 //
 // Workload host routes (/32 and /128 to a workload interface) are desired
-// like any other route, but an undesired one is not removed here: it lives
-// and dies with its interface, which the links package owns. That keeps
-// this manager from deleting the route of a workload added a moment ago
-// whose desired state has not arrived yet.
+// like any other route. The loop runs this manager's update phase after the
+// links manager's (the interface exists before its route) and its removal
+// phase before (the route goes before its interface). A host route that
+// cannot be programmed is reported against its workload
+// ([Manager.WorkloadProblems]), so a workload add waits for it or fails.
 package routes
 
 import (
@@ -33,7 +36,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,19 +49,16 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
 	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/resync"
+	"github.com/weftnet/weft/dataplane/internal/sweep"
 	"github.com/weftnet/weft/dataplane/internal/watch"
 )
 
 // Config configures a [Manager].
 type Config struct {
 	Logger *slog.Logger
-	// NetNS is the namespace whose main table is managed; "" is the
-	// current one.
+	// NetNS is the namespace whose routes are managed; "" is the current
+	// one.
 	NetNS string
-	// WorkloadPrefix is the workload interface prefix (default
-	// [dataplane.DefaultIfacePrefix]); undesired routes through such
-	// interfaces are left to the links package.
-	WorkloadPrefix string
 }
 
 // Kernel is the part of *netlink.Handle the manager uses; tests substitute
@@ -81,35 +80,31 @@ type Manager struct {
 	closer func()
 	writes atomic.Uint64
 
-	desired map[netip.Prefix]dataplane.Route
-	actual  map[netip.Prefix]kroute.Route // weft routes in the kernel
-	resync  resync.Flag                   // re-read the kernel before the next pass
+	desired map[dataplane.RouteKey]dataplane.Route
+	actual  map[dataplane.RouteKey]kroute.Route // weft routes in the kernel
+	resync  resync.Flag                         // re-read the kernel before the next pass
 	// linkNames maps interface indexes to names as of the last update
 	// phase.
 	linkNames map[int]string
-	// conflicts are the desired destinations held by foreign routes, with
-	// the error last reported (each is logged once, not on every retry).
-	conflicts map[netip.Prefix]string
+	// conflicts are the desired routes held by foreign routes, with the
+	// error last reported (each is logged once, not on every retry).
+	conflicts map[dataplane.RouteKey]string
+	// failed are the routes the last pass could not program, with why.
+	failed map[dataplane.RouteKey]error
 
 	// Shared with the Watch goroutine.
 	mu     sync.Mutex
-	wanted map[netip.Prefix]bool
+	wanted map[dataplane.RouteKey]bool
 }
 
 // New opens a netlink handle in the configured namespace.
 func New(cfg Config) (*Manager, error) {
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, h, closer, err := nsx.OpenNetlink(cfg.NetNS)
 	if err != nil {
-		return nil, err
-	}
-	h, err := ns.Netlink()
-	if err != nil {
-		ns.Close()
 		return nil, err
 	}
 	m := NewWithKernel(cfg, h)
-	m.ns = ns
-	m.closer = func() { h.Close(); ns.Close() }
+	m.ns, m.closer = ns, closer
 	return m, nil
 }
 
@@ -119,17 +114,15 @@ func NewWithKernel(cfg Config, k Kernel) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.WorkloadPrefix == "" {
-		cfg.WorkloadPrefix = dataplane.DefaultIfacePrefix
-	}
 	m := &Manager{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "routes"),
 		k:         k,
-		desired:   map[netip.Prefix]dataplane.Route{},
-		actual:    map[netip.Prefix]kroute.Route{},
-		conflicts: map[netip.Prefix]string{},
-		wanted:    map[netip.Prefix]bool{},
+		desired:   map[dataplane.RouteKey]dataplane.Route{},
+		actual:    map[dataplane.RouteKey]kroute.Route{},
+		conflicts: map[dataplane.RouteKey]string{},
+		failed:    map[dataplane.RouteKey]error{},
+		wanted:    map[dataplane.RouteKey]bool{},
 		closer:    func() {},
 	}
 	m.resync.Queue() // the first pass reads the kernel
@@ -148,14 +141,13 @@ func (m *Manager) Name() string { return "routes" }
 // KernelWrites implements dataplane.WriteCounter.
 func (m *Manager) KernelWrites() uint64 { return m.writes.Load() }
 
-// Set implements dataplane.Manager: the desired routes are d.AllRoutes().
+// Set implements dataplane.Manager: the desired routes are d.Routes.
 func (m *Manager) Set(d *dataplane.Desired) {
-	all := d.AllRoutes()
-	m.desired = make(map[netip.Prefix]dataplane.Route, len(all))
-	wanted := make(map[netip.Prefix]bool, len(all))
-	for _, r := range all {
-		m.desired[r.Dst] = r
-		wanted[r.Dst] = true
+	m.desired = make(map[dataplane.RouteKey]dataplane.Route, len(d.Routes))
+	wanted := make(map[dataplane.RouteKey]bool, len(d.Routes))
+	for _, r := range d.Routes {
+		m.desired[r.Key()] = r
+		wanted[r.Key()] = true
 	}
 	m.mu.Lock()
 	m.wanted = wanted
@@ -164,6 +156,18 @@ func (m *Manager) Set(d *dataplane.Desired) {
 
 // QueueResync implements dataplane.Manager.
 func (m *Manager) QueueResync() { m.resync.Queue() }
+
+// WorkloadProblems implements dataplane.WorkloadReporter: the workload
+// host routes the last pass could not program, by their interface.
+func (m *Manager) WorkloadProblems() map[string]error {
+	out := map[string]error{}
+	for k, err := range m.failed {
+		if r, ok := m.desired[k]; ok && r.Class == dataplane.RouteClassWorkload && r.Dev != "" {
+			out[r.Dev] = errors.Join(out[r.Dev], err)
+		}
+	}
+	return out
+}
 
 // Apply implements dataplane.Manager.
 func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
@@ -191,19 +195,22 @@ func (m *Manager) applyUpdates() error {
 		m.linkNames[l.Attrs().Index] = l.Attrs().Name
 	}
 	var errs []error
-	for dst, r := range m.desired {
+	m.failed = map[dataplane.RouteKey]error{}
+	for key, r := range m.desired {
 		idx := 0
 		if r.Type == dataplane.RouteUnicast && r.Dev != "" {
 			var ok bool
 			if idx, ok = index[r.Dev]; !ok {
-				errs = append(errs, fmt.Errorf("route %s: device %s does not exist", r, r.Dev))
+				err := fmt.Errorf("route %s: device %s does not exist", r, r.Dev)
+				m.failed[key] = err
+				errs = append(errs, err)
 				continue
 			}
 		}
 		want := kroute.FromDesired(r, idx)
-		cur, ours := m.actual[dst]
+		cur, ours := m.actual[key]
 		if ours && want.Satisfies(cur) {
-			m.conflictGone(dst)
+			m.conflictGone(key)
 			continue
 		}
 		var wrote bool
@@ -217,20 +224,22 @@ func (m *Manager) applyUpdates() error {
 		}
 		if err != nil {
 			// The kernel may hold something else now: re-read it next time.
-			delete(m.actual, dst)
+			delete(m.actual, key)
 			m.noteConflict(r, err)
-			errs = append(errs, fmt.Errorf("route %s: %w", r, err))
+			err = fmt.Errorf("route %s: %w", r, err)
+			m.failed[key] = err
+			errs = append(errs, err)
 			continue
 		}
 		if wrote {
 			m.writes.Add(1)
 		}
-		m.actual[dst] = want
-		m.conflictGone(dst)
+		m.actual[key] = want
+		m.conflictGone(key)
 	}
-	for dst := range m.conflicts {
-		if _, ok := m.desired[dst]; !ok {
-			delete(m.conflicts, dst)
+	for key := range m.conflicts {
+		if _, ok := m.desired[key]; !ok {
+			delete(m.conflicts, key)
 		}
 	}
 	return errors.Join(errs...)
@@ -243,61 +252,44 @@ func (m *Manager) noteConflict(r dataplane.Route, err error) {
 	if !errors.As(err, &ce) {
 		return
 	}
-	if msg := ce.Error(); m.conflicts[r.Dst] != msg {
-		m.conflicts[r.Dst] = msg
+	if msg := ce.Error(); m.conflicts[r.Key()] != msg {
+		m.conflicts[r.Key()] = msg
 		m.log.Warn("a route weft does not own holds a destination weft routes; leaving it alone until it is removed",
 			"route", r.String(), "foreign", strings.Join(ce.Foreign, "; "))
 	}
 }
 
-func (m *Manager) conflictGone(dst netip.Prefix) {
-	if _, ok := m.conflicts[dst]; ok {
-		delete(m.conflicts, dst)
-		m.log.Info("the foreign route is gone; weft's route is in place", "dst", dst)
+func (m *Manager) conflictGone(key dataplane.RouteKey) {
+	if _, ok := m.conflicts[key]; ok {
+		delete(m.conflicts, key)
+		m.log.Info("the foreign route is gone; weft's route is in place", "dst", key)
 	}
 }
 
 func (m *Manager) linkName(index int) string { return m.linkNames[index] }
 
 func (m *Manager) applyRemovals() error {
-	var errs []error
-	for dst, cur := range m.actual {
-		if _, ok := m.desired[dst]; ok {
-			continue
-		}
-		if cur.Type == unix.RTN_UNICAST && dataplane.IsWorkloadIface(m.cfg.WorkloadPrefix, m.linkNames[cur.LinkIndex]) {
-			continue // goes with its workload interface
-		}
-		err := m.k.RouteDel(cur.Netlink())
-		if err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("remove route %s: %w", dst, err))
-			continue
-		}
-		if err == nil {
-			m.writes.Add(1)
-		}
-		delete(m.actual, dst)
-	}
-	return errors.Join(errs...)
+	return sweep.Undesired(m.actual, func(k dataplane.RouteKey) bool { _, ok := m.desired[k]; return ok },
+		func(_ dataplane.RouteKey, cur kroute.Route) error { return m.k.RouteDel(cur.Netlink()) }, unix.ESRCH, &m.writes)
 }
 
-// readKernel replaces the cache with the weft routes in the main table.
+// readKernel replaces the cache with the weft routes of every table.
 func (m *Manager) readKernel() error {
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol}
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: dataplane.RouteProtocol}
 	nrs, err := nlutil.Dump(func() ([]netlink.Route, error) {
 		return m.k.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
 		return fmt.Errorf("list weft routes: %w", err)
 	}
-	actual := make(map[netip.Prefix]kroute.Route, len(nrs))
+	actual := make(map[dataplane.RouteKey]kroute.Route, len(nrs))
 	for _, nr := range nrs {
 		r, ok := kroute.FromNetlink(nr)
 		if !ok {
 			m.log.Warn("ignoring a weft-protocol route weft cannot have written", "route", nr.String())
 			continue
 		}
-		actual[r.Dst] = r
+		actual[r.Key()] = r
 	}
 	m.actual = actual
 	return nil
@@ -317,9 +309,6 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 	errc := make(chan error, 2)
 	go func() {
 		errc <- watch.Routes(ctx, ns, func(u netlink.RouteUpdate) {
-			if u.Table != unix.RT_TABLE_MAIN {
-				return
-			}
 			weft := kroute.IsWeft(u.Route)
 			// A weft route went away, or a foreign route appeared, perhaps
 			// replacing weft's route to a desired destination: the cache
@@ -331,9 +320,13 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 			if !ok {
 				return
 			}
+			table := u.Table
+			if table == 0 {
+				table = unix.RT_TABLE_MAIN
+			}
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			if m.wanted[dst] {
+			if m.wanted[dataplane.RouteKey{Table: table, Dst: dst}] {
 				m.resync.Event()
 				kick()
 			}

@@ -46,20 +46,22 @@ func apply(t *testing.T, m *Manager) {
 }
 
 var testRoutes = []dataplane.Route{
-	{Dst: pfx("10.244.1.0/26"), Type: dataplane.RouteBlackhole},
-	{Dst: pfx("10.244.2.0/26"), Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("192.168.50.2")},
-	{Dst: pfx("10.244.3.0/26"), Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("10.99.0.7"), OnLink: true},
-	{Dst: pfx("10.244.4.5/32"), Type: dataplane.RouteUnicast, Dev: "upl"},
-	{Dst: pfx("10.244.5.0/26"), Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("192.168.50.2"), Src: addr("192.168.50.1")},
-	{Dst: pfx("fd00:244:1::/64"), Type: dataplane.RouteBlackhole},
-	{Dst: pfx("fd00:244:2::/64"), Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("fe80::2")},
+	{Dst: pfx("10.244.1.0/26"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole},
+	{Dst: pfx("10.244.2.0/26"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("192.168.50.2")},
+	{Dst: pfx("10.244.3.0/26"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("10.99.0.7"), OnLink: true},
+	{Dst: pfx("10.244.4.5/32"), Class: dataplane.RouteClassWorkload, Type: dataplane.RouteUnicast, Dev: "upl"},
+	{Dst: pfx("10.244.5.0/26"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("192.168.50.2"), Src: addr("192.168.50.1")},
+	{Dst: pfx("fd00:244:1::/64"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole},
+	{Dst: pfx("fd00:244:2::/64"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("fe80::2")},
+	// The same destination in a table of weft's own is another route.
+	{Dst: pfx("10.244.2.0/26"), Table: 7, Class: dataplane.RouteClassWireGuard, Type: dataplane.RouteUnicast, Dev: "upl"},
 }
 
 func weftRoutes(t *testing.T, node *nstest.NS) []string {
 	t.Helper()
 	var out []string
 	for _, fam := range []string{"-4", "-6"} {
-		for _, l := range strings.Split(strings.TrimSpace(node.Run("ip", fam, "route", "show", "proto", "87")), "\n") {
+		for _, l := range strings.Split(strings.TrimSpace(node.Run("ip", fam, "route", "show", "table", "all", "proto", "87")), "\n") {
 			if l != "" {
 				out = append(out, strings.TrimSpace(l))
 			}
@@ -71,12 +73,14 @@ func weftRoutes(t *testing.T, node *nstest.NS) []string {
 
 func TestRoutesLifecycle(t *testing.T) {
 	node := setupNode(t)
-	// Foreign state that must survive: another protocol's route, and a
-	// weft route on a workload interface the desired state does not list.
+	// Foreign state that must survive: another protocol's route. A weft
+	// route the desired state does not list goes, also one on a workload
+	// interface, in any table: this manager is the one writer of them.
 	node.Run("ip", "route", "add", "blackhole", "10.244.9.0/24", "proto", "static")
 	node.Run("ip", "link", "add", "weftdeadbeef012", "type", "veth", "peer", "name", "wl0")
 	node.Run("ip", "link", "set", "weftdeadbeef012", "up")
 	node.Run("ip", "route", "add", "10.244.8.8/32", "dev", "weftdeadbeef012", "proto", "87")
+	node.Run("ip", "route", "add", "blackhole", "10.244.8.0/24", "proto", "87", "table", "9")
 
 	m := newManager(t, node)
 	m.Set(&dataplane.Desired{Routes: testRoutes})
@@ -87,7 +91,7 @@ func TestRoutesLifecycle(t *testing.T) {
 		"10.244.3.0/26 via 10.99.0.7 dev upl onlink",
 		"10.244.4.5 dev upl scope link",
 		"10.244.5.0/26 via 192.168.50.2 dev upl src 192.168.50.1",
-		"10.244.8.8 dev weftdeadbeef012 scope link",
+		"10.244.2.0/26 dev upl table 7 scope link",
 		"blackhole 10.244.1.0/26",
 		"blackhole fd00:244:1::/64 dev lo metric 1024 pref medium",
 		"fd00:244:2::/64 via fe80::2 dev upl metric 1024 pref medium",
@@ -97,15 +101,20 @@ func TestRoutesLifecycle(t *testing.T) {
 			t.Errorf("missing %q in\n%s", w, strings.Join(got, "\n"))
 		}
 	}
-	if n := m.KernelWrites(); n != uint64(len(testRoutes)) {
-		t.Errorf("%d writes for %d routes", n, len(testRoutes))
+	for _, g := range got {
+		if strings.Contains(g, "10.244.8.") {
+			t.Errorf("undesired weft route %q left", g)
+		}
+	}
+	if n := m.KernelWrites(); n != uint64(len(testRoutes)+2) {
+		t.Errorf("%d writes for %d routes and 2 removals", n, len(testRoutes))
 	}
 
 	// Idempotent, with and without a resync.
 	apply(t, m)
 	m.QueueResync()
 	apply(t, m)
-	if n := m.KernelWrites(); n != uint64(len(testRoutes)) {
+	if n := m.KernelWrites(); n != uint64(len(testRoutes)+2) {
 		t.Errorf("re-apply wrote: %d writes in total", n)
 	}
 
@@ -155,7 +164,7 @@ func TestRoutesLifecycle(t *testing.T) {
 	// Removing everything removes only weft's routes.
 	m2.Set(&dataplane.Desired{})
 	apply(t, m2)
-	if left := weftRoutes(t, node); len(left) != 1 || !strings.HasPrefix(left[0], "10.244.8.8 dev weftdeadbeef012 scope link") {
+	if left := weftRoutes(t, node); len(left) != 0 {
 		t.Errorf("left after removal: %v", left)
 	}
 	if all := node.Run("ip", "route", "show"); !strings.Contains(all, "blackhole 10.244.9.0/24 proto static") {

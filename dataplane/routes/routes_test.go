@@ -37,7 +37,7 @@ func (k *fakeKernel) RouteListFiltered(_ int, f *netlink.Route, mask uint64) ([]
 		if mask&netlink.RT_FILTER_PROTOCOL != 0 && r.Protocol != f.Protocol {
 			continue
 		}
-		if mask&netlink.RT_FILTER_TABLE != 0 && r.Table != f.Table {
+		if mask&netlink.RT_FILTER_TABLE != 0 && f.Table != unix.RT_TABLE_UNSPEC && r.Table != f.Table {
 			continue
 		}
 		if mask&netlink.RT_FILTER_DST != 0 && r.Dst.String() != f.Dst.String() {
@@ -99,8 +99,8 @@ func TestDiffWritesOnlyDifferences(t *testing.T) {
 	k := newFake("eth0", "weft.vxlan")
 	// Already in the kernel: one matching weft route (adopted), one stale
 	// weft route (removed), one foreign route (never looked at).
-	k.routes["10.244.1.0/26"] = *kroute.FromDesired(dataplane.Route{Dst: pfx("10.244.1.0/26"), Type: dataplane.RouteBlackhole}, 0).Netlink()
-	k.routes["10.244.7.0/26"] = *kroute.FromDesired(dataplane.Route{Dst: pfx("10.244.7.0/26"), Type: dataplane.RouteBlackhole}, 0).Netlink()
+	k.routes["10.244.1.0/26"] = *kroute.FromDesired(dataplane.Route{Dst: pfx("10.244.1.0/26"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}, 0).Netlink()
+	k.routes["10.244.7.0/26"] = *kroute.FromDesired(dataplane.Route{Dst: pfx("10.244.7.0/26"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}, 0).Netlink()
 	k.routes["192.0.2.0/24"] = netlink.Route{Dst: kroute.IPNet(pfx("192.0.2.0/24")), Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_UNICAST, LinkIndex: 2}
 
 	m := NewWithKernel(Config{}, k)
@@ -163,24 +163,42 @@ func TestFailedItemsStayPendingWhileOthersApply(t *testing.T) {
 	}
 }
 
-func TestWorkloadRoutesOutliveTheirDesiredState(t *testing.T) {
+// Workload host routes are this manager's like any other: programmed when
+// desired, removed when not (the loop removes them before the links
+// manager removes the interface), and a failure is reported against the
+// workload, so that its add waits for it.
+func TestWorkloadHostRoutesAreOwnedHere(t *testing.T) {
 	k := newFake("eth0", "weft0123456789a")
 	m := NewWithKernel(Config{}, k)
 	w := dataplane.Workload{Namespace: "ns", Name: "a", HostIface: "weft0123456789a", NetNS: "/x", IPs: []netip.Prefix{pfx("10.244.1.2/32")}}
-	m.Set(&dataplane.Desired{Workloads: []dataplane.Workload{w}, Routes: []dataplane.Route{{Dst: pfx("10.0.0.0/8"), Dev: "eth0"}}})
+	m.Set(&dataplane.Desired{Workloads: []dataplane.Workload{w}, Routes: w.HostRoutes()})
 	if err := pass(m); err != nil {
 		t.Fatal(err)
 	}
 	if r, ok := k.routes["10.244.1.2/32"]; !ok || r.LinkIndex != 3 || r.Scope != netlink.SCOPE_LINK {
 		t.Fatalf("workload host route %+v", r)
 	}
+	if p := m.WorkloadProblems(); len(p) != 0 {
+		t.Fatalf("problems %v", p)
+	}
 	k.reset()
 	m.Set(&dataplane.Desired{})
 	if err := pass(m); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(k.deletes, ",") != "10.0.0.0/8" {
-		t.Errorf("deleted %v: the workload's route goes with its interface, not here", k.deletes)
+	if strings.Join(k.deletes, ",") != "10.244.1.2/32" {
+		t.Errorf("deleted %v: want the undesired host route", k.deletes)
+	}
+
+	// The interface is missing: the route fails, and the workload is told.
+	w2 := w
+	w2.HostIface = "weftfffffffffff"
+	m.Set(&dataplane.Desired{Workloads: []dataplane.Workload{w2}, Routes: w2.HostRoutes()})
+	if err := pass(m); err == nil {
+		t.Fatal("route through a missing interface applied")
+	}
+	if p := m.WorkloadProblems(); p[w2.HostIface] == nil || len(p) != 1 {
+		t.Fatalf("problems %v: want one for %s", p, w2.HostIface)
 	}
 }
 

@@ -39,7 +39,6 @@ import (
 	"github.com/weftnet/weft/dataplane/internal/resync"
 	"github.com/weftnet/weft/dataplane/internal/sysctl"
 	"github.com/weftnet/weft/dataplane/internal/watch"
-	"github.com/weftnet/weft/dataplane/mtu"
 )
 
 // Defaults (SPEC §2).
@@ -231,7 +230,7 @@ func (m *Manager) resolve(want *dataplane.VXLANDevice) (spec, error) {
 	}
 	s.mtu = want.MTU
 	if s.mtu == 0 {
-		s.mtu = mtu.VXLANDevice(s.parent.Attrs().MTU, want.Source.Is6())
+		s.mtu = dataplane.VXLANDeviceMTU(s.parent.Attrs().MTU, want.Source.Is6())
 	}
 	return s, nil
 }

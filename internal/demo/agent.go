@@ -93,8 +93,7 @@ func (a *agent) waitReady(ctx context.Context, timeout time.Duration) error {
 	defer tick.Stop()
 	var last error
 	for {
-		var st localapi.NodeStatus
-		err := client.Do(ctx, "GET", "/v1/status", nil, &st)
+		st, err := client.Status(ctx)
 		if err == nil && st.Ready {
 			return nil
 		}

@@ -304,8 +304,7 @@ func (d *demo) waitMembers(ctx context.Context) error {
 	client := localapi.NewClient(d.layout.Hosts[0].Socket())
 	var last string
 	for {
-		var resp localapi.MembersResponse
-		err := client.Do(ctx, "GET", "/v1/cluster/members", nil, &resp)
+		resp, err := client.Members(ctx)
 		if err == nil {
 			healthy, voters := 0, 0
 			for _, m := range resp.Members {
@@ -348,8 +347,7 @@ func (d *demo) addWorkloads(ctx context.Context) error {
 				Labels: map[string]string{"app": "demo", "host": h.Name},
 			}
 			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-			var got localapi.Workload
-			err := client.Do(rctx, "POST", "/v1/workloads", req, &got)
+			got, err := client.AddWorkload(rctx, req)
 			cancel()
 			if err != nil {
 				return fmt.Errorf("add workload %s on %s: %w", w.Name, h.Name, err)

@@ -65,8 +65,7 @@ func (s *Site) WaitVoters(ctx context.Context, h *Host, voters int) error {
 	c := localapi.NewClient(h.Socket())
 	var last string
 	for {
-		var ms localapi.MembersResponse
-		err := c.Do(ctx, "GET", "/v1/cluster/members", nil, &ms)
+		ms, err := c.Members(ctx)
 		n := 0
 		for _, m := range ms.Members {
 			if (m.Role == "leader" || m.Role == "voter") && m.Healthy {

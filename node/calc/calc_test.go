@@ -77,17 +77,28 @@ func scenario(t *testing.T, vxlanMode string) []store.Object {
 }
 
 func compute(objs []store.Object) dataplane.Desired {
-	c := New(testCfg)
+	return computeWith(testCfg, objs)
+}
+
+func computeWith(cfg Config, objs []store.Object) dataplane.Desired {
+	c := New(cfg)
 	for _, o := range objs {
 		c.OnEvent(store.Event{Type: store.EventPut, Object: o})
 	}
-	return c.Desired()
+	out, err := c.Compute(0)
+	if err != nil {
+		panic(err)
+	}
+	return out.Desired
 }
 
+// routeMap lists the block routes (host routes are checked separately).
 func routeMap(rs []dataplane.Route) map[string]string {
 	m := map[string]string{}
 	for _, r := range rs {
-		m[r.Dst.String()] = r.String()
+		if r.Class == dataplane.RouteClassBlock {
+			m[r.Dst.String()] = r.String()
+		}
 	}
 	return m
 }
@@ -111,6 +122,15 @@ func TestVXLANAlways(t *testing.T) {
 	}
 	if len(d.Workloads) != 2 {
 		t.Fatalf("workloads = %+v (want n1's two)", d.Workloads)
+	}
+	var host []string
+	for _, r := range d.Routes {
+		if r.Class == dataplane.RouteClassWorkload {
+			host = append(host, r.String())
+		}
+	}
+	if want := []string{"10.244.0.5/32 dev weft0123456789a", "10.244.0.65/32 dev weftccccccccccc"}; !reflect.DeepEqual(host, want) {
+		t.Fatalf("host routes %v, want %v", host, want)
 	}
 	if len(d.NAT.MasqPools) != 1 || len(d.NAT.AllPools) != 1 || len(d.NAT.ExcludeDests) != 3 {
 		t.Fatalf("nat = %+v", d.NAT)
@@ -158,14 +178,14 @@ func TestOrderIndependence(t *testing.T) {
 			c.OnEvent(store.Event{Type: store.EventPut, Object: o})
 		}
 		c.OnEvent(store.Event{Type: store.EventDelete, Object: extra})
-		if got := c.Desired(); !reflect.DeepEqual(got, want) {
+		if got := desired(t, c); !reflect.DeepEqual(got, want) {
 			t.Fatalf("order %d gave a different state:\n got %+v\nwant %+v", i, got, want)
 		}
 		rng.Shuffle(len(shuffled), func(a, b int) { shuffled[a], shuffled[b] = shuffled[b], shuffled[a] })
 		for _, o := range shuffled {
 			c.OnEvent(store.Event{Type: store.EventDelete, Object: o})
 		}
-		if got := c.Desired(); !reflect.DeepEqual(got, dataplane.Desired{}) {
+		if got := desired(t, c); !reflect.DeepEqual(got, dataplane.Desired{}) {
 			t.Fatalf("torn down to %+v, want empty", got)
 		}
 	}
@@ -188,12 +208,12 @@ func TestVXLANRoutesWaitForDevice(t *testing.T) {
 func TestBadObjectsAreSkipped(t *testing.T) {
 	c := New(testCfg)
 	c.OnEvent(store.Event{Type: store.EventPut, Object: store.Object{Key: store.Key{Kind: api.KindIPPool, Name: "x"}, Value: []byte("{")}})
-	if len(c.Problems()) != 1 {
-		t.Fatalf("problems = %v", c.Problems())
+	if out, _ := c.Compute(0); len(out.Problems) != 1 {
+		t.Fatalf("problems = %v", out.Problems)
 	}
 	c.OnEvent(store.Event{Type: store.EventDelete, Object: store.Object{Key: store.Key{Kind: api.KindIPPool, Name: "x"}}})
-	if len(c.Problems()) != 0 {
-		t.Fatalf("problems after delete = %v", c.Problems())
+	if out, _ := c.Compute(0); len(out.Problems) != 0 {
+		t.Fatalf("problems after delete = %v", out.Problems)
 	}
 }
 
@@ -223,7 +243,7 @@ func TestNativeIPv6(t *testing.T) {
 	} {
 		c.OnEvent(store.Event{Type: store.EventPut, Object: o})
 	}
-	d := c.Desired()
+	d := desired(t, c)
 	want := map[string]string{
 		"fd00:244::/122":   "blackhole fd00:244::/122",
 		"fd00:244::40/122": "fd00:244::40/122 via fd00:7::2 dev ",
@@ -253,7 +273,7 @@ func TestBadNodesAreContained(t *testing.T) {
 	for _, o := range objs {
 		c.OnEvent(store.Event{Type: store.EventPut, Object: o})
 	}
-	d := c.Desired()
+	d := desired(t, c)
 	if err := d.Validate(); err != nil {
 		t.Fatalf("desired state invalid: %v", err)
 	}
@@ -265,7 +285,17 @@ func TestBadNodesAreContained(t *testing.T) {
 			t.Fatalf("route %s via an address two nodes claim", r)
 		}
 	}
-	if len(d.Workloads) != 2 || len(c.Problems()) == 0 {
-		t.Fatalf("workloads %d, problems %v", len(d.Workloads), c.Problems())
+	out, _ := c.Compute(0)
+	if len(d.Workloads) != 2 || len(out.Problems) == 0 {
+		t.Fatalf("workloads %d, problems %v", len(d.Workloads), out.Problems)
 	}
+}
+
+func desired(t *testing.T, c *Dispatcher) dataplane.Desired {
+	t.Helper()
+	out, err := c.Compute(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Desired
 }

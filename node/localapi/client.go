@@ -40,9 +40,10 @@ func NewClient(socket string) *Client {
 // Socket is the path this client dials.
 func (c *Client) Socket() string { return c.socket }
 
-// Do sends a request with an optional JSON body and decodes a JSON response
-// into out (when non-nil). Errors from the agent come back as *Error.
-func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+// do sends a request with an optional JSON body and decodes a JSON response
+// into out (when non-nil). Errors from the agent come back as *Error. The
+// typed methods (api.go) are the client's API.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	resp, err := c.send(ctx, method, path, in)
 	if err != nil {
 		return err
@@ -56,22 +57,6 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("decoding the agent's answer to %s %s: %w", method, path, err)
 	}
 	return nil
-}
-
-// Stream sends a request and returns the response body for the caller to
-// read incrementally (watches); the caller closes it.
-func (c *Client) Stream(ctx context.Context, method, path string, in any) (io.ReadCloser, error) {
-	resp, err := c.StreamResponse(ctx, method, path, in)
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
-// StreamResponse is Stream returning the whole response, for callers that
-// read trailers after the body.
-func (c *Client) StreamResponse(ctx context.Context, method, path string, in any) (*http.Response, error) {
-	return c.send(ctx, method, path, in)
 }
 
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {

@@ -28,6 +28,10 @@ type NodeStatus struct {
 	Live       bool              `json:"live"`
 	Datastore  *DatastoreStatus  `json:"datastore,omitempty"` // nil until the datastore is open
 	Components []ComponentStatus `json:"components"`
+	// Problems are objects and items the calculation had to leave out of
+	// this node's desired state (a conflicting address, a bad Node), one
+	// line each.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // DatastoreStatus is this node's place in the replicated datastore.

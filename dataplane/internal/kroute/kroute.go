@@ -15,6 +15,8 @@ import (
 
 // Route is the part of a kernel route weft owns and compares.
 type Route struct {
+	// Table is the routing table (unix.RT_TABLE_MAIN for the main table).
+	Table     int
 	Dst       netip.Prefix
 	Type      int // unix.RTN_UNICAST or unix.RTN_BLACKHOLE
 	LinkIndex int // 0 for blackhole routes
@@ -29,7 +31,7 @@ type Route struct {
 // FromDesired is the kernel form of r once its device resolved to
 // linkIndex.
 func FromDesired(r dataplane.Route, linkIndex int) Route {
-	k := Route{Dst: r.Dst}
+	k := Route{Table: r.TableID(), Dst: r.Dst}
 	if r.Type == dataplane.RouteBlackhole {
 		k.Type = unix.RTN_BLACKHOLE
 		return k
@@ -66,7 +68,10 @@ func FromNetlink(nr netlink.Route) (Route, bool) {
 	if !ok {
 		return Route{}, false
 	}
-	k := Route{Dst: dst, Type: nr.Type}
+	k := Route{Table: nr.Table, Dst: dst, Type: nr.Type}
+	if k.Table == 0 {
+		k.Table = unix.RT_TABLE_MAIN
+	}
 	switch nr.Type {
 	case unix.RTN_BLACKHOLE:
 		return k, true
@@ -84,12 +89,19 @@ func FromNetlink(nr netlink.Route) (Route, bool) {
 	return k, true
 }
 
-// Netlink is the netlink route that programs k in the main table with
-// weft's protocol.
+// Key identifies the route (table and destination).
+func (k Route) Key() dataplane.RouteKey { return dataplane.RouteKey{Table: k.Table, Dst: k.Dst} }
+
+// Netlink is the netlink route that programs k in its table with weft's
+// protocol.
 func (k Route) Netlink() *netlink.Route {
+	table := k.Table
+	if table == 0 {
+		table = unix.RT_TABLE_MAIN
+	}
 	nr := &netlink.Route{
 		Dst:      IPNet(k.Dst),
-		Table:    unix.RT_TABLE_MAIN,
+		Table:    table,
 		Protocol: netlink.RouteProtocol(dataplane.RouteProtocol),
 		Type:     k.Type,
 		Family:   Family(k.Dst.Addr()),

@@ -37,12 +37,12 @@ func Add(w Writer, k Route, linkName func(int) string) (wrote bool, err error) {
 	if !errors.Is(err, unix.EEXIST) {
 		return err == nil, err
 	}
-	all, lerr := w.RouteListFiltered(Family(k.Dst.Addr()), &netlink.Route{Table: unix.RT_TABLE_MAIN, Dst: IPNet(k.Dst)},
+	all, lerr := w.RouteListFiltered(Family(k.Dst.Addr()), &netlink.Route{Table: nr.Table, Dst: IPNet(k.Dst)},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
 	if lerr != nil {
 		return false, fmt.Errorf("%w; list the routes to %s: %w", err, k.Dst, lerr)
 	}
-	holding := Holding(all, k.Dst)
+	holding := HoldingIn(all, nr.Table, k.Dst)
 	if cerr := Conflict(k.Dst, holding, linkName); cerr != nil {
 		return false, cerr
 	}
@@ -71,14 +71,19 @@ func Metric(dst netip.Prefix) int {
 	return 1024
 }
 
-// Holding returns the routes among nrs (main-table routes) that hold dst
-// at weft's metric: those an exclusive add of a weft route to dst collides
+// Holding returns the routes among nrs that hold dst in the main table at
+// weft's metric: those an exclusive add of a weft route to dst collides
 // with, and a replace would overwrite.
 func Holding(nrs []netlink.Route, dst netip.Prefix) []netlink.Route {
+	return HoldingIn(nrs, unix.RT_TABLE_MAIN, dst)
+}
+
+// HoldingIn is [Holding] for any table.
+func HoldingIn(nrs []netlink.Route, table int, dst netip.Prefix) []netlink.Route {
 	var out []netlink.Route
 	for _, nr := range nrs {
 		d, ok := Dst(nr)
-		if !ok || d != dst || nr.Table != unix.RT_TABLE_MAIN || nr.Tos != 0 || metric(nr, d) != Metric(dst) {
+		if !ok || d != dst || nr.Table != table || nr.Tos != 0 || metric(nr, d) != Metric(dst) {
 			continue
 		}
 		out = append(out, nr)

@@ -117,6 +117,21 @@ func (t *Target) Netlink() (*netlink.Handle, error) {
 	return h, nil
 }
 
+// OpenNetlink opens the namespace at path ("" = the current one) and a
+// netlink handle in it; close releases both.
+func OpenNetlink(path string) (t *Target, h *netlink.Handle, close func(), err error) {
+	t, err = Open(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	h, err = t.Netlink()
+	if err != nil {
+		t.Close()
+		return nil, nil, nil, err
+	}
+	return t, h, func() { h.Close(); t.Close() }, nil
+}
+
 // Do runs fn with the calling OS thread inside the namespace. fn must not
 // start goroutines that expect to be in the namespace: they run on other
 // threads.

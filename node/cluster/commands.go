@@ -1,4 +1,9 @@
-package node
+// Package cluster holds what the agent does about the cluster as a whole:
+// its store commands (seeding a new cluster's resources, registering this
+// node's Node, removing a dead node's leftovers), registered like IPAM's
+// with [Register], and the cluster calls of the local API (members,
+// remove, token, snapshot).
+package cluster
 
 import (
 	"encoding/json"
@@ -8,9 +13,10 @@ import (
 	"github.com/weftnet/weft/store"
 )
 
-// Store commands the agent registers besides IPAM's. Each runs inside the
-// raft apply (deterministic, atomic), so a read-modify-write of a shared
-// object never races with another node's.
+// The cluster's store commands. Each runs inside the raft apply
+// (deterministic, atomic), so a read-modify-write of a shared object never
+// races with another node's. The names keep their "node." prefix: they are
+// in every cluster's raft log.
 const (
 	cmdSeed     = "node.seed"
 	cmdRegister = "node.register"
@@ -48,14 +54,14 @@ type removeRequest struct {
 	Name string `json:"name"`
 }
 
-// nodeCommands returns the agent's store commands.
-func nodeCommands() map[string]store.CommandHandler {
-	return map[string]store.CommandHandler{
-		cmdSeed:        applySeed,
-		cmdRegister:    applyRegister,
-		cmdRemove:      applyRemove,
-		cmdPutWorkload: applyPutWorkload,
+// Register adds the cluster commands to a store registry.
+func Register(reg *store.Registry) {
+	if reg.Commands == nil {
+		reg.Commands = map[string]store.CommandHandler{}
 	}
+	reg.Commands[cmdSeed] = applySeed
+	reg.Commands[cmdRegister] = applyRegister
+	reg.Commands[cmdRemove] = applyRemove
 }
 
 func applySeed(tx store.Tx, payload []byte) ([]byte, error) {
@@ -205,4 +211,10 @@ func applyRemove(tx store.Tx, payload []byte) ([]byte, error) {
 func hasKey(tx store.Tx, k store.Key) bool {
 	_, ok := tx.Get(k)
 	return ok
+}
+
+// storeKey maps a resource to its store key.
+func storeKey(r api.Resource) store.Key {
+	kind, ns, name := api.Key(r)
+	return store.Key{Kind: kind, Namespace: ns, Name: name}
 }

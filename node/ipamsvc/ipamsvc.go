@@ -1,9 +1,11 @@
-package node
+// Package ipamsvc serves `weft ipam ...` over the local API, runs the IPAM
+// housekeeping on the leader (empty-block reclaim, garbage collection) and
+// exports IPAM metrics.
+package ipamsvc
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -12,18 +14,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/node/apierr"
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/store"
 )
 
-// ipamService serves `weft ipam ...`, runs the IPAM housekeeping on the
-// leader (empty-block reclaim, garbage collection) and exports IPAM
-// metrics.
-type ipamService struct {
-	st  *store.Node
-	me  string
-	log *slog.Logger
-	// GC and reclaim settings (tests shrink them).
+// Store is what the service needs of the datastore: reads, commands, and
+// whether this node leads (only the leader does the housekeeping).
+type Store interface {
+	store.Store
+	Leader() (name, address string)
+	InSync() bool
+}
+
+// Config configures the service. Zero durations take the defaults.
+type Config struct {
+	Node   string
+	Logger *slog.Logger
+	// Registerer receives the IPAM metrics.
+	Registerer prometheus.Registerer
+	// GCInterval, LeakGrace and EmptyGrace tune the housekeeping
+	// ([ipam] gc_interval, leak_grace_period, empty_block_grace_period).
+	GCInterval time.Duration
+	LeakGrace  time.Duration
+	EmptyGrace time.Duration
+}
+
+// Service is the IPAM service.
+type Service struct {
+	st   Store
+	ipam *ipam.Client
+	me   string
+	log  *slog.Logger
+	// GC and reclaim settings.
 	period     time.Duration
 	leakGrace  time.Duration
 	emptyGrace time.Duration
@@ -32,12 +55,16 @@ type ipamService struct {
 	gcReclamations prometheus.Counter
 }
 
-func newIPAMService(st *store.Node, me string, log *slog.Logger, reg prometheus.Registerer) *ipamService {
-	s := &ipamService{
-		st: st, me: me, log: log,
-		period:     time.Minute,
-		leakGrace:  ipam.DefaultLeakGracePeriod,
-		emptyGrace: ipam.DefaultEmptyBlockGrace,
+// New builds the service and registers its metrics.
+func New(st Store, cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		st: st, ipam: ipam.NewClient(st), me: cfg.Node, log: cfg.Logger,
+		period:     cmp.Or(cfg.GCInterval, time.Minute),
+		leakGrace:  cmp.Or(cfg.LeakGrace, ipam.DefaultLeakGracePeriod),
+		emptyGrace: cmp.Or(cfg.EmptyGrace, ipam.DefaultEmptyBlockGrace),
 		gcCandidates: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_ipam_allocations_gc_candidates", Help: "Allocations found leaked by the last GC pass and not yet released (stays non-zero when GC is stuck).",
 		}),
@@ -45,11 +72,14 @@ func newIPAMService(st *store.Node, me string, log *slog.Logger, reg prometheus.
 			Name: "weft_ipam_allocations_gc_reclamations_total", Help: "Leaked allocations released by the GC.",
 		}),
 	}
-	reg.MustRegister(s.gcCandidates, s.gcReclamations, &ipamCollector{st: st})
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.gcCandidates, s.gcReclamations, &ipamCollector{st: st})
+	}
 	return s
 }
 
-func (s *ipamService) register(mux *http.ServeMux) {
+// Register adds the service's calls to the local API.
+func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/ipam/show", s.handleShow)
 	mux.HandleFunc("GET /v1/ipam/check", s.handleCheck)
 	mux.HandleFunc("POST /v1/ipam/release", s.handleRelease)
@@ -62,7 +92,7 @@ func (s *ipamService) register(mux *http.ServeMux) {
 // handleAssign allocates addresses for a handle on this node: the call
 // orchestrators other than `weft workload` and CNI can use (and the IPAM
 // cluster tests do).
-func (s *ipamService) handleAssign(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleAssign(w http.ResponseWriter, r *http.Request) {
 	var req ipam.AssignRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -82,7 +112,7 @@ func (s *ipamService) handleAssign(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (s *ipamService) handleReleaseHandle(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleReleaseHandle(w http.ResponseWriter, r *http.Request) {
 	var req ipam.ReleaseHandleRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -98,7 +128,7 @@ func (s *ipamService) handleReleaseHandle(w http.ResponseWriter, r *http.Request
 
 // handleGC runs one garbage-collection pass now, with the grace period of
 // the request (default: the configured one).
-func (s *ipamService) handleGC(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGC(w http.ResponseWriter, r *http.Request) {
 	var req ipam.GCRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -118,7 +148,7 @@ func (s *ipamService) handleGC(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (s *ipamService) handleShow(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleShow(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := ipam.ShowOptions{
 		ShowBlocks:        q.Get("blocks") == "true",
@@ -129,26 +159,26 @@ func (s *ipamService) handleShow(w http.ResponseWriter, r *http.Request) {
 	}
 	rep, err := ipam.Show(ipam.StoreReader(s.st), opts)
 	if err != nil {
-		localapi.WriteError(w, ipamError(err))
+		localapi.WriteError(w, apierr.FromIPAM(err))
 		return
 	}
 	localapi.WriteJSON(w, http.StatusOK, rep)
 }
 
-func (s *ipamService) handleCheck(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleCheck(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.st.ConsistentRevision(r.Context()); err != nil {
-		localapi.WriteError(w, storeError(err))
+		localapi.WriteError(w, apierr.FromStore(err))
 		return
 	}
 	rep, err := ipam.Check(ipam.StoreReader(s.st))
 	if err != nil {
-		localapi.WriteError(w, ipamError(err))
+		localapi.WriteError(w, apierr.FromIPAM(err))
 		return
 	}
 	localapi.WriteJSON(w, http.StatusOK, rep)
 }
 
-func (s *ipamService) handleRelease(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleRelease(w http.ResponseWriter, r *http.Request) {
 	var req ipam.ReleaseRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -162,7 +192,7 @@ func (s *ipamService) handleRelease(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (s *ipamService) handleConfigure(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	var req ipam.ConfigureRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -176,45 +206,15 @@ func (s *ipamService) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, resp)
 }
 
-// command runs an IPAM store command with a JSON request and response.
-func (s *ipamService) command(ctx context.Context, name string, req, resp any) error {
-	payload, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	out, err := s.st.Command(ctx, name, payload)
-	if err != nil {
-		return ipamError(err)
-	}
-	if resp != nil {
-		if err := json.Unmarshal(out, resp); err != nil {
-			return err
-		}
-	}
-	return nil
+// command runs an IPAM store command with a JSON request and response,
+// mapping errors onto the local API's.
+func (s *Service) command(ctx context.Context, name string, req, resp any) error {
+	return apierr.FromIPAM(s.ipam.Run(ctx, name, req, resp))
 }
 
-// ipamError maps IPAM and store errors onto local API errors.
-func ipamError(err error) error {
-	// IPAM's conflicts (pool exhausted, address taken, handle mismatch)
-	// explain themselves; storeError's advice for revision conflicts ("get
-	// it again and retry") would mislead.
-	if errors.Is(err, store.ErrConflict) {
-		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error()}
-	}
-	if e := storeError(err); e != err {
-		return e
-	}
-	var ie *ipam.Error
-	if errors.As(err, &ie) {
-		return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
-	}
-	return err
-}
-
-// deletePool is the delete hook for IPPools: Calico's delete flow, refused
+// DeletePool is the delete hook for IPPools: Calico's delete flow, refused
 // while addresses are in use unless forced.
-func (s *ipamService) deletePool(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error) {
+func (s *Service) DeletePool(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error) {
 	var resp ipam.DeletePoolResponse
 	if err := s.command(ctx, ipam.CmdDeletePool, ipam.DeletePoolRequest{Name: k.Name, Force: force, Revision: rev}, &resp); err != nil {
 		return store.Object{}, err
@@ -225,9 +225,10 @@ func (s *ipamService) deletePool(ctx context.Context, k store.Key, rev uint64, f
 	return store.Object{Key: k, Revision: s.st.Revision()}, nil
 }
 
-// housekeeping runs on every node but acts only on the leader: one node
-// does the cluster-wide IPAM chores, and a new leader takes over.
-func (s *ipamService) housekeeping(ctx context.Context) {
+// Run does the housekeeping until ctx ends. It runs on every node but acts
+// only on the leader: one node does the cluster-wide IPAM chores, and a new
+// leader takes over.
+func (s *Service) Run(ctx context.Context) {
 	for {
 		// Jitter keeps a restarted cluster from doing it in lockstep.
 		wait := s.period + time.Duration(rand.Int64N(int64(s.period/5)+1))
@@ -243,7 +244,7 @@ func (s *ipamService) housekeeping(ctx context.Context) {
 	}
 }
 
-func (s *ipamService) runOnce(ctx context.Context) {
+func (s *Service) runOnce(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	emptySecs := int64(s.emptyGrace / time.Second)
@@ -268,7 +269,7 @@ func (s *ipamService) runOnce(ctx context.Context) {
 
 // ipamCollector exports IPAM usage computed from the local replica at
 // scrape time (calico.md §4.4's ipam_* metrics).
-type ipamCollector struct{ st *store.Node }
+type ipamCollector struct{ st store.Store }
 
 var (
 	descInUse    = prometheus.NewDesc("weft_ipam_allocations_in_use", "Addresses allocated, per pool.", []string{"pool"}, nil)

@@ -1,4 +1,4 @@
-package node
+package resources
 
 import (
 	"context"
@@ -6,38 +6,16 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/weftnet/weft/api"
-	"github.com/weftnet/weft/node/config"
+	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/store"
+	"github.com/weftnet/weft/store/storetest"
 )
 
-// singleStore runs a real one-node datastore on loopback with the agent's
-// registry, for tests of the services built on it.
 func singleStore(t *testing.T) *store.Node {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	log := slog.New(slog.DiscardHandler)
-	st, err := store.Open(ctx, store.Config{
-		NodeName: "unit",
-		DataDir:  t.TempDir(),
-		Listen:   "127.0.0.1:0",
-		Voters:   1,
-		Registry: registry(log),
-		Logger:   log,
-		Tuning: store.Tuning{
-			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-			LeaderLeaseTimeout: 50 * time.Millisecond,
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return storetest.Single(t, func(r *store.Registry) { ipam.Register(r, slog.New(slog.DiscardHandler)) })
 }
 
 const poolYAML = `apiVersion: projectcalico.org/v3
@@ -66,7 +44,7 @@ func code(err error) string {
 
 func TestResourceWrites(t *testing.T) {
 	st := singleStore(t)
-	s := newResourceService(st)
+	s := New(st, nil)
 	ctx := context.Background()
 
 	res, err := s.write(ctx, localapi.ModeApply, []byte(poolYAML))
@@ -110,7 +88,7 @@ func TestResourceWrites(t *testing.T) {
 
 func TestResourceWritesRejectBadInput(t *testing.T) {
 	st := singleStore(t)
-	s := newResourceService(st)
+	s := New(st, nil)
 	ctx := context.Background()
 	cases := map[string]string{
 		"unknown field":  "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.1.0.0/16, blokSize: 26}\n",
@@ -145,7 +123,7 @@ func TestResourceWritesRejectBadInput(t *testing.T) {
 
 func TestResourceDelete(t *testing.T) {
 	st := singleStore(t)
-	s := newResourceService(st)
+	s := New(st, nil)
 	ctx := context.Background()
 	if _, err := s.write(ctx, localapi.ModeApply, []byte(poolYAML)); err != nil {
 		t.Fatal(err)
@@ -163,39 +141,4 @@ func TestResourceDelete(t *testing.T) {
 	if _, err := s.delete(ctx, localapi.DeleteRequest{Kind: "workloadendpoints", Name: "x", Namespace: "default"}); code(err) != localapi.CodeInvalid {
 		t.Fatalf("delete of a read-only kind: %v", err)
 	}
-}
-
-func TestSeedOnce(t *testing.T) {
-	st := singleStore(t)
-	a := &Agent{store: st}
-	a.cfg = testConfig(t)
-	ctx := context.Background()
-	if err := a.seedResources(ctx); err != nil {
-		t.Fatal(err)
-	}
-	pools, _ := st.List(api.KindIPPool, "")
-	tiers, _ := st.List(api.KindTier, "")
-	if len(pools) != 1 || pools[0].Name != "default-ipv4" || len(tiers) != 1 {
-		t.Fatalf("seeded pools %v tiers %v", pools, tiers)
-	}
-	// A second seed (another node's config, a restart) changes nothing,
-	// even after the pool was deleted by an operator.
-	if _, err := st.Txn(ctx, []store.Op{{Type: store.OpDelete, Key: pools[0].Key}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.seedResources(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if pools, _ := st.List(api.KindIPPool, ""); len(pools) != 0 {
-		t.Fatalf("seeded again: %v", pools)
-	}
-}
-
-func testConfig(t *testing.T) *config.Config {
-	t.Helper()
-	cfg, err := config.Parse([]byte("[node]\nname = \"unit\"\n"), "unit.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
 }

@@ -1,10 +1,12 @@
-package node
+// Package resources serves the resource calls of the local API (`weft
+// apply, create, replace, get, delete`, and watches) over the replicated
+// store.
+package resources
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -12,35 +14,42 @@ import (
 	"strings"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/node/apierr"
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/store"
 )
 
-// resourceService serves the resource calls of the local API (`weft apply,
-// create, replace, get, delete`) over the replicated store. Every request
-// is decoded, defaulted and validated completely before anything is
-// written, and all of a request's writes commit in one transaction: nothing
-// is ever half-applied.
-type resourceService struct {
-	st store.Store
-	// hooks lets other subsystems take over writes of kinds whose
-	// lifecycle is theirs (IPAM owns IPPool deletion).
-	deleteHooks map[string]func(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error)
+// DeleteHook takes over the deletion of one kind whose lifecycle belongs
+// to another subsystem (IPAM owns IPPool deletion).
+type DeleteHook func(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error)
+
+// Service serves the resource calls. Every request is decoded, defaulted
+// and validated completely before anything is written, and all of a
+// request's writes commit in one transaction: nothing is ever
+// half-applied.
+type Service struct {
+	st          store.Store
+	deleteHooks map[string]DeleteHook
 }
 
-func newResourceService(st store.Store) *resourceService {
-	return &resourceService{st: st, deleteHooks: map[string]func(context.Context, store.Key, uint64, bool) (store.Object, error){}}
+// New returns the service; hooks maps kinds to their delete hooks.
+func New(st store.Store, hooks map[string]DeleteHook) *Service {
+	if hooks == nil {
+		hooks = map[string]DeleteHook{}
+	}
+	return &Service{st: st, deleteHooks: hooks}
 }
 
-func (s *resourceService) register(mux *http.ServeMux) {
+// Register adds the service's calls to the local API.
+func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/resources", s.handleWrite)
 	mux.HandleFunc("GET /v1/resources/{kind}", s.handleList)
 	mux.HandleFunc("POST /v1/resources/delete", s.handleDelete)
 	mux.HandleFunc("GET /v1/watch", s.handleWatch)
 }
 
-// storeKey maps a resource to its store key.
-func storeKey(r api.Resource) store.Key {
+// StoreKey maps a resource to its store key.
+func StoreKey(r api.Resource) store.Key {
 	kind, ns, name := api.Key(r)
 	return store.Key{Kind: kind, Namespace: ns, Name: name}
 }
@@ -68,7 +77,7 @@ func prepare(data []byte) ([]api.Resource, error) {
 		if _, err := api.ParseRevision(r.GetMeta().ResourceVersion); err != nil {
 			return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %s: %v", i+1, api.Describe(r), err)
 		}
-		k := storeKey(r)
+		k := StoreKey(r)
 		if seen[k] {
 			return nil, localapi.Errorf(localapi.CodeInvalid, "resource %d: %s appears twice in the input", i+1, api.Describe(r))
 		}
@@ -77,7 +86,7 @@ func prepare(data []byte) ([]api.Resource, error) {
 	return rs, nil
 }
 
-func (s *resourceService) handleWrite(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleWrite(w http.ResponseWriter, r *http.Request) {
 	var req localapi.WriteRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -92,7 +101,7 @@ func (s *resourceService) handleWrite(w http.ResponseWriter, r *http.Request) {
 }
 
 // write applies, creates or replaces resources atomically.
-func (s *resourceService) write(ctx context.Context, mode string, data []byte) ([]localapi.ResourceResult, error) {
+func (s *Service) write(ctx context.Context, mode string, data []byte) ([]localapi.ResourceResult, error) {
 	switch mode {
 	case localapi.ModeApply, localapi.ModeCreate, localapi.ModeReplace:
 	default:
@@ -106,13 +115,13 @@ func (s *resourceService) write(ctx context.Context, mode string, data []byte) (
 	// lag or be cut off: otherwise "unchanged" could be reported for a
 	// write the cluster never saw.
 	if _, err := s.st.ConsistentRevision(ctx); err != nil {
-		return nil, storeError(err)
+		return nil, apierr.FromStore(err)
 	}
 	var ops []store.Op
 	results := make([]localapi.ResourceResult, len(rs))
 	opIndex := make([]int, len(rs)) // result index -> op index, -1 when unchanged
 	for i, r := range rs {
-		k := storeKey(r)
+		k := StoreKey(r)
 		rev, _ := api.ParseRevision(r.GetMeta().ResourceVersion)
 		value, err := api.StoreValue(r)
 		if err != nil {
@@ -159,7 +168,7 @@ func (s *resourceService) write(ctx context.Context, mode string, data []byte) (
 	}
 	tr, err := s.st.Txn(ctx, ops)
 	if err != nil {
-		return nil, storeError(err)
+		return nil, apierr.FromStore(err)
 	}
 	for i := range results {
 		if j := opIndex[i]; j >= 0 && j < len(tr.Objects) {
@@ -171,7 +180,7 @@ func (s *resourceService) write(ctx context.Context, mode string, data []byte) (
 
 // listResources reads resources of a kind from the local replica (or
 // after a linearizable barrier when consistent is set).
-func (s *resourceService) listResources(ctx context.Context, kind, namespace, name string, consistent bool) ([]api.Resource, uint64, error) {
+func (s *Service) listResources(ctx context.Context, kind, namespace, name string, consistent bool) ([]api.Resource, uint64, error) {
 	info, ok := api.LookupKind(kind)
 	if !ok {
 		if _, err := api.New(kind); err != nil {
@@ -184,7 +193,7 @@ func (s *resourceService) listResources(ctx context.Context, kind, namespace, na
 	}
 	if consistent {
 		if _, err := s.st.ConsistentRevision(ctx); err != nil {
-			return nil, 0, storeError(err)
+			return nil, 0, apierr.FromStore(err)
 		}
 	}
 	var objs []store.Object
@@ -237,7 +246,7 @@ func describeKey(kind, ns, name string) string {
 	return fmt.Sprintf("%s %q", kind, name)
 }
 
-func (s *resourceService) handleList(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ns := q.Get("namespace")
 	if q.Get("allNamespaces") == "true" {
@@ -264,7 +273,7 @@ func (s *resourceService) handleList(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, localapi.ListResponse{Revision: rev, Items: items})
 }
 
-func (s *resourceService) handleDelete(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 	var req localapi.DeleteRequest
 	if err := localapi.ReadJSON(w, r, &req); err != nil {
 		localapi.WriteError(w, err)
@@ -280,7 +289,7 @@ func (s *resourceService) handleDelete(w http.ResponseWriter, r *http.Request) {
 
 // delete removes resources named either by kind/namespace/name or by the
 // documents of a file; all in one transaction.
-func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest) ([]localapi.ResourceResult, error) {
+func (s *Service) delete(ctx context.Context, req localapi.DeleteRequest) ([]localapi.ResourceResult, error) {
 	type target struct {
 		key store.Key
 		rev uint64
@@ -297,7 +306,7 @@ func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest
 			if err != nil {
 				return nil, localapi.Errorf(localapi.CodeInvalid, "%s: %v", api.Describe(r), err)
 			}
-			targets = append(targets, target{storeKey(r), rev})
+			targets = append(targets, target{StoreKey(r), rev})
 		}
 	} else {
 		info, ok := api.LookupKind(req.Kind)
@@ -340,14 +349,14 @@ func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest
 	if hook, ok := s.deleteHooks[targets[0].key.Kind]; ok {
 		o, err := hook(ctx, targets[0].key, targets[0].rev, req.Force)
 		if err != nil {
-			return nil, storeError(err)
+			return nil, apierr.FromStore(err)
 		}
 		results[0].ResourceVersion = api.FormatRevision(o.Revision)
 		return results, nil
 	}
 	tr, err := s.st.Txn(ctx, ops)
 	if err != nil {
-		return nil, storeError(err)
+		return nil, apierr.FromStore(err)
 	}
 	for i := range results {
 		if i < len(tr.Objects) {
@@ -358,7 +367,7 @@ func (s *resourceService) delete(ctx context.Context, req localapi.DeleteRequest
 }
 
 // handleWatch streams changes as newline-delimited JSON WatchEvents.
-func (s *resourceService) handleWatch(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleWatch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var f store.WatchFilter
 	for _, k := range strings.Split(q.Get("kinds"), ",") {
@@ -384,7 +393,7 @@ func (s *resourceService) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	events, err := s.st.Watch(r.Context(), from, f)
 	if err != nil {
-		localapi.WriteError(w, storeError(err))
+		localapi.WriteError(w, apierr.FromStore(err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -412,38 +421,4 @@ func (s *resourceService) handleWatch(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
-}
-
-// storeError maps store errors onto local API error codes, keeping the
-// message.
-func storeError(err error) error {
-	var le *localapi.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &le):
-		return err
-	case errors.Is(err, store.ErrNotFound):
-		return &localapi.Error{Code: localapi.CodeNotFound, Message: err.Error()}
-	case errors.Is(err, store.ErrExists):
-		return &localapi.Error{Code: localapi.CodeExists, Message: err.Error()}
-	case errors.Is(err, store.ErrConflict):
-		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error() + " (the resource changed since it was read; get it again and retry)"}
-	case errors.Is(err, store.ErrNoLeader):
-		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
-	case errors.Is(err, store.ErrIndeterminate):
-		// The leader went away mid-write: a transient failure the caller
-		// retries (idempotent writes, e.g. an IPAM assign with the same
-		// handle) or checks, not a bad request.
-		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
-	case errors.Is(err, store.ErrTooLarge):
-		return &localapi.Error{Code: localapi.CodeTooLarge, Message: err.Error()}
-	case errors.Is(err, store.ErrInvalid):
-		return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
-	case errors.Is(err, store.ErrNotAllowed):
-		return &localapi.Error{Code: localapi.CodeForbidden, Message: err.Error()}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &localapi.Error{Code: localapi.CodeUnavailable, Message: "the datastore did not answer in time (no quorum?)"}
-	}
-	return err
 }

@@ -1,0 +1,143 @@
+package calc
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/weftnet/weft/dataplane"
+)
+
+// sanitize makes out.Desired valid: it drops, deterministically, the items
+// that are invalid or conflict with an item kept before them, and records
+// each drop in out.Problems. Workloads are kept in the order the workloads
+// resolver gives (oldest first); of two routes to one (table, destination)
+// the lower class wins ([dataplane.RouteClass]), and within a class the
+// first in destination order; a route through a dropped VXLAN peer goes
+// too. The slices come out sorted, so equal states compare equal.
+func sanitize(out *Output) {
+	d := &out.Desired
+	ifaces := map[string]bool{}
+	owners := map[netip.Addr]bool{}
+	var ws []dataplane.Workload
+	for _, w := range d.Workloads {
+		err := w.Validate()
+		conflict := ifaces[w.HostIface]
+		for _, p := range w.IPs {
+			conflict = conflict || owners[p.Addr()]
+		}
+		if err != nil || conflict {
+			out.problem("workload %s/%s: left out: invalid or its interface or an address is another's (%v)", w.Namespace, w.Name, err)
+			continue
+		}
+		ifaces[w.HostIface] = true
+		for _, p := range w.IPs {
+			owners[p.Addr()] = true
+		}
+		ws = append(ws, w)
+	}
+	d.Workloads = ws
+	sort.Slice(d.Workloads, func(i, j int) bool { return d.Workloads[i].HostIface < d.Workloads[j].HostIface })
+
+	if d.VXLAN != nil {
+		if err := d.VXLAN.Validate(); err != nil {
+			out.problem("%v: left out with its peers", err)
+			d.VXLAN, d.VXLANPeers = nil, nil
+		}
+	}
+	tunnels := map[netip.Addr]bool{}
+	macs := map[string]bool{}
+	if d.VXLAN != nil {
+		tunnels[d.VXLAN.TunnelAddr] = true
+		macs[d.VXLAN.MAC.String()] = true
+	}
+	badVia := map[netip.Addr]bool{}
+	var peers []dataplane.VXLANPeer
+	sort.Slice(d.VXLANPeers, func(i, j int) bool { return d.VXLANPeers[i].Node < d.VXLANPeers[j].Node })
+	for _, p := range d.VXLANPeers {
+		if tunnels[p.TunnelIP] || macs[p.VTEPMAC.String()] || !p.UnderlayIP.IsValid() {
+			out.problem("vxlan peer %s: left out: tunnel address %s or MAC %s already used (or no underlay address)", p.Node, p.TunnelIP, p.VTEPMAC)
+			badVia[p.TunnelIP] = true
+			continue
+		}
+		tunnels[p.TunnelIP], macs[p.VTEPMAC.String()] = true, true
+		peers = append(peers, p)
+	}
+	d.VXLANPeers = peers
+
+	// Routes of dropped workloads go with them.
+	hostIfaces := map[string]bool{}
+	for _, w := range d.Workloads {
+		hostIfaces[w.HostIface] = true
+	}
+	sort.SliceStable(d.Routes, func(i, j int) bool {
+		a, b := d.Routes[i], d.Routes[j]
+		if a.Class != b.Class {
+			return a.Class < b.Class
+		}
+		if a.TableID() != b.TableID() {
+			return a.TableID() < b.TableID()
+		}
+		return a.Dst.String() < b.Dst.String()
+	})
+	keys := map[dataplane.RouteKey]dataplane.RouteClass{}
+	var routes []dataplane.Route
+	for _, r := range d.Routes {
+		if r.Class == dataplane.RouteClassWorkload && !hostIfaces[r.Dev] {
+			continue
+		}
+		err := r.Validate()
+		switch {
+		case err != nil:
+			out.problem("route %s: left out: %v", r, err)
+			continue
+		case r.OnLink && badVia[r.Via]:
+			out.problem("route %s: left out: via a dropped VXLAN peer", r)
+			continue
+		}
+		if c, taken := keys[r.Key()]; taken {
+			if c == r.Class {
+				out.problem("route %s: left out: another %s route has that destination", r, r.Class)
+			}
+			continue // a lower class holds it: the normal case, not a problem
+		}
+		keys[r.Key()] = r.Class
+		routes = append(routes, r)
+	}
+	sort.Slice(routes, func(i, j int) bool {
+		a, b := routes[i].Key(), routes[j].Key()
+		if a.Table != b.Table {
+			return a.Table < b.Table
+		}
+		return a.Dst.String() < b.Dst.String()
+	})
+	d.Routes = routes
+
+	seen := map[dataplane.Rule]bool{}
+	var rules []dataplane.Rule
+	for _, r := range d.Rules {
+		if err := r.Validate(); err != nil {
+			out.problem("%v: left out", err)
+			continue
+		}
+		if !seen[r] {
+			seen[r] = true
+			rules = append(rules, r)
+		}
+	}
+	sort.Slice(rules, func(i, j int) bool {
+		a, b := rules[i], rules[j]
+		if a.Family != b.Family {
+			return a.Family < b.Family
+		}
+		if a.Priority != b.Priority {
+			return a.Priority < b.Priority
+		}
+		return a.String() < b.String()
+	})
+	d.Rules = rules
+
+	if err := d.NAT.Validate(); err != nil {
+		out.problem("%v: outgoing NAT left out", err)
+		d.NAT = dataplane.NATConfig{}
+	}
+}

@@ -1,0 +1,69 @@
+package calc
+
+import (
+	"net/netip"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/ipam"
+)
+
+// TunnelNeeds is what this node's tunnel-address controller must do: the
+// calculation decides, the controller only carries it out (allocate in
+// IPAM and record on the Node, or release and clear).
+type TunnelNeeds struct {
+	VXLAN TunnelState
+}
+
+// TunnelState describes one tunnel address of this node.
+type TunnelState struct {
+	// Wanted: some pool uses the encapsulation (and the node has an
+	// underlay address of the family).
+	Wanted bool
+	// Addr is the address recorded on this node's Node (zero: none).
+	Addr netip.Addr
+	// Allocated: IPAM holds Addr for this node's tunnel handle. False
+	// when a forced pool delete or `ipam release` took it away: another
+	// workload could then be given it, so the controller allocates again.
+	Allocated bool
+	// MACCurrent: the Node records a VTEP MAC for the address.
+	MACCurrent bool
+}
+
+// Settled reports whether nothing needs doing.
+func (s TunnelState) Settled() bool {
+	if s.Wanted {
+		return s.Addr.IsValid() && s.Allocated && s.MACCurrent
+	}
+	return !s.Addr.IsValid()
+}
+
+// tunnels is the resolver of TunnelNeeds.
+type tunnels struct{ env Env }
+
+func newTunnels(env Env) Resolver { return &tunnels{env: env} }
+
+func (r *tunnels) Name() string { return "tunnels" }
+func (r *tunnels) Kinds() []string {
+	return []string{api.KindNode, api.KindIPPool, ipam.KindBlock}
+}
+func (r *tunnels) OnUpdate(Update) {}
+
+func (r *tunnels) Contribute(out *Output) {
+	cfg, topo := r.env.Config, r.env.Topology
+	st := TunnelState{Wanted: topo.VXLANWanted() && cfg.Address.IsValid()}
+	if self := topo.Self(); self != nil && self.TunnelIP.IsValid() {
+		st.Addr = self.TunnelIP
+		st.MACCurrent = self.RawTunnelMAC != ""
+		handle := ipam.TunnelHandle(ipam.TunnelVXLAN, cfg.NodeName, false)
+		for _, name := range topo.BlockNames() {
+			b := topo.Blocks[name]
+			if !b.CIDR.Contains(st.Addr) {
+				continue
+			}
+			if h, ok := b.Holders[st.Addr]; ok && h.Handle == handle {
+				st.Allocated = true
+			}
+		}
+	}
+	out.Tunnels.VXLAN = st
+}

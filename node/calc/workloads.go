@@ -1,0 +1,90 @@
+package calc
+
+import (
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/dataplane"
+)
+
+// workloads is the resolver of this node's workloads: the plumbing of each
+// local WorkloadEndpoint (its veth, addresses and MTU) and its host routes.
+// The MTU follows the pools' encapsulation (calico.md §5.5): the underlay
+// MTU, less the VXLAN overhead when some pool uses VXLAN; network.mtu
+// overrides.
+type workloads struct{ env Env }
+
+func newWorkloads(env Env) Resolver { return &workloads{env: env} }
+
+func (r *workloads) Name() string { return "workloads" }
+
+func (r *workloads) Kinds() []string {
+	return []string{api.KindWorkloadEndpoint, api.KindIPPool}
+}
+
+func (r *workloads) OnUpdate(Update) {}
+
+// MTU is the workload MTU the current pools call for (0: kernel default).
+func (r *workloads) MTU() int {
+	cfg := r.env.Config
+	if cfg.MTU > 0 {
+		return cfg.MTU
+	}
+	if cfg.UnderlayMTU <= 0 {
+		return 0
+	}
+	return dataplane.WorkloadMTU(cfg.UnderlayMTU, dataplane.Encaps{VXLANv4: r.env.Topology.VXLANWanted()}, 0)
+}
+
+func (r *workloads) Contribute(out *Output) {
+	me := r.env.Config.NodeName
+	mtu := r.MTU()
+	var local []*EndpointView
+	for _, e := range r.env.Topology.Endpoints {
+		if e.Spec.Node == me {
+			local = append(local, e)
+		}
+	}
+	// Oldest first: if two endpoints ever conflicted, sanitize keeps the
+	// one that was there first.
+	sort.Slice(local, func(i, j int) bool {
+		if local[i].CreateRevision != local[j].CreateRevision {
+			return local[i].CreateRevision < local[j].CreateRevision
+		}
+		a, b := local[i].Metadata, local[j].Metadata
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	for _, e := range local {
+		w, ok := ToDataplane(e.WorkloadEndpoint)
+		if !ok {
+			continue // not weft's to plumb (or not complete)
+		}
+		w.MTU = mtu
+		out.Desired.Workloads = append(out.Desired.Workloads, w)
+		out.Desired.Routes = append(out.Desired.Routes, w.HostRoutes()...)
+	}
+}
+
+// ToDataplane is the plumbing a WorkloadEndpoint asks for (without the
+// MTU, which the pools decide); ok is false for an endpoint weft does not
+// plumb (no network namespace, address or host interface).
+func ToDataplane(w *api.WorkloadEndpoint) (dataplane.Workload, bool) {
+	dw := dataplane.Workload{
+		Namespace: w.Metadata.Namespace,
+		Name:      w.Spec.Workload,
+		HostIface: w.Spec.InterfaceName,
+		NetNS:     w.Metadata.Annotations[AnnotationNetNS],
+		Iface:     w.Spec.Endpoint,
+	}
+	for _, s := range w.Spec.IPNetworks {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			dw.IPs = append(dw.IPs, p)
+		}
+	}
+	if mac, err := net.ParseMAC(w.Spec.MAC); err == nil {
+		dw.MAC = mac
+	}
+	return dw, dw.NetNS != "" && len(dw.IPs) > 0 && dw.HostIface != ""
+}

@@ -1,0 +1,46 @@
+package node
+
+import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/weftnet/weft/node/config"
+	"github.com/weftnet/weft/node/localapi"
+)
+
+// /readyz answers 200 only while the local API serves the datastore: never
+// before the store is open (a `weft apply` right after readiness would
+// fail with "the datastore is not open"), nor once the agent stops.
+func TestReadyzWaitsForTheLocalAPI(t *testing.T) {
+	a := New(testConfig(t), slog.New(slog.DiscardHandler))
+	a.watchAgentReadiness()
+	a.health.set(localapi.ComponentStatus{Name: "datastore", State: localapi.StateRunning, Live: true, Ready: true})
+	h := metricsHandler(a.reg, a.health)
+	code := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code
+	}
+	if c := code(); c != http.StatusServiceUnavailable {
+		t.Fatalf("readyz before the API serves: %d", c)
+	}
+	a.apiReady.Store(true)
+	if c := code(); c != http.StatusOK {
+		t.Fatalf("readyz once the API serves: %d", c)
+	}
+	a.apiReady.Store(false)
+	if c := code(); c != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while stopping: %d", c)
+	}
+}
+
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte("[node]\nname = \"unit\"\n"), "unit.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
