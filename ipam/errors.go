@@ -29,6 +29,8 @@ var (
 	ErrHandleMismatch = errors.New("handle mismatch")
 	// ErrSequence: the address was reallocated since the caller saw it.
 	ErrSequence = errors.New("sequence number mismatch")
+	// ErrInUse: a release named an address a workload or tunnel uses.
+	ErrInUse = errors.New("address in use")
 	// ErrStrictAffinity: the address is in another node's block.
 	ErrStrictAffinity = errors.New("strict affinity")
 	// ErrPoolInUse: a pool delete found addresses in use.

@@ -1,9 +1,14 @@
 package ipam
 
 import (
+	"encoding/json"
+	"strings"
+
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/weftnet/weft/api"
 
 	"github.com/weftnet/weft/store"
 )
@@ -17,6 +22,10 @@ type ReleaseRequest struct {
 	IP             string  `json:"ip"`
 	Handle         string  `json:"handle,omitempty"`
 	SequenceNumber *uint64 `json:"sequenceNumber,omitempty"`
+	// Force releases an address a WorkloadEndpoint or a node's tunnel still
+	// uses (Calico refuses that unless forced: the next allocation could
+	// hand the address to a second workload).
+	Force bool `json:"force,omitempty"`
 }
 
 // ReleaseHandleRequest is the payload of ipam.releaseHandle.
@@ -124,11 +133,42 @@ func (s *session) release(r ReleaseRequest) (ReleaseResponse, error) {
 		return ReleaseResponse{}, newError(ErrSequence, store.ErrConflict,
 			"address %s was reallocated since (sequence number %d, expected %d): not released", a, seq, *r.SequenceNumber)
 	}
+	if !r.Force {
+		if users := usersOf(s.tx, a); len(users) > 0 {
+			return ReleaseResponse{}, newError(ErrInUse, store.ErrConflict,
+				"address %s is in use by %s: not released (pass --force to release it anyway; the workload then keeps an address IPAM may hand out again)",
+				a, strings.Join(users, ", "))
+		}
+	}
 	rel, err := s.releaseOrdinal(p, b, o)
 	if err != nil {
 		return ReleaseResponse{}, err
 	}
 	return ReleaseResponse{Released: []Released{rel}}, s.flush()
+}
+
+// usersOf lists the WorkloadEndpoints and node tunnels that use address a
+// (inside the apply: no race can slip past the check).
+func usersOf(r Reader, a netip.Addr) []string {
+	var out []string
+	for _, o := range r.List(KindWorkloadEndpoint, "") {
+		ips, _ := workloadEndpointIPs(o.Value)
+		if slices.Contains(ips, a) {
+			out = append(out, fmt.Sprintf("WorkloadEndpoint %s/%s", o.Namespace, o.Name))
+		}
+	}
+	for _, o := range r.List(KindNode, "") {
+		var n api.Node
+		if json.Unmarshal(o.Value, &n) != nil {
+			continue
+		}
+		for _, t := range tunnelAddrs(&n) {
+			if ta, err := ParseAddrOrPrefix(t[0]); err == nil && ta == a {
+				out = append(out, fmt.Sprintf("Node %s (%s)", o.Name, t[1]))
+			}
+		}
+	}
+	return out
 }
 
 // releaseHandle is the ipam.releaseHandle command.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/store"
 )
 
@@ -242,4 +243,32 @@ func TestReclaimEmpty(t *testing.T) {
 		}
 	})
 	assertConsistent(t, f)
+}
+
+// An address a WorkloadEndpoint or a node's tunnel uses is not released
+// unless forced (Calico's rule): the next allocation would hand it to a
+// second workload.
+func TestReleaseRefusesAnAddressInUseUnlessForced(t *testing.T) {
+	f := newFake(t)
+	addPool(t, f, "p", "10.0.0.0/24", 26)
+	live := assignIP(t, f, "live", "n1")
+	putEndpoint(t, f, "default", "live", live.HostCIDR)
+	tun := assignIP(t, f, "vxlan-tunnel-addr-n2", "n2")
+	n := api.Node{Spec: api.NodeSpec{IPv4VXLANTunnelAddr: tun.IP}}
+	n.Metadata.Name = "n2"
+	if err := f.put(store.Key{Kind: KindNode, Name: "n2"}, n); err != nil {
+		t.Fatal(err)
+	}
+	for ip, who := range map[string]string{live.IP: "WorkloadEndpoint default/live", tun.IP: "Node n2 (vxlanTunnelAddress)"} {
+		assertUnchanged(t, f, func() {
+			_, err := release(f, ReleaseRequest{IP: ip})
+			errorIs(t, err, ErrInUse)
+			errorIs(t, err, store.ErrConflict)
+			errContains(t, err, who)
+			errContains(t, err, "--force")
+		})
+		if resp, err := release(f, ReleaseRequest{IP: ip, Force: true}); err != nil || len(resp.Released) != 1 {
+			t.Fatalf("forced release of %s: %+v, %v", ip, resp, err)
+		}
+	}
 }

@@ -125,7 +125,7 @@ func (n *Node) memberAt(addr string) string {
 
 // raftStream is the StreamLayer raft runs over.
 func (n *Node) raftStream() raft.StreamLayer {
-	s := n.mux.Raft(raft.ServerAddress(n.advertise), n.peerTLS(transport.ALPNRaft))
+	s := n.mux.RaftWithContext(n.ctx, raft.ServerAddress(n.advertise), n.peerTLS(transport.ALPNRaft))
 	if n.cfg.faults != nil {
 		s = &faultyStream{StreamLayer: s, self: n.name, faults: n.cfg.faults}
 	}

@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/node/localapi"
 )
 
 func newIPAMCommand(g *globals) *cobra.Command {
@@ -25,15 +25,8 @@ func newIPAMCommand(g *globals) *cobra.Command {
 			if err := g.checkOutput("table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
-			q := url.Values{}
-			q.Set("blocks", strconv.FormatBool(blocks))
-			q.Set("borrowed", strconv.FormatBool(borrowed))
-			q.Set("configuration", strconv.FormatBool(configuration))
-			if ip != "" {
-				q.Set("ip", ip)
-			}
-			var rep ipam.ShowReport
-			if err := g.client().Do(c.Context(), "GET", "/v1/ipam/show?"+q.Encode(), nil, &rep); err != nil {
+			rep, err := g.client().IPAMShow(c.Context(), localapi.IPAMShowOptions{Blocks: blocks, Borrowed: borrowed, Configuration: configuration, IP: ip})
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -53,8 +46,8 @@ func newIPAMCommand(g *globals) *cobra.Command {
 		Short: "Cross-check allocations against workloads and nodes: leaks, doubles, strays",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var rep ipam.CheckReport
-			if err := g.client().Do(c.Context(), "GET", "/v1/ipam/check", nil, &rep); err != nil {
+			rep, err := g.client().IPAMCheck(c.Context())
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -64,7 +57,10 @@ func newIPAMCommand(g *globals) *cobra.Command {
 		},
 	})
 
-	var releaseIP string
+	var (
+		releaseIP    string
+		releaseForce bool
+	)
 	release := &cobra.Command{
 		Use:   "release --ip ADDR",
 		Short: "Release one leaked address",
@@ -73,8 +69,8 @@ func newIPAMCommand(g *globals) *cobra.Command {
 			if releaseIP == "" {
 				return fmt.Errorf("ipam release needs --ip ADDR")
 			}
-			var resp ipam.ReleaseResponse
-			if err := g.client().Do(c.Context(), "POST", "/v1/ipam/release", ipam.ReleaseRequest{IP: releaseIP}, &resp); err != nil {
+			resp, err := g.client().IPAMRelease(c.Context(), ipam.ReleaseRequest{IP: releaseIP, Force: releaseForce})
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {
@@ -87,6 +83,7 @@ func newIPAMCommand(g *globals) *cobra.Command {
 		},
 	}
 	release.Flags().StringVar(&releaseIP, "ip", "", "the address to release")
+	release.Flags().BoolVar(&releaseForce, "force", false, "release the address even if a workload or a node's tunnel still uses it")
 	cmd.AddCommand(release)
 
 	var strict string
@@ -104,8 +101,8 @@ func newIPAMCommand(g *globals) *cobra.Command {
 				return fmt.Errorf("--strictaffinity: %q is not true or false", strict)
 			}
 			req.StrictAffinity = &v
-			var resp ipam.ConfigureResponse
-			if err := g.client().Do(c.Context(), "POST", "/v1/ipam/configure", req, &resp); err != nil {
+			resp, err := g.client().IPAMConfigure(c.Context(), req)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" || g.output == "yaml" {

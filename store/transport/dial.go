@@ -67,11 +67,21 @@ func dialTLS(ctx context.Context, addr string, conf ClientTLS, alpn string) (net
 // raft sub-listener only, not the mux. Every call shares that one
 // sub-listener, so there is one raft transport per mux.
 func (m *Mux) Raft(advertise raft.ServerAddress, clientTLS ClientTLS) raft.StreamLayer {
-	return &raftLayer{subListener: m.subs[ALPNRaft], advertise: advertise, clientTLS: clientTLS}
+	return m.RaftWithContext(context.Background(), advertise, clientTLS)
+}
+
+// RaftWithContext is [Mux.Raft] whose dials are cut off when ctx ends.
+// raft closes its transport only after its goroutines have stopped, and a
+// replication goroutine may be dialing a peer that is gone (on a local
+// subnet a dial to a silent address takes seconds to fail): ending ctx
+// first lets a stopping node stop at once.
+func (m *Mux) RaftWithContext(ctx context.Context, advertise raft.ServerAddress, clientTLS ClientTLS) raft.StreamLayer {
+	return &raftLayer{subListener: m.subs[ALPNRaft], ctx: ctx, advertise: advertise, clientTLS: clientTLS}
 }
 
 type raftLayer struct {
 	*subListener
+	ctx       context.Context
 	advertise raft.ServerAddress
 	clientTLS ClientTLS
 }
@@ -85,7 +95,7 @@ func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
 	defer cancel()
 	return dialTLS(ctx, string(address), r.clientTLS, ALPNRaft)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/weftnet/weft/store/pki"
 )
 
@@ -520,5 +521,44 @@ func TestDialChecksTheMemberExpectedAtTheAddress(t *testing.T) {
 	if c, err := acceptWithin(stream, 200*time.Millisecond); err == nil {
 		c.Close()
 		t.Fatal("a refused raft dial reached the raft listener")
+	}
+}
+
+// A raft dial to a peer that never answers (the handshake hangs, as a dial
+// to a silent address on the local subnet does for seconds) ends as soon
+// as the layer's context ends: a stopping node does not wait for it (raft
+// closes its transport only after its goroutines have stopped).
+func TestRaftDialEndsWithItsContext(t *testing.T) {
+	cluster := newTestCluster(t, "node-a", "node-b")
+	m, err := ListenWithOptions("127.0.0.1:0", pki.ServerConfig(cluster.ids["node-a"]), testLogger(t), Options{HandshakeTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never speaks TLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	layer := m.RaftWithContext(ctx, "127.0.0.1:1", cluster.clientTLS("node-a", ALPNRaft))
+	done := make(chan error, 1)
+	go func() {
+		_, err := layer.Dial(raft.ServerAddress(silent.Addr().String()), time.Minute)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("dial ended before the context: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("dial succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dial went on after its context ended")
 	}
 }
