@@ -41,8 +41,8 @@ type Node struct {
 	// what it held at start: the state a restart must serve (resume.go).
 	applied     *appliedIndex
 	minRevision uint64
-	mux      *transport.Mux
-	identity atomic.Pointer[pki.Identity]
+	mux         *transport.Mux
+	identity    atomic.Pointer[pki.Identity]
 
 	rpc        *http.Client
 	forward    *forwarder
