@@ -37,12 +37,13 @@ type Node struct {
 	dialRaft atomic.Pointer[raft.Raft]
 	logs     *raftLog // raft log and stable store
 	snaps    *raft.FileSnapshotStore
+	mux      *transport.Mux
+	identity atomic.Pointer[pki.Identity]
+
 	// applied records the last applied index on disk, and minRevision is
 	// what it held at start: the state a restart must serve (resume.go).
 	applied     *appliedIndex
 	minRevision uint64
-	mux         *transport.Mux
-	identity    atomic.Pointer[pki.Identity]
 
 	rpc        *http.Client
 	forward    *forwarder
