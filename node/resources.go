@@ -186,6 +186,8 @@ func (s *resourceService) listResources(ctx context.Context, kind, namespace, na
 		if _, err := s.st.ConsistentRevision(ctx); err != nil {
 			return nil, 0, storeError(err)
 		}
+	} else if err := readReady(s.st); err != nil {
+		return nil, 0, err
 	}
 	var objs []store.Object
 	var rev uint64
@@ -429,7 +431,7 @@ func storeError(err error) error {
 		return &localapi.Error{Code: localapi.CodeExists, Message: err.Error()}
 	case errors.Is(err, store.ErrConflict):
 		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error() + " (the resource changed since it was read; get it again and retry)"}
-	case errors.Is(err, store.ErrNoLeader):
+	case errors.Is(err, store.ErrNoLeader), errors.Is(err, store.ErrNotInSync):
 		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, store.ErrIndeterminate):
 		// The leader went away mid-write: a transient failure the caller
@@ -446,4 +448,14 @@ func storeError(err error) error {
 		return &localapi.Error{Code: localapi.CodeUnavailable, Message: "the datastore did not answer in time (no quorum?)"}
 	}
 	return err
+}
+
+// readReady refuses a local read while the replica may hold less than this
+// node had (just restarted, not yet in sync): never an incomplete answer
+// presented as the truth (store.Node.ReadReady).
+func readReady(st any) error {
+	if r, ok := st.(interface{ ReadReady() error }); ok {
+		return storeError(r.ReadReady())
+	}
+	return nil
 }

@@ -115,6 +115,10 @@ func (s *workloadService) register(mux *http.ServeMux) {
 		} else if ns == "" {
 			ns = api.DefaultNamespace
 		}
+		if err := readReady(s.a.store); err != nil {
+			localapi.WriteError(w, err)
+			return
+		}
 		localapi.WriteJSON(w, http.StatusOK, localapi.WorkloadList{Items: s.list(ns)})
 	})
 }

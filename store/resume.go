@@ -131,6 +131,17 @@ func (a *appliedIndex) record(index uint64) {
 	a.last = index
 }
 
+// reset forgets the record (writes 0).
+func (a *appliedIndex) reset() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, err := a.f.WriteAt(encodeApplied(0), 0); err != nil {
+		return fmt.Errorf("reset the applied-index record: %w", err)
+	}
+	a.last = 0
+	return nil
+}
+
 // close syncs the record to disk (an orderly stop) and closes the file.
 func (a *appliedIndex) close() error {
 	if a == nil {
@@ -168,6 +179,15 @@ func (n *Node) resume() error {
 	snapIndex, err := n.restoreLatestSnapshot()
 	if err != nil {
 		return err
+	}
+	if last, err := n.logs.LastIndex(); err == nil && last == 0 && snapIndex == 0 && recorded > 0 {
+		// No raft state: the record belongs to a history that is gone (a
+		// raft directory emptied by hand). Never replay against it.
+		n.log.Warn("ignoring an applied-index record left without raft state", "recorded", recorded)
+		if err := a.reset(); err != nil {
+			return err
+		}
+		recorded, n.minRevision = 0, 0
 	}
 	replayed, err := n.replayLog(recorded)
 	if err != nil {
