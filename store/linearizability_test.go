@@ -186,11 +186,7 @@ func nemesis(ctx context.Context, t *testing.T, c *cluster, names []string) {
 	rng := rand.New(rand.NewSource(42))
 	pause := func(d time.Duration) bool { return sleepCtx(ctx, d) }
 	for step := 0; ctx.Err() == nil; step++ {
-		lead := c.leaderOrNil()
-		victim := names[rng.Intn(len(names))]
-		if lead != nil && rng.Intn(2) == 0 {
-			victim = lead.name
-		}
+		victim := pickVictim(c, rng, names)
 		switch step % 3 {
 		case 0:
 			t.Logf("nemesis: kill %s", victim)
@@ -198,14 +194,7 @@ func nemesis(ctx context.Context, t *testing.T, c *cluster, names []string) {
 			pause(700 * time.Millisecond)
 			c.restart(victim)
 		case 1:
-			t.Logf("nemesis: isolate %s", victim)
-			for _, o := range names {
-				if o != victim {
-					c.faults.cut(victim, o)
-				}
-			}
-			pause(700 * time.Millisecond)
-			c.faults.heal()
+			isolate(ctx, t, c, names, victim)
 		case 2:
 			a, b := names[rng.Intn(len(names))], names[rng.Intn(len(names))]
 			if a != b {
@@ -227,11 +216,7 @@ func crashNemesis(ctx context.Context, t *testing.T, c *cluster, names []string)
 	rng := rand.New(rand.NewSource(43))
 	pause := func(d time.Duration) bool { return sleepCtx(ctx, d) }
 	for step := 0; ctx.Err() == nil; step++ {
-		lead := c.leaderOrNil()
-		victim := names[rng.Intn(len(names))]
-		if lead != nil && rng.Intn(2) == 0 {
-			victim = lead.name
-		}
+		victim := pickVictim(c, rng, names)
 		switch step % 4 {
 		case 0, 2:
 			rev, what := c.crash(victim)
@@ -239,14 +224,7 @@ func crashNemesis(ctx context.Context, t *testing.T, c *cluster, names []string)
 			pause(500 * time.Millisecond)
 			c.restart(victim)
 		case 1:
-			t.Logf("nemesis: isolate %s", victim)
-			for _, o := range names {
-				if o != victim {
-					c.faults.cut(victim, o)
-				}
-			}
-			pause(700 * time.Millisecond)
-			c.faults.heal()
+			isolate(ctx, t, c, names, victim)
 		case 3:
 			for _, name := range names {
 				rev, what := c.crash(name)
@@ -259,6 +237,28 @@ func crashNemesis(ctx context.Context, t *testing.T, c *cluster, names []string)
 		}
 		pause(300 * time.Millisecond)
 	}
+}
+
+// pickVictim picks a node, the leader half the time.
+func pickVictim(c *cluster, rng *rand.Rand, names []string) string {
+	lead := c.leaderOrNil()
+	victim := names[rng.Intn(len(names))]
+	if lead != nil && rng.Intn(2) == 0 {
+		victim = lead.name
+	}
+	return victim
+}
+
+// isolate cuts victim from every other node for 700 ms.
+func isolate(ctx context.Context, t *testing.T, c *cluster, names []string, victim string) {
+	t.Logf("nemesis: isolate %s", victim)
+	for _, o := range names {
+		if o != victim {
+			c.faults.cut(victim, o)
+		}
+	}
+	sleepCtx(ctx, 700*time.Millisecond)
+	c.faults.heal()
 }
 
 // leaderOrNil is the current established leader, if any (no waiting).
