@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -104,6 +105,11 @@ func RestoreSnapshot(dataDir, file, nodeName, advertise string) error {
 	}
 
 	if err := os.MkdirAll(rd, 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	// A record left from the old state would hold the new one to an index
+	// of another history.
+	if err := os.Remove(dirJoin(rd, appliedFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if err := os.Chmod(dataDir, 0o700); err != nil {

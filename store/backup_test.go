@@ -49,10 +49,22 @@ func TestSnapshotSaveAndDisasterRecovery(t *testing.T) {
 	c2 := newCluster(t, 3)
 	cfg := c2.config("r1")
 	cfg.Join = nil
+	// An applied-index record of the old history (a raft directory whose
+	// wal/ and snapshots/ were moved away, not the record): restore drops
+	// it, or it would hold the new history to an index it never had.
+	if err := os.MkdirAll(raftDir(cfg.DataDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(raftDir(cfg.DataDir), appliedFileName), encodeApplied(info.Revision+1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := RestoreSnapshot(cfg.DataDir, file, "r1", cfg.Advertise); err != nil {
 		t.Fatal(err)
 	}
 	r1 := c2.open(cfg)
+	if r1.MinRevision() != 0 {
+		t.Errorf("MinRevision %d after a restore: the old history's record was kept", r1.MinRevision())
+	}
 	got, rev := dumpNode(r1)
 	if rev < info.Revision {
 		t.Fatalf("restored revision %d < backup %d", rev, info.Revision)

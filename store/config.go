@@ -46,6 +46,8 @@ type Config struct {
 
 	// faults lets in-process tests cut links between nodes.
 	faults faultInjector
+	// disk lets in-process tests crash a node (resume.go).
+	disk diskFaults
 }
 
 // Tuning holds the timing knobs. Production defaults suit a LAN; tests

@@ -37,6 +37,7 @@ var codeSentinels = []struct {
 	{CodeNotAllowed, ErrNotAllowed},
 	{CodeTooLarge, ErrTooLarge},
 	{CodeUnavailable, ErrNoLeader},
+	{CodeUnavailable, ErrNotInSync}, // ErrorFromCode gives ErrNoLeader: the first of the code
 	{CodeIndeterminate, ErrIndeterminate},
 }
 

@@ -30,6 +30,11 @@ type fsmOptions struct {
 	WatchBuffer int
 	// ObserveApply, if set, is called with the time each entry took to apply.
 	ObserveApply func(time.Duration)
+	// RecordApplied, if set, is called with the index the state is about
+	// to reach (the last entry of a batch, a restored snapshot's revision)
+	// before readers can see it: the node keeps it on disk so that a
+	// restart recovers at least what was served (resume.go).
+	RecordApplied func(index uint64)
 }
 
 // stateMachine is the raft FSM: go-memdb tables of Object with revisions,
@@ -46,6 +51,7 @@ type stateMachine struct {
 	commands     map[string]CommandHandler
 	validators   map[string][]Validator
 	observeApply func(time.Duration)
+	record       func(index uint64)
 	watchBuffer  int
 
 	mu     sync.RWMutex
@@ -93,6 +99,7 @@ func newFSM(opts fsmOptions) (*stateMachine, error) {
 		commands:     opts.Registry.Commands,
 		validators:   opts.Registry.Validators,
 		observeApply: opts.ObserveApply,
+		record:       opts.RecordApplied,
 		watchBuffer:  opts.WatchBuffer,
 		db:           newDB(),
 		revCh:        make(chan struct{}),
@@ -104,11 +111,17 @@ func newFSM(opts fsmOptions) (*stateMachine, error) {
 
 // Apply applies one committed entry (raft calls ApplyBatch instead; Apply
 // is kept for raft.FSM and tests).
-func (f *stateMachine) Apply(l *raft.Log) any { return f.applyLog(l) }
+func (f *stateMachine) Apply(l *raft.Log) any {
+	f.recordApplied(l.Index)
+	return f.applyLog(l)
+}
 
 // ApplyBatch applies committed entries in order. Each entry is its own
 // memdb transaction, so a failing entry never affects its neighbours.
 func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
+	if len(logs) > 0 {
+		f.recordApplied(logs[len(logs)-1].Index)
+	}
 	out := make([]any, len(logs))
 	for i, l := range logs {
 		out[i] = f.applyLog(l)
@@ -116,10 +129,25 @@ func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// recordApplied hands index to RecordApplied unless the state is there
+// already.
+func (f *stateMachine) recordApplied(index uint64) {
+	if f.record != nil && index > f.Revision() && f.Err() == nil {
+		f.record(index)
+	}
+}
+
 func (f *stateMachine) applyLog(l *raft.Log) *applyResult {
 	if err := f.Err(); err != nil {
 		// Stopped: never apply past an entry we could not apply.
 		return &applyResult{Revision: l.Index, Err: err}
+	}
+	if l.Index <= f.Revision() {
+		// Already in the state: the node replayed its own log up to here
+		// before raft started (resume.go), or a snapshot covered it. Raft,
+		// which only knows its snapshot, hands committed entries over
+		// again; they are the same entries (committed entries are final).
+		return &applyResult{Revision: l.Index}
 	}
 	if f.observeApply != nil {
 		start := time.Now()
@@ -368,6 +396,9 @@ func (f *stateMachine) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	txn.Commit()
+	if f.record != nil {
+		f.record(rev)
+	}
 	f.mu.Lock()
 	f.db = db
 	f.rev = rev

@@ -126,6 +126,8 @@ type cluster struct {
 	nodes    map[string]*Node
 	addrs    map[string]string
 	dirs     map[string]string
+	disks    map[string]*crashDisk // of each node's current run
+	opens    int64
 	base     string
 	token    string
 	voters   int
@@ -141,6 +143,7 @@ func newCluster(t *testing.T, voters int) *cluster {
 		nodes:  map[string]*Node{},
 		addrs:  map[string]string{},
 		dirs:   map[string]string{},
+		disks:  map[string]*crashDisk{},
 		base:   t.TempDir(),
 		voters: voters,
 		tuning: testTuning(),
@@ -178,6 +181,8 @@ func (c *cluster) config(name string) Config {
 		c.dirs[name] = filepath.Join(c.base, name)
 	}
 	c.faults.setAddr(name, addr)
+	c.opens++
+	disk := newCrashDisk(c.opens)
 	var join []string
 	for n := range c.nodes {
 		if n != name {
@@ -197,6 +202,7 @@ func (c *cluster) config(name string) Config {
 		Logger:    c.logger(name),
 		Tuning:    c.tuning,
 		faults:    c.faults,
+		disk:      disk,
 	}
 }
 
@@ -211,6 +217,9 @@ func (c *cluster) open(cfg Config) *Node {
 	}
 	c.mu.Lock()
 	c.nodes[cfg.NodeName] = n
+	if d, ok := cfg.disk.(*crashDisk); ok {
+		c.disks[cfg.NodeName] = d
+	}
 	c.mu.Unlock()
 	return n
 }

@@ -40,6 +40,11 @@ type Node struct {
 	mux      *transport.Mux
 	identity atomic.Pointer[pki.Identity]
 
+	// applied records the last applied index on disk, and minRevision is
+	// what it held at start: the state a restart must serve (resume.go).
+	applied     *appliedIndex
+	minRevision uint64
+
 	rpc        *http.Client
 	forward    *forwarder
 	rpcServer  *http.Server
@@ -138,11 +143,17 @@ func (n *Node) open(ctx context.Context) error {
 		Registry:     n.cfg.Registry,
 		Logger:       n.log.With("component", "fsm"),
 		ObserveApply: n.metrics.observeApply,
+		// n.applied is set by resume, before raft or a replay applies
+		// anything.
+		RecordApplied: func(index uint64) { n.applied.record(index) },
 	})
 	if err != nil {
 		return err
 	}
 	if err := n.openStores(); err != nil {
+		return err
+	}
+	if err := n.resume(); err != nil {
 		return err
 	}
 	hasState, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
@@ -300,8 +311,20 @@ func (n *Node) startBackground() {
 		}
 	})
 	n.goBackground("sync", func(ctx context.Context) {
-		if err := n.WaitInSync(ctx); err != nil && ctx.Err() == nil {
-			n.log.Warn("initial sync with the leader failed", "error", err)
+		// Until it succeeds: a node that starts without quorum must still
+		// become in sync (InSync, ReadReady) once a leader is back.
+		for warned := false; ; {
+			err := n.WaitInSync(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			if !warned {
+				n.log.Warn("initial sync with the leader failed; retrying", "error", err)
+				warned = true
+			}
+			if !sleepCtx(ctx, n.cfg.Tuning.RetryInterval) {
+				return
+			}
 		}
 	})
 }
@@ -379,6 +402,9 @@ func (n *Node) shutdown(graceful bool) {
 			if err := n.logs.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close raft log: %w", err))
 			}
+		}
+		if err := n.applied.close(); err != nil {
+			errs = append(errs, err)
 		}
 		if n.fsm != nil {
 			n.fsm.Close()

@@ -38,9 +38,10 @@ func openWAL(dir string, log *slog.Logger) (*raftLog, error) {
 	return &raftLog{WAL: w, meta: meta}, nil
 }
 
-// raftLog is the WAL plus its metadata database, which WAL.Close (v0.4.0)
-// leaves open: its file lock would block the next open in this process (a
-// restart in tests, a restore followed by an open).
+// raftLog is the WAL plus its metadata database, closed here too: v0.4.0's
+// WAL.Close left it open, and its file lock blocked the next open in this
+// process (a restart in tests, a restore followed by an open). v0.4.1
+// closes it; a second Close is a no-op.
 type raftLog struct {
 	*wal.WAL
 	meta *metadb.BoltMetaDB
@@ -95,11 +96,21 @@ func (n *Node) startRaft(bootstrap bool) error {
 		Timeout: 10 * time.Second,
 		Logger:  newHclog(n.log, "raft-net"),
 	})
-	logs, err := raft.NewLogCache(1024, n.logs)
+	var logStore raft.LogStore = n.logs
+	var stable raft.StableStore = n.logs
+	var snaps raft.SnapshotStore = n.snaps
+	if n.cfg.disk != nil {
+		logStore, stable, snaps = n.cfg.disk.wrapRaft(logStore, stable, snaps)
+	}
+	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
 		return fmt.Errorf("raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(n.raftConfig(), n.fsm, logs, n.logs, n.snaps, trans)
+	conf := n.raftConfig()
+	// Open has restored the latest snapshot and replayed the log after it
+	// (resume.go); raft would replace that with the snapshot alone.
+	conf.NoSnapshotRestoreOnStart = true
+	r, err := raft.NewRaft(conf, n.fsm, logs, stable, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
 		return fmt.Errorf("start raft: %w", err)

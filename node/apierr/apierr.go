@@ -27,7 +27,7 @@ func FromStore(err error) error {
 		return &localapi.Error{Code: localapi.CodeExists, Message: err.Error()}
 	case errors.Is(err, store.ErrConflict):
 		return &localapi.Error{Code: localapi.CodeConflict, Message: err.Error() + " (the resource changed since it was read; get it again and retry)"}
-	case errors.Is(err, store.ErrNoLeader):
+	case errors.Is(err, store.ErrNoLeader), errors.Is(err, store.ErrNotInSync):
 		return &localapi.Error{Code: localapi.CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, store.ErrIndeterminate):
 		// The leader went away mid-write: a transient failure the caller
@@ -62,4 +62,14 @@ func FromIPAM(err error) error {
 		return &localapi.Error{Code: localapi.CodeInvalid, Message: err.Error()}
 	}
 	return err
+}
+
+// ReadReady refuses a local read while the replica may hold less than this
+// node had (just restarted, not yet in sync): never an incomplete answer
+// presented as the truth (store.Node.ReadReady).
+func ReadReady(st any) error {
+	if r, ok := st.(interface{ ReadReady() error }); ok {
+		return FromStore(r.ReadReady())
+	}
+	return nil
 }

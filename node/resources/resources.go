@@ -195,6 +195,8 @@ func (s *Service) listResources(ctx context.Context, kind, namespace, name strin
 		if _, err := s.st.ConsistentRevision(ctx); err != nil {
 			return nil, 0, apierr.FromStore(err)
 		}
+	} else if err := apierr.ReadReady(s.st); err != nil {
+		return nil, 0, err
 	}
 	var objs []store.Object
 	var rev uint64

@@ -136,6 +136,10 @@ func (s *Service) Register(mux *http.ServeMux) {
 		} else if ns == "" {
 			ns = api.DefaultNamespace
 		}
+		if err := apierr.ReadReady(s.st); err != nil {
+			localapi.WriteError(w, err)
+			return
+		}
 		localapi.WriteJSON(w, http.StatusOK, localapi.WorkloadList{Items: s.List(ns)})
 	})
 }
