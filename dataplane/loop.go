@@ -32,6 +32,11 @@ type LoopConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Jitter returns a number in [0,1); default math/rand/v2.Float64.
 	Jitter func() float64
+	// LogLevel, when set, is the level of the dataplane's logger (see
+	// [LevelHandler]): the loop sets it from each new state's
+	// Loop.LogLevel, and back to DefaultLogLevel when a state has none.
+	LogLevel        *slog.LevelVar
+	DefaultLogLevel slog.Level
 }
 
 // Loop applies desired states to the managers; see the package comment.
@@ -48,6 +53,10 @@ type Loop struct {
 
 	mu      sync.Mutex
 	lastErr error
+
+	// period is the resync period in force: the desired state's
+	// Loop.ResyncPeriod, or the configured one. Loop goroutine only.
+	period time.Duration
 }
 
 type loopMetrics struct {
@@ -96,6 +105,7 @@ func NewLoop(cfg LoopConfig, managers ...Manager) (*Loop, error) {
 		kick:     make(chan struct{}, 1),
 		synced:   make(chan struct{}),
 		reports:  newReports(),
+		period:   cfg.ResyncPeriod,
 	}
 	if err := l.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err
@@ -252,6 +262,10 @@ func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 				continue
 			}
 			current = &d
+			if l.applySettings(current.Loop) {
+				resync.Stop()
+				resync = l.cfg.Clock.NewTimer(l.nextResync())
+			}
 			for _, m := range l.managers {
 				m.Set(current)
 			}
@@ -351,7 +365,34 @@ func (l *Loop) queueResync(reason string) {
 // nextResync is the jittered wait before the next periodic resync, in
 // [0.8, 1.0] × the period.
 func (l *Loop) nextResync() time.Duration {
-	return l.cfg.ResyncPeriod - time.Duration(0.2*l.cfg.Jitter()*float64(l.cfg.ResyncPeriod))
+	return l.period - time.Duration(0.2*l.cfg.Jitter()*float64(l.period))
+}
+
+// applySettings takes the loop settings of a new state: the log level at
+// once, and the resync period, reporting whether it changed (the caller
+// restarts the resync timer). States are valid (validated by the
+// calculation), so the level parses.
+func (l *Loop) applySettings(s LoopSettings) (periodChanged bool) {
+	if l.cfg.LogLevel != nil {
+		level := l.cfg.DefaultLogLevel
+		if lv, err := s.Level(); err == nil && lv != nil {
+			level = *lv
+		}
+		if l.cfg.LogLevel.Level() != level {
+			l.cfg.LogLevel.Set(level)
+			l.log.Info("dataplane log level", "level", level)
+		}
+	}
+	period := l.cfg.ResyncPeriod
+	if s.ResyncPeriod > 0 && s.ResyncPeriod <= MaxResyncPeriod {
+		period = s.ResyncPeriod
+	}
+	if period == l.period {
+		return false
+	}
+	l.log.Info("dataplane resync period", "period", period)
+	l.period = period
+	return true
 }
 
 // applyPass runs the update phase in order and the removal phase in
