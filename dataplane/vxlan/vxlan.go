@@ -1,7 +1,8 @@
 // Package vxlan manages the node's VXLAN device and its static peers
 // (calico.md §5.3).
 //
-// The device: the configured name, VNI and port, learning off, bound to
+// The device: the configured name, the desired VNI and port (the
+// configured ones when the desired state leaves them 0), learning off, bound to
 // the parent interface and its source address, MTU = parent MTU − 50
 // (IPv4 underlay) or − 70 (IPv6) unless set, the node's deterministic MAC,
 // the tunnel address as a /32 (/128), and transmit checksum offload off (a
@@ -19,6 +20,7 @@
 package vxlan
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,8 +56,9 @@ type Config struct {
 	// NetNS is the namespace holding the device; "" is the current one.
 	NetNS string
 	Name  string // default DefaultName
-	VNI   int    // default DefaultVNI
-	Port  int    // default DefaultPort
+	// VNI and Port are used when the desired device leaves its own 0.
+	VNI  int // default DefaultVNI
+	Port int // default DefaultPort
 	// TxChecksumOffload keeps the device's transmit checksum offload on.
 	// Off (the default) avoids the checksum bugs some kernels and NICs have
 	// with VXLAN (calico.md §5.3) but costs throughput: without checksum
@@ -211,6 +214,8 @@ func (m *Manager) readKernel() error {
 
 // spec is the device the desired state asks for, with the parent resolved.
 type spec struct {
+	vni    int
+	port   int
 	parent netlink.Link
 	src    netip.Addr
 	mtu    int
@@ -219,7 +224,7 @@ type spec struct {
 }
 
 func (m *Manager) resolve(want *dataplane.VXLANDevice) (spec, error) {
-	s := spec{src: want.Source, mac: want.MAC, tunnel: want.TunnelAddr}
+	s := spec{src: want.Source, mac: want.MAC, tunnel: want.TunnelAddr, vni: cmp.Or(want.VNI, m.cfg.VNI), port: cmp.Or(want.Port, m.cfg.Port)}
 	var err error
 	if want.Parent != "" {
 		if s.parent, err = m.nl.LinkByName(want.Parent); err != nil {
@@ -256,7 +261,7 @@ func (m *Manager) linkHolding(addr netip.Addr) (netlink.Link, error) {
 // fixedMatches reports whether the device's creation-time parameters are
 // the desired ones.
 func (m *Manager) fixedMatches(dev *netlink.Vxlan, s spec) bool {
-	return dev.VxlanId == m.cfg.VNI && dev.Port == m.cfg.Port && dev.VtepDevIndex == s.parent.Attrs().Index &&
+	return dev.VxlanId == s.vni && dev.Port == s.port && dev.VtepDevIndex == s.parent.Attrs().Index &&
 		kroute.Addr(dev.SrcAddr) == s.src && !dev.Learning
 }
 
@@ -285,7 +290,8 @@ func (m *Manager) applyUpdates() error {
 func (m *Manager) ensureDevice(s spec) error {
 	if m.dev != nil && !m.fixedMatches(m.dev, s) {
 		m.log.Info("recreating the VXLAN device: its fixed parameters changed",
-			"vni", m.dev.VxlanId, "port", m.dev.Port, "parent_index", m.dev.VtepDevIndex, "src", m.dev.SrcAddr)
+			"vni", m.dev.VxlanId, "port", m.dev.Port, "parent_index", m.dev.VtepDevIndex, "src", m.dev.SrcAddr,
+			"new_vni", s.vni, "new_port", s.port)
 		if err := m.nl.LinkDel(m.dev); err != nil && !nlutil.IsLinkNotFound(err) {
 			return fmt.Errorf("delete %s: %w", m.cfg.Name, err)
 		}
@@ -330,10 +336,10 @@ func (m *Manager) create(s spec) error {
 			MTU:          s.mtu,
 			HardwareAddr: s.mac,
 		},
-		VxlanId:      m.cfg.VNI,
+		VxlanId:      s.vni,
 		VtepDevIndex: s.parent.Attrs().Index,
 		SrcAddr:      s.src.AsSlice(),
-		Port:         m.cfg.Port,
+		Port:         s.port,
 		Learning:     false,
 	}
 	if err := m.nl.LinkAdd(dev); err != nil {
