@@ -34,16 +34,19 @@ func TestDesiredNewSectionsValidateAndCompare(t *testing.T) {
 		}
 	}
 	for name, change := range map[string]func(d *Desired){
-		"ipip v6 source":     func(d *Desired) { d.IPIP = &IPIPDevice{TunnelAddr: ipip.TunnelAddr, Source: netip.MustParseAddr("fd00::1")} },
-		"ipip no address":    func(d *Desired) { d.IPIP = &IPIPDevice{Source: ipip.Source} },
-		"ipip MTU":           func(d *Desired) { d.IPIP = &IPIPDevice{TunnelAddr: ipip.TunnelAddr, Source: ipip.Source, MTU: 40} },
-		"resync too long":    func(d *Desired) { d.Loop.ResyncPeriod = 2 * time.Minute },
-		"bad level":          func(d *Desired) { d.Loop.LogLevel = "verbose" },
-		"vni":                func(d *Desired) { c := *d.VXLAN; c.VNI = 1 << 24; d.VXLAN = &c },
-		"port":               func(d *Desired) { c := *d.VXLAN; c.Port = 70000; d.VXLAN = &c },
-		"snat v6":            func(d *Desired) { d.NAT.SNATAddress = netip.MustParseAddr("fd00::1") },
-		"port range reverse": func(d *Desired) { d.NAT.PortMin, d.NAT.PortMax = 2000, 1000 },
-		"half a port range":  func(d *Desired) { d.NAT.PortMin, d.NAT.PortMax = 0, 1000 },
+		"ipip v6 source": func(d *Desired) {
+			d.IPIP = &IPIPDevice{TunnelAddr: ipip.TunnelAddr, Source: netip.MustParseAddr("fd00::1")}
+		},
+		"ipip no address":          func(d *Desired) { d.IPIP = &IPIPDevice{Source: ipip.Source} },
+		"ipip MTU":                 func(d *Desired) { d.IPIP = &IPIPDevice{TunnelAddr: ipip.TunnelAddr, Source: ipip.Source, MTU: 40} },
+		"resync too long":          func(d *Desired) { d.Loop.ResyncPeriod = 2 * time.Minute },
+		"bad level":                func(d *Desired) { d.Loop.LogLevel = "verbose" },
+		"vni":                      func(d *Desired) { c := *d.VXLAN; c.VNI = 1 << 24; d.VXLAN = &c },
+		"port":                     func(d *Desired) { c := *d.VXLAN; c.Port = 70000; d.VXLAN = &c },
+		"snat v6":                  func(d *Desired) { d.NAT.SNATAddress = netip.MustParseAddr("fd00::1") },
+		"port range reverse":       func(d *Desired) { d.NAT.PortMin, d.NAT.PortMax = 2000, 1000 },
+		"ports without an address": func(d *Desired) { d.NAT.SNATAddress = netip.Addr{} },
+		"half a port range":        func(d *Desired) { d.NAT.PortMin, d.NAT.PortMax = 0, 1000 },
 	} {
 		d := base
 		change(&d)

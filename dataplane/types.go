@@ -457,9 +457,10 @@ type NATConfig struct {
 	// SNATAddress, when valid, replaces MASQUERADE for IPv4 with SNAT to
 	// it (FelixConfiguration natOutgoingAddress).
 	SNATAddress netip.Addr
-	// PortMin..PortMax, when set, is the source port range of the
-	// translated TCP and UDP traffic (natPortRange); 0..0 leaves the
-	// ports to the kernel.
+	// PortMin..PortMax, when set, is the source port range of the TCP and
+	// UDP traffic SNATed to SNATAddress (natPortRange); 0..0 leaves the
+	// ports to the kernel. It needs SNATAddress (the NAT driver cannot
+	// give a masquerade a port range).
 	PortMin, PortMax uint16
 }
 
@@ -485,6 +486,9 @@ func (n NATConfig) Validate() error {
 	}
 	if (n.PortMin == 0) != (n.PortMax == 0) || n.PortMin > n.PortMax {
 		errs = append(errs, fmt.Errorf("nat: port range %d-%d: want 1 <= min <= max, or none", n.PortMin, n.PortMax))
+	}
+	if n.PortMin != 0 && !n.SNATAddress.IsValid() {
+		errs = append(errs, errors.New("nat: a port range needs an SNAT address"))
 	}
 	return errors.Join(errs...)
 }
