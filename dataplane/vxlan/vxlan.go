@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/internal/devaddr"
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
 	"github.com/weftnet/weft/dataplane/internal/nsx"
@@ -230,7 +231,7 @@ func (m *Manager) resolve(want *dataplane.VXLANDevice) (spec, error) {
 		if s.parent, err = m.nl.LinkByName(want.Parent); err != nil {
 			return s, fmt.Errorf("parent %s: %w", want.Parent, err)
 		}
-	} else if s.parent, err = m.linkHolding(want.Source); err != nil {
+	} else if s.parent, err = devaddr.LinkHolding(m.nl, want.Source); err != nil {
 		return s, err
 	}
 	s.mtu = want.MTU
@@ -238,24 +239,6 @@ func (m *Manager) resolve(want *dataplane.VXLANDevice) (spec, error) {
 		s.mtu = dataplane.VXLANDeviceMTU(s.parent.Attrs().MTU, want.Source.Is6())
 	}
 	return s, nil
-}
-
-// linkHolding finds the interface that holds addr.
-func (m *Manager) linkHolding(addr netip.Addr) (netlink.Link, error) {
-	addrs, err := nlutil.Dump(func() ([]netlink.Addr, error) { return m.nl.AddrList(nil, kroute.Family(addr)) })
-	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if kroute.Addr(a.IP) == addr {
-			l, err := m.nl.LinkByIndex(a.LinkIndex)
-			if err != nil {
-				return nil, fmt.Errorf("interface holding %s: %w", addr, err)
-			}
-			return l, nil
-		}
-	}
-	return nil, fmt.Errorf("no interface holds the VXLAN source address %s", addr)
 }
 
 // fixedMatches reports whether the device's creation-time parameters are
@@ -391,40 +374,13 @@ func (m *Manager) ensureTxChecksum() error {
 
 // ensureAddr makes the tunnel address the device's only global address.
 func (m *Manager) ensureAddr(tunnel netip.Addr) error {
-	addrs, err := nlutil.Dump(func() ([]netlink.Addr, error) { return m.nl.AddrList(m.dev, netlink.FAMILY_ALL) })
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", m.cfg.Name, err)
-	}
 	var want netip.Prefix
 	if tunnel.IsValid() {
 		want = netip.PrefixFrom(tunnel, tunnel.BitLen())
 	}
-	found := false
-	var errs []error
-	for _, a := range addrs {
-		ip := kroute.Addr(a.IP)
-		if ip.IsLinkLocalUnicast() {
-			continue
-		}
-		ones, _ := a.Mask.Size()
-		if netip.PrefixFrom(ip, ones) == want {
-			found = true
-			continue
-		}
-		if err := m.nl.AddrDel(m.dev, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", ip, m.cfg.Name, err))
-			continue
-		}
-		m.writes.Add(1)
-	}
-	if want.IsValid() && !found {
-		if err := m.nl.AddrAdd(m.dev, &netlink.Addr{IPNet: kroute.IPNet(want)}); err != nil && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("add tunnel address %s to %s: %w", want, m.cfg.Name, err))
-		} else {
-			m.writes.Add(1)
-		}
-	}
-	return errors.Join(errs...)
+	n, err := devaddr.EnsureOnly(m.nl, m.dev, want)
+	m.writes.Add(uint64(n))
+	return err
 }
 
 func (m *Manager) neighEntry(ip netip.Addr, mac net.HardwareAddr) *netlink.Neigh {
