@@ -12,9 +12,14 @@ import (
 // (RouteClassBlock): a blackhole for each block this node owns, and a
 // route to each other node's block and to each address another node
 // borrowed from a block, over VXLAN (the pool's vxlanMode, once the VXLAN
-// device exists: it reads the vxlan resolver's section) or natively to a
-// node on this node's subnet. Without one of those a remote block has no
-// route here (BGP, when it runs, provides them).
+// device exists: it reads the vxlan resolver's section), over IP-in-IP
+// (the pool's ipipMode, once the IP-in-IP device exists, to a peer that
+// has its IP-in-IP tunnel address: "via <peer underlay> dev weft.ipip
+// onlink"), or natively to a node on this node's subnet. A block whose
+// pool asks for an encapsulation this node or the peer cannot provide has
+// no route at all, never an unencapsulated one; otherwise a remote block
+// without one of those has no route here (BGP, when it runs, provides
+// them).
 type blockRoutes struct{ env Env }
 
 func newBlockRoutes(env Env) Resolver { return &blockRoutes{env: env} }
@@ -28,7 +33,8 @@ func (r *blockRoutes) OnUpdate(Update) {}
 func (r *blockRoutes) Contribute(out *Output) {
 	me := r.env.Config.NodeName
 	topo := r.env.Topology
-	vxlanUp := out.Desired.VXLAN != nil
+	vxlanUp, ipipUp := out.Desired.VXLAN != nil, out.Desired.IPIP != nil
+	noIPIPAddr := map[string]bool{} // peers whose blocks need IP-in-IP but that have no tunnel address
 	local := map[netip.Addr]bool{}
 	for _, w := range out.Desired.Workloads {
 		for _, p := range w.IPs {
@@ -46,7 +52,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			}
 		case b.Owner != "" && pool != nil:
 			if peer, ok := topo.Nodes[b.Owner]; ok {
-				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp); ok {
+				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp, ipipUp, noIPIPAddr); ok {
 					routes[b.CIDR] = rt
 				}
 			}
@@ -60,7 +66,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 				continue
 			}
 			dst := netip.PrefixFrom(addr, addr.BitLen())
-			if rt, ok := r.routeTo(dst, pool, peer, vxlanUp); ok {
+			if rt, ok := r.routeTo(dst, pool, peer, vxlanUp, ipipUp, noIPIPAddr); ok {
 				routes[dst] = rt
 			}
 		}
@@ -68,13 +74,16 @@ func (r *blockRoutes) Contribute(out *Output) {
 	for _, rt := range routes {
 		out.Desired.Routes = append(out.Desired.Routes, rt)
 	}
+	for _, n := range sortedKeys(noIPIPAddr) {
+		out.problem("node %s has no IP-in-IP tunnel address (it cannot honour IP-in-IP, or is still allocating it): its blocks of IP-in-IP pools are not routed from this node", n)
+	}
 }
 
 // routeTo builds the route for dst (a remote block or borrowed address)
 // held by peer under pool, or reports that there is none (the peer is not
 // reachable without BGP, or the VXLAN device or the peer's VXLAN details
 // are not there yet).
-func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, vxlanUp bool) (dataplane.Route, bool) {
+func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, vxlanUp, ipipUp bool, noIPIPAddr map[string]bool) (dataplane.Route, bool) {
 	cfg := r.env.Config
 	base := dataplane.Route{Dst: dst, Class: dataplane.RouteClassBlock}
 	if !dst.Addr().Is4() {
@@ -94,6 +103,21 @@ func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, 
 			return dataplane.Route{}, false
 		}
 		base.Dev, base.Via, base.OnLink = cfg.VXLANIface, peer.TunnelIP, true
+		return base, true
+	}
+	useIPIP := pool.Spec.IPIPMode == api.EncapAlways || (pool.Spec.IPIPMode == api.EncapCrossSubnet && !sameSubnet)
+	if useIPIP {
+		// Without the device (this node cannot honour IP-in-IP: the ipip
+		// resolver reports why) or without the peer's tunnel address (it
+		// cannot decapsulate), nothing: never unencapsulated.
+		if !ipipUp || !peer.Underlay.IsValid() {
+			return dataplane.Route{}, false
+		}
+		if !peer.IPIPTunnelIP.IsValid() {
+			noIPIPAddr[peer.Name] = true
+			return dataplane.Route{}, false
+		}
+		base.Dev, base.Via, base.OnLink = cfg.ipipIface(), peer.Underlay, true
 		return base, true
 	}
 	if sameSubnet {
