@@ -63,7 +63,9 @@ type levelHandler struct {
 
 func (h *levelHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
 
-func (h *levelHandler) Handle(ctx context.Context, r slog.Record) error { return h.inner.Handle(ctx, r) }
+func (h *levelHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.inner.Handle(ctx, r)
+}
 
 func (h *levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return &levelHandler{inner: h.inner.WithAttrs(as), level: h.level}

@@ -47,4 +47,3 @@ func logLevel(severity string) string {
 	}
 	return ""
 }
-
