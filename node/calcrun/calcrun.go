@@ -76,10 +76,10 @@ type Runner struct {
 	localPending map[store.Key]calc.LocalInput
 	localKick    chan struct{}
 
-	floor        uint64       // the applied-revision mark found at start
-	waiting      bool         // a state was held back because of floor
-	last         calc.Output
-	published    bool
+	floor     uint64 // the applied-revision mark found at start
+	waiting   bool   // a state was held back because of floor
+	last      calc.Output
+	published bool
 
 	problems prometheus.Gauge
 	held     prometheus.Gauge
