@@ -154,3 +154,48 @@ func TestNeedsSettled(t *testing.T) {
 		}
 	}
 }
+
+func ipipOf(st *store.Node) string {
+	o, ok := st.Get(store.Key{Kind: api.KindNode, Name: "n1"})
+	if !ok {
+		return ""
+	}
+	r, err := api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
+	if err != nil || r.(*api.Node).Spec.BGP == nil {
+		return ""
+	}
+	return r.(*api.Node).Spec.BGP.IPv4IPIPTunnelAddr
+}
+
+// An IP-in-IP pool gives the node its IP-in-IP tunnel address
+// (ipip-tunnel-addr-n1, recorded as spec.bgp.ipv4IPIPTunnelAddr) from a
+// pool with IP-in-IP, and takes it back when no pool uses IP-in-IP; the
+// VXLAN address is not touched.
+func TestIPIPTunnelAddressFollowsThePools(t *testing.T) {
+	st, _ := run(t)
+	apply(t, st, `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: p2}
+spec: {cidr: 10.81.0.0/16, blockSize: 26, ipipMode: Always}
+`)
+	waitFor(t, "an IP-in-IP tunnel address", func() bool { return ipipOf(st) != "" })
+	if a := netip.MustParseAddr(ipipOf(st)); !netip.MustParsePrefix("10.81.0.0/16").Contains(a) {
+		t.Errorf("IP-in-IP tunnel address %s outside the IP-in-IP pool", a)
+	}
+	handle := ipam.TunnelHandle(ipam.TunnelIPIP, "n1", false)
+	if _, ok := st.Get(ipam.HandleKey(handle)); !ok {
+		t.Fatalf("no IPAM handle %s", handle)
+	}
+	if a, _ := tunnelOf(st); a != "" {
+		t.Errorf("VXLAN tunnel address %s with no VXLAN pool", a)
+	}
+	apply(t, st, `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: p2}
+spec: {cidr: 10.81.0.0/16, blockSize: 26, ipipMode: Never}
+`)
+	waitFor(t, "the IP-in-IP tunnel address given back", func() bool {
+		_, held := st.Get(ipam.HandleKey(handle))
+		return !held && ipipOf(st) == ""
+	})
+}
