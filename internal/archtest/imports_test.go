@@ -87,7 +87,7 @@ var rules = []rule{
 		why: "IPAM is pure allocation over store state"},
 	{who: "node", except: []string{"node", "node/localapi", "node/config"},
 		forbidden: []string{"dataplane/links", "dataplane/routes", "dataplane/vxlan", "dataplane/ipip", "dataplane/nat", "dataplane/linux", "dataplane/rules", "dataplane/sysctls", "dataplane/mtu", "github.com/vishvananda/netlink"},
-		direct: true, why: "only the composition root (package node) builds the drivers; services see the dataplane's contract"},
+		direct:    true, why: "only the composition root (package node) builds the drivers; services see the dataplane's contract"},
 	{who: "", forbidden: []string{"=node"}, direct: true,
 		why: "node is the composition root: only cmd/weft imports it"},
 	{who: "", forbidden: []string{"cmd/weft"}, direct: true, why: "the CLI is a leaf"},
