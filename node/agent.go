@@ -102,7 +102,7 @@ func New(cfg *config.Config, log *slog.Logger) *Agent {
 	reg.MustRegister(buildInfo)
 	ipipAvailable := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "weft_ipip_available",
-		Help: "1 when this node's kernel can create IP-in-IP devices; 0 when it cannot, and pools with ipipMode are not routed on this node.",
+		Help: "1 when this node's kernel can create IP-in-IP devices; 0 when it cannot: traffic to other nodes' blocks of ipipMode pools is dropped on this node.",
 	})
 	reg.MustRegister(ipipAvailable)
 	return &Agent{

@@ -109,11 +109,11 @@ func (a *Agent) setIPIPSupport(s ipip.Support, how string) {
 		a.ipipAvailable.Set(1)
 		a.health.set(localapi.ComponentStatus{Name: "ipip", State: localapi.StateRunning, Live: true, Ready: true, Detail: s.Reason})
 	} else {
-		a.log.Warn("IP-in-IP is not available on this node: pools with ipipMode Always or CrossSubnet are not routed here (never unencapsulated)",
+		a.log.Warn("IP-in-IP is not available on this node: traffic to other nodes' blocks of pools with ipipMode Always or CrossSubnet is dropped here, never sent unencapsulated",
 			"how", how, "reason", s.Reason)
 		a.ipipAvailable.Set(0)
 		a.health.set(localapi.ComponentStatus{Name: "ipip", State: localapi.StateUnavailable, Live: true, Ready: true,
-			Detail: s.Reason + "; pools with ipipMode are not routed on this node"})
+			Detail: s.Reason + "; traffic to other nodes' blocks of ipipMode pools is dropped on this node"})
 	}
 	if r := a.runner; r != nil {
 		r.SetLocal(calc.LocalInput{Kind: calc.LocalKindIPIP, Value: calc.Support{Available: s.Available, Reason: s.Reason}})
@@ -131,7 +131,7 @@ func (a *Agent) ipipWarnings(r api.Resource) []string {
 	if s == nil || s.Available {
 		return nil
 	}
-	return []string{fmt.Sprintf("IPPool %s: ipipMode %s: this node (%s) cannot honour IP-in-IP (%s): the pool's blocks on other nodes are not routed from it, never unencapsulated; see `weft node status`",
+	return []string{fmt.Sprintf("IPPool %s: ipipMode %s: this node (%s) cannot honour IP-in-IP (%s): traffic from it to the pool's blocks on other nodes is dropped, never sent unencapsulated; see `weft node status`",
 		p.Metadata.Name, p.Spec.IPIPMode, a.cfg.Node.Name, s.Reason)}
 }
 

@@ -16,11 +16,18 @@ import (
 // (the pool's ipipMode, once the IP-in-IP device exists, to a peer that
 // has its IP-in-IP tunnel address: "via <peer underlay> dev weft.ipip
 // onlink"), or natively to a node on this node's subnet. A block whose
-// pool asks for an encapsulation this node or the peer cannot provide has
-// no route at all, never an unencapsulated one; otherwise a remote block
-// without one of those has no route here (BGP, when it runs, provides
-// them).
-type blockRoutes struct{ env Env }
+// pool asks for an encapsulation this node refuses (no ipip module,
+// FelixConfiguration ipipEnabled or vxlanEnabled false) or the peer cannot
+// take (no IP-in-IP tunnel address) gets a blackhole: its traffic is
+// dropped here, never sent unencapsulated (to a neighbour on this subnet,
+// or to a router by the default route); the ipip and vxlan resolvers say
+// why in the problems. Otherwise a remote block without one of those has
+// no route here (BGP, when it runs, provides them).
+type blockRoutes struct {
+	env Env
+	// Set by Contribute: this node refuses the encapsulation.
+	vxlanRefused, ipipRefused bool
+}
 
 func newBlockRoutes(env Env) Resolver { return &blockRoutes{env: env} }
 
@@ -34,6 +41,8 @@ func (r *blockRoutes) Contribute(out *Output) {
 	me := r.env.Config.NodeName
 	topo := r.env.Topology
 	vxlanUp, ipipUp := out.Desired.VXLAN != nil, out.Desired.IPIP != nil
+	r.vxlanRefused = topo.Felix.VXLANEnabled != nil && !*topo.Felix.VXLANEnabled
+	r.ipipRefused = (topo.Felix.IPIPEnabled != nil && !*topo.Felix.IPIPEnabled) || !topo.IPIPSupport().Available
 	noIPIPAddr := map[string]bool{} // peers whose blocks need IP-in-IP but that have no tunnel address
 	local := map[netip.Addr]bool{}
 	for _, w := range out.Desired.Workloads {
@@ -75,7 +84,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 		out.Desired.Routes = append(out.Desired.Routes, rt)
 	}
 	for _, n := range sortedKeys(noIPIPAddr) {
-		out.problem("node %s has no IP-in-IP tunnel address (it cannot honour IP-in-IP, or is still allocating it): its blocks of IP-in-IP pools are not routed from this node", n)
+		out.problem("node %s has no IP-in-IP tunnel address (it cannot honour IP-in-IP, or is still allocating it): traffic to its blocks of IP-in-IP pools is dropped here, never sent unencapsulated", n)
 	}
 }
 
@@ -98,7 +107,11 @@ func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, 
 	}
 	sameSubnet := cfg.UnderlayPrefix.IsValid() && peer.Underlay.IsValid() && cfg.UnderlayPrefix.Contains(peer.Underlay)
 	useVXLAN := pool.Spec.VXLANMode == api.EncapAlways || (pool.Spec.VXLANMode == api.EncapCrossSubnet && !sameSubnet)
+	drop := dataplane.Route{Dst: dst, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}
 	if useVXLAN {
+		if r.vxlanRefused {
+			return drop, true
+		}
 		if !vxlanUp || !peer.TunnelIP.IsValid() || !peer.Underlay.IsValid() {
 			return dataplane.Route{}, false
 		}
@@ -107,15 +120,18 @@ func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, 
 	}
 	useIPIP := pool.Spec.IPIPMode == api.EncapAlways || (pool.Spec.IPIPMode == api.EncapCrossSubnet && !sameSubnet)
 	if useIPIP {
-		// Without the device (this node cannot honour IP-in-IP: the ipip
-		// resolver reports why) or without the peer's tunnel address (it
-		// cannot decapsulate), nothing: never unencapsulated.
+		// This node cannot honour IP-in-IP (the ipip resolver reports
+		// why), or the peer cannot decapsulate (no tunnel address):
+		// dropped, never unencapsulated.
+		if r.ipipRefused {
+			return drop, true
+		}
 		if !ipipUp || !peer.Underlay.IsValid() {
-			return dataplane.Route{}, false
+			return dataplane.Route{}, false // the device is on its way
 		}
 		if !peer.IPIPTunnelIP.IsValid() {
 			noIPIPAddr[peer.Name] = true
-			return dataplane.Route{}, false
+			return drop, true
 		}
 		base.Dev, base.Via, base.OnLink = cfg.ipipIface(), peer.Underlay, true
 		return base, true

@@ -120,9 +120,10 @@ func TestIPIPCrossSubnet(t *testing.T) {
 }
 
 // A node that cannot honour IP-in-IP (no ipip module, or ipipEnabled
-// false) routes an Always pool's remote blocks nowhere — not natively to a
-// peer on its own subnet — says so once per pool, and wants no tunnel
-// address; a CrossSubnet pool keeps its native routes within the subnet.
+// false) blackholes an Always pool's remote blocks — never routes them
+// natively to a peer on its own subnet, nor leaves them to the default
+// route — says so once per pool, and wants no tunnel address; a
+// CrossSubnet pool keeps its native routes within the subnet.
 func TestIPIPNotHonouredIsLoudAndNeverUnencapsulated(t *testing.T) {
 	for name, extra := range map[string]struct {
 		objs   []store.Object
@@ -134,18 +135,22 @@ func TestIPIPNotHonouredIsLoudAndNeverUnencapsulated(t *testing.T) {
 	} {
 		out := run(t, testCfg, append(ipipScenario(t, api.EncapAlways), extra.objs...), extra.locals...)
 		got := routeMap(out.Desired.Routes)
-		if len(got) != 1 || got["10.244.0.0/26"] == "" {
-			t.Errorf("%s: routes %v, want only this node's blackhole", name, got)
+		want := map[string]string{
+			"10.244.0.0/26": "blackhole 10.244.0.0/26", "10.244.0.64/26": "blackhole 10.244.0.64/26",
+			"10.244.0.128/26": "blackhole 10.244.0.128/26", "10.244.0.9/32": "blackhole 10.244.0.9/32",
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: routes %v, want blackholes only", name, got)
 		}
 		if out.Desired.IPIP != nil || out.Tunnels.IPIP.Wanted {
 			t.Errorf("%s: device %+v, tunnel %+v", name, out.Desired.IPIP, out.Tunnels.IPIP)
 		}
-		if !hasProblem(out, "pool p uses IP-in-IP (ipipMode Always)", extra.why, "not routed") || len(out.Problems) != 1 {
+		if !hasProblem(out, "pool p uses IP-in-IP (ipipMode Always)", extra.why, "dropped here", "never sent unencapsulated") || len(out.Problems) != 1 {
 			t.Errorf("%s: problems %q", name, out.Problems)
 		}
 		out = run(t, testCfg, append(ipipScenario(t, api.EncapCrossSubnet), extra.objs...), extra.locals...)
 		got = routeMap(out.Desired.Routes)
-		if got["10.244.0.64/26"] != "10.244.0.64/26 via 192.168.7.2 dev " || got["10.244.0.128/26"] != "" {
+		if got["10.244.0.64/26"] != "10.244.0.64/26 via 192.168.7.2 dev " || got["10.244.0.128/26"] != "blackhole 10.244.0.128/26" {
 			t.Errorf("%s, CrossSubnet: routes %v", name, got)
 		}
 		if !hasProblem(out, "nodes in other subnets") {
@@ -167,7 +172,7 @@ func TestIPIPPeerWithoutTunnelAddress(t *testing.T) {
 	objs[2] = ipipNode(t, "n3", "192.168.8.3/24", "")
 	out := run(t, testCfg, objs)
 	got := routeMap(out.Desired.Routes)
-	if got["10.244.0.128/26"] != "" || got["10.244.0.64/26"] == "" {
+	if got["10.244.0.128/26"] != "blackhole 10.244.0.128/26" || got["10.244.0.64/26"] == "" {
 		t.Errorf("routes %v", got)
 	}
 	if !hasProblem(out, "node n3 has no IP-in-IP tunnel address") {
@@ -202,9 +207,10 @@ func TestFelixVXLANSettings(t *testing.T) {
 		t.Fatalf("after deleting default: %+v, want the config file's", dev)
 	}
 
-	// vxlanEnabled false: no device, no VXLAN routes, one problem.
+	// vxlanEnabled false: no device, blackholes for the remote blocks,
+	// one problem.
 	out := run(t, cfg, append(base, felixConfig(t, "default", api.FelixConfigurationSpec{VXLANEnabled: new(false)})))
-	if out.Desired.VXLAN != nil || out.Tunnels.VXLAN.Wanted || len(routeMap(out.Desired.Routes)) != 1 {
+	if out.Desired.VXLAN != nil || out.Tunnels.VXLAN.Wanted || routeMap(out.Desired.Routes)["10.244.0.128/26"] != "blackhole 10.244.0.128/26" {
 		t.Errorf("vxlanEnabled false: device %+v, tunnel %+v, routes %v", out.Desired.VXLAN, out.Tunnels.VXLAN, routeMap(out.Desired.Routes))
 	}
 	if !hasProblem(out, "pool p uses VXLAN", "vxlanEnabled is false") {

@@ -14,8 +14,8 @@ import (
 // IP-in-IP tunnel address. Its MTU is FelixConfiguration's ipipMTU, else
 // the underlay MTU − 20. When the node cannot honour IP-in-IP it says so,
 // once per pool, in the problems (`weft node status`, the log,
-// weft_calc_problems); the block-routes resolver then routes those pools'
-// remote blocks nowhere rather than unencapsulated.
+// weft_calc_problems); the block-routes resolver then gives those pools'
+// remote blocks blackhole routes rather than unencapsulated ones.
 type ipipResolver struct{ env Env }
 
 func newIPIP(env Env) Resolver { return &ipipResolver{env: env} }
@@ -44,7 +44,7 @@ func (r *ipipResolver) Contribute(out *Output) {
 			if topo.Pools[name].Spec.IPIPMode == api.EncapCrossSubnet {
 				where = "nodes in other subnets"
 			}
-			out.problem("pool %s uses IP-in-IP (ipipMode %s) but %s: its blocks on %s are not routed from this node (never unencapsulated)",
+			out.problem("pool %s uses IP-in-IP (ipipMode %s) but %s: traffic to its blocks on %s is dropped here (blackhole routes), never sent unencapsulated",
 				name, topo.Pools[name].Spec.IPIPMode, why, where)
 		}
 		return

@@ -28,7 +28,7 @@ func (r *vxlan) Contribute(out *Output) {
 	cfg, topo := r.env.Config, r.env.Topology
 	if e := topo.Felix.VXLANEnabled; e != nil && !*e {
 		for _, name := range topo.PoolsWith(func(s api.IPPoolSpec) string { return s.VXLANMode }) {
-			out.problem("pool %s uses VXLAN (vxlanMode %s) but FelixConfiguration vxlanEnabled is false: its blocks on other nodes are not routed from this node (never unencapsulated)",
+			out.problem("pool %s uses VXLAN (vxlanMode %s) but FelixConfiguration vxlanEnabled is false: traffic to its blocks on other nodes is dropped here (blackhole routes), never sent unencapsulated",
 				name, topo.Pools[name].Spec.VXLANMode)
 		}
 	}
