@@ -378,9 +378,13 @@ func (l *Loop) applySettings(s LoopSettings) (periodChanged bool) {
 		if lv, err := s.Level(); err == nil && lv != nil {
 			level = *lv
 		}
-		if l.cfg.LogLevel.Level() != level {
+		if old := l.cfg.LogLevel.Level(); old != level {
+			// Logged at whichever of the two levels lets it through.
+			if level < old {
+				l.cfg.LogLevel.Set(level)
+			}
+			l.log.Log(context.Background(), max(min(old, level), slog.LevelInfo), "dataplane log level", "level", level)
 			l.cfg.LogLevel.Set(level)
-			l.log.Info("dataplane log level", "level", level)
 		}
 	}
 	period := l.cfg.ResyncPeriod
