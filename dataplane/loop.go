@@ -373,30 +373,37 @@ func (l *Loop) nextResync() time.Duration {
 // restarts the resync timer). States are valid (validated by the
 // calculation), so the level parses.
 func (l *Loop) applySettings(s LoopSettings) (periodChanged bool) {
+	// The changes are logged while the lower of the old and new levels is
+	// in force, at Info or that level: the lines get out either way.
+	noteLevel, final := slog.LevelInfo, slog.Level(0)
+	levelChanged := false
 	if l.cfg.LogLevel != nil {
-		level := l.cfg.DefaultLogLevel
+		final = l.cfg.DefaultLogLevel
 		if lv, err := s.Level(); err == nil && lv != nil {
-			level = *lv
+			final = *lv
 		}
-		if old := l.cfg.LogLevel.Level(); old != level {
-			// Logged at whichever of the two levels lets it through.
-			if level < old {
-				l.cfg.LogLevel.Set(level)
-			}
-			l.log.Log(context.Background(), max(min(old, level), slog.LevelInfo), "dataplane log level", "level", level)
-			l.cfg.LogLevel.Set(level)
-		}
+		old := l.cfg.LogLevel.Level()
+		levelChanged = old != final
+		l.cfg.LogLevel.Set(min(old, final))
+		noteLevel = max(min(old, final), slog.LevelInfo)
+	}
+	ctx := context.Background()
+	if levelChanged {
+		l.log.Log(ctx, noteLevel, "dataplane log level", "level", final)
 	}
 	period := l.cfg.ResyncPeriod
 	if s.ResyncPeriod > 0 && s.ResyncPeriod <= MaxResyncPeriod {
 		period = s.ResyncPeriod
 	}
-	if period == l.period {
-		return false
+	if period != l.period {
+		l.log.Log(ctx, noteLevel, "dataplane resync period", "period", period)
+		l.period = period
+		periodChanged = true
 	}
-	l.log.Info("dataplane resync period", "period", period)
-	l.period = period
-	return true
+	if l.cfg.LogLevel != nil {
+		l.cfg.LogLevel.Set(final)
+	}
+	return periodChanged
 }
 
 // applyPass runs the update phase in order and the removal phase in
