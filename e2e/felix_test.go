@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -34,7 +33,7 @@ func TestFelixConfigurationTakesEffectLive(t *testing.T) {
 	ws := []*wlWorkload{wlAttach(t, site, hosts[0], "h1-a"), wlAttach(t, site, hosts[1], "h2-a")}
 	site.ExpectWithin(30*time.Second, wlPairChecks(ws)...)
 
-	felixCLI(t, site, hosts[0], `apiVersion: projectcalico.org/v3
+	felixMustSucceed(t, felixCLI(t, site, hosts[0], `apiVersion: projectcalico.org/v3
 kind: FelixConfiguration
 metadata: {name: default}
 spec:
@@ -42,7 +41,7 @@ spec:
   vxlanVNI: 4097
   routeRefreshInterval: 10s
   logSeverityScreen: Warning
-`, "apply", "-f", "-").mustSucceed(t)
+`, "apply", "-f", "-"))
 	vxlanDevice := func(h *testbed.Host, vni, port, mtu int) func() error {
 		return func() error {
 			l, err := wlLinkNamed(h.Netns(), wlVXLAN)
@@ -76,12 +75,12 @@ spec:
 
 	// mtuIfacePattern on h1 only.
 	h1 := hosts[0]
-	felixCLI(t, site, h1, `apiVersion: projectcalico.org/v3
+	felixMustSucceed(t, felixCLI(t, site, h1, `apiVersion: projectcalico.org/v3
 kind: FelixConfiguration
 metadata: {name: node.h1}
 spec:
   mtuIfacePattern: ^nomatch$
-`, "apply", "-f", "-").mustSucceed(t)
+`, "apply", "-f", "-"))
 	workloadMTU := func(w *wlWorkload, want int) func() error {
 		return func() error {
 			l, err := wlLinkNamed(w.Netns(), "eth0")
@@ -97,7 +96,7 @@ spec:
 		t.Errorf("h2 changed too: %v", err)
 	}
 	site.ExpectWithin(20*time.Second, wlPairChecks(ws)...)
-	felixCLI(t, site, h1, "", "delete", "felixconfiguration", "node.h1").mustSucceed(t)
+	felixMustSucceed(t, felixCLI(t, site, h1, "", "delete", "felixconfiguration", "node.h1"))
 	wlWaitFor(t, 30*time.Second, "h1's workload back at 1450", workloadMTU(ws[0], 1450))
 	wlWaitFor(t, 10*time.Second, "h1's VXLAN device back at 1450, VNI and port kept", vxlanDevice(h1, 4097, 4790, 1450))
 }
@@ -131,7 +130,7 @@ spec:
   ipipMode: Always
   natOutgoing: false
 `, "apply", "-f", "-")
-	r.mustSucceed(t)
+	felixMustSucceed(t, r)
 	if !strings.Contains(r.stderr, "Warning: IPPool ipip-pool: ipipMode Always: this node (h1) cannot honour IP-in-IP") ||
 		!strings.Contains(r.stdout, "Successfully applied 1 'IPPool' resource(s)") {
 		t.Errorf("weft apply of an ipipMode pool: %s", r)
@@ -200,37 +199,18 @@ spec:
 	}
 }
 
-// felixResult is one run of the weft CLI.
-type felixResult struct {
-	args           []string
-	stdout, stderr string
-	err            error
-}
-
-func (r felixResult) String() string {
-	return fmt.Sprintf("`weft %s`: %v, stdout %q, stderr %q", strings.Join(r.args, " "), r.err, r.stdout, r.stderr)
-}
-
-func (r felixResult) mustSucceed(t *testing.T) {
+// felixCLI runs the weft CLI against h's socket with stdin, keeping stdout
+// and stderr apart (datastoreCluster.weft).
+func felixCLI(t *testing.T, site *testbed.Site, h *testbed.Host, stdin string, args ...string) cliResult {
 	t.Helper()
-	if r.err != nil {
+	return (&datastoreCluster{t: t, site: site}).weft(h, stdin, args...)
+}
+
+func felixMustSucceed(t *testing.T, r cliResult) {
+	t.Helper()
+	if r.code != 0 {
 		t.Fatal(r)
 	}
-}
-
-// felixCLI runs the weft CLI against h's socket with stdin, keeping stdout
-// and stderr apart (the CLI only talks to the socket, a path).
-func felixCLI(t *testing.T, site *testbed.Site, h *testbed.Host, stdin string, args ...string) felixResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, site.Binary(), append([]string{"--socket", h.Socket()}, args...)...)
-	cmd.Env = append(os.Environ(), testbed.EnvSocket+"="+h.Socket())
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return felixResult{args: args, stdout: stdout.String(), stderr: stderr.String(), err: err}
 }
 
 // capture is a running tcpdump for packets from one source address.
