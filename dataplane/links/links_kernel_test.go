@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 type fakeClock struct {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 // Only interfaces with the exact shape of a workload interface (the prefix

@@ -1,0 +1,125 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestParseNSLink(t *testing.T) {
+	for _, tc := range []struct {
+		link, kind string
+		ino        uint64
+		ok         bool
+	}{
+		{"net:[4026532281]", "net", 4026532281, true},
+		{"mnt:[4026531841]", "mnt", 4026531841, true},
+		{"mnt:[4026531841]", "net", 0, false},
+		{"net:[x]", "net", 0, false},
+		{"", "net", 0, false},
+	} {
+		ino, ok := ParseNSLink(tc.link, tc.kind)
+		if ino != tc.ino || ok != tc.ok {
+			t.Errorf("ParseNSLink(%q, %s) = %d, %v", tc.link, tc.kind, ino, ok)
+		}
+	}
+}
+
+func TestAlive(t *testing.T) {
+	if !Alive(os.Getpid()) {
+		t.Error("this process is not alive")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no `true`:", err)
+	}
+	if Alive(cmd.Process.Pid) {
+		t.Error("an exited and reaped process is alive")
+	}
+}
+
+func TestCurrentDoRunsInPlace(t *testing.T) {
+	ran := false
+	if err := Current().Do(func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("Do on the current namespace: ran %v, %v", ran, err)
+	}
+	want := errors.New("boom")
+	if err := Current().Do(func() error { return want }); !errors.Is(err, want) {
+		t.Fatalf("error not passed through: %v", err)
+	}
+}
+
+// A thread that cannot be switched back must never run anything else: it
+// ends with the goroutine that ran fn. Its id disappearing from
+// /proc/self/task shows the runtime ended it.
+func TestThreadNotRestoredIsDiscarded(t *testing.T) {
+	var tid int
+	err := onThread(func() (func() error, error) {
+		return func() error { return errors.New("cannot switch back") }, nil
+	}, func() error {
+		tid = unix.Gettid()
+		return nil
+	})
+	if err == nil || err.Error() != "cannot switch back" {
+		t.Fatalf("want the leave error, got %v", err)
+	}
+	waitThreadGone(t, tid)
+
+	// A thread whose namespaces fn changes for good (no leave) goes too.
+	err = onThread(func() (func() error, error) { return nil, nil }, func() error {
+		tid = unix.Gettid()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitThreadGone(t, tid)
+}
+
+func waitThreadGone(t *testing.T, tid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d still exists: it would be reused", tid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A panic in fn reaches the caller, after the thread was switched back.
+func TestDoPanicReachesTheCaller(t *testing.T) {
+	left := false
+	defer func() {
+		if p := recover(); p != "deliberate" || !left {
+			t.Fatalf("recovered %v, switched back %v", p, left)
+		}
+	}()
+	_ = onThread(func() (func() error, error) {
+		return func() error { left = true; return nil }, nil
+	}, func() error { panic("deliberate") })
+}
+
+func TestBadNames(t *testing.T) {
+	for _, name := range []string{"", ".", "..", "a/b"} {
+		if err := Create(name); err == nil {
+			t.Errorf("Create(%q) succeeded", name)
+		}
+	}
+}
+
+func TestStartRefusesPdeathsig(t *testing.T) {
+	cmd := exec.Command("true")
+	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	if err := Start(Current(), cmd); err == nil {
+		t.Fatal("Start with Pdeathsig succeeded: the child would die with the throwaway thread")
+	}
+}
