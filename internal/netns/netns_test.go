@@ -58,36 +58,44 @@ func TestCurrentDoRunsInPlace(t *testing.T) {
 // ends with the goroutine that ran fn. Its id disappearing from
 // /proc/self/task shows the runtime ended it.
 func TestThreadNotRestoredIsDiscarded(t *testing.T) {
-	var tid int
-	err := onThread(func() (func() error, error) {
+	failing := func() (func() error, error) {
 		return func() error { return errors.New("cannot switch back") }, nil
-	}, func() error {
-		tid = unix.Gettid()
-		return nil
-	})
-	if err == nil || err.Error() != "cannot switch back" {
-		t.Fatalf("want the leave error, got %v", err)
 	}
+	tid := offMainThread(t, failing)
 	waitThreadGone(t, tid)
 
 	// A thread whose namespaces fn changes for good (no leave) goes too.
-	err = onThread(func() (func() error, error) { return nil, nil }, func() error {
-		tid = unix.Gettid()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tid = offMainThread(t, func() (func() error, error) { return nil, nil })
 	waitThreadGone(t, tid)
+}
+
+// offMainThread runs onThread with enter until fn lands on a thread other
+// than the process's main one, and returns that thread's id. The main
+// thread cannot end: a discarded one is parked for good instead, which
+// keeps it from running anything else, so after at most one such round
+// every goroutine runs on other threads. If it keeps coming back, it was
+// given back to the runtime: the bug this guards against.
+func offMainThread(t *testing.T, enter func() (func() error, error)) int {
+	t.Helper()
+	for range 10 {
+		var tid int
+		err := onThread(enter, func() error {
+			tid = unix.Gettid()
+			return nil
+		})
+		if _, leave := enter(); leave != nil && err == nil {
+			t.Fatal("the error of switching back was lost")
+		}
+		if tid != os.Getpid() {
+			return tid
+		}
+	}
+	t.Fatal("onThread keeps running on the main thread: it was given back after a failed switch")
+	return 0
 }
 
 func waitThreadGone(t *testing.T, tid int) {
 	t.Helper()
-	if tid == os.Getpid() {
-		// The main thread cannot end: the runtime parks it for good
-		// instead, which equally keeps it from running anything else.
-		return
-	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); errors.Is(err, os.ErrNotExist) {

@@ -120,8 +120,10 @@ type Site struct {
 	created   []string // namespace names in creation order
 	inodes    map[uint64]bool
 	workloads []*Namespace
-	closed    bool
-	closeErr  error
+	closed    bool // no more namespaces
+
+	finished sync.Once
+	closeErr error
 }
 
 // Namespaces lists the names of the namespaces Build creates, in order.
@@ -458,22 +460,14 @@ const killWait = 5 * time.Second
 // still runs dies), releases the mount namespaces, kills every process
 // still inside a namespace of the site and deletes the namespaces, newest
 // first. Stop what should stop gracefully (agents) first. It carries on
-// past errors; later calls return the first result.
+// past errors. Only the first Close or Release acts; later calls wait for
+// it and return its result.
 func (s *Site) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return s.closeErr
-	}
-	s.closed = true
-	s.mu.Unlock()
-	errs := []error{s.release()}
-	_, err := Remove(s.Created())
-	errs = append(errs, err)
-	s.mu.Lock()
-	s.closeErr = errors.Join(errs...)
-	s.mu.Unlock()
-	return s.closeErr
+	return s.finish(func() error {
+		err := s.release()
+		_, rerr := Remove(s.Created())
+		return errors.Join(err, rerr)
+	})
 }
 
 // Release lets go of the site without tearing it down: it ends the launcher
@@ -481,15 +475,17 @@ func (s *Site) Close() error {
 // (processes running in them keep them). The namespaces and the processes
 // started with Start stay, for a later Remove of their names (`weft demo
 // --keep` then `weft demo down`). The site is unusable afterwards.
-func (s *Site) Release() error {
-	s.mu.Lock()
-	if s.closed {
+func (s *Site) Release() error { return s.finish(s.release) }
+
+// finish runs the first Close or Release.
+func (s *Site) finish(fn func() error) error {
+	s.finished.Do(func() {
+		s.mu.Lock()
+		s.closed = true
 		s.mu.Unlock()
-		return s.closeErr
-	}
-	s.closed = true
-	s.mu.Unlock()
-	return s.release()
+		s.closeErr = fn()
+	})
+	return s.closeErr
 }
 
 func (s *Site) release() error {
