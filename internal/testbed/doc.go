@@ -95,10 +95,11 @@
 // agents get SIGTERM then SIGKILL, listeners and mount namespaces go, every
 // process still inside a site namespace is killed, the namespaces (and with
 // them all links and routes) are deleted, and the directory and state file
-// removed; if the test failed, the tail of each host's log is logged first. Set
-// WEFT_TESTBED_KEEP=1 to keep the directory. Close may be called earlier;
-// Site.Leftovers then lists anything that survived (namespaces, processes,
-// mounts in any mount namespace, descriptors, links, files).
+// removed; if the test failed, the tail of each host's log is logged
+// first. Set WEFT_TESTBED_KEEP=1 to keep the directory. Close may be
+// called earlier; Site.Leftovers then lists anything that survived
+// (namespaces, processes, mounts in any mount namespace, descriptors,
+// links, files).
 //
 // Agents are started with Pdeathsig=SIGKILL from a thread that lives as long
 // as the site (netns.Launcher), so they die with a killed test process. The
@@ -110,10 +111,10 @@
 //	func TestMain(m *testing.M) { testbed.Main(m) }
 //
 // which (without -short) sweeps at start, removes the run's own sites on
-// SIGINT/SIGTERM, and runs the fake agent when a test bed test asks for it (Options.FakeAgent,
-// a stand-in serving /readyz and a socket, for testing the test bed itself).
-// By hand: `ip netns list | grep '^wtb-'` shows leftovers; `ip netns del`
-// removes one.
+// SIGINT/SIGTERM, and runs the fake agent when a test bed test asks for it
+// (Options.FakeAgent, a stand-in serving /readyz and a socket, for testing
+// the test bed itself). By hand: `ip netns list | grep '^wtb-'` shows
+// leftovers; `ip netns del` removes one.
 //
 // # Requirements
 //
