@@ -59,25 +59,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 	}
 	a.log.Info("underlay MTU", "mtu", under.MTU, "from", under.How, "iface", under.Iface)
 	a.setIPIPSupport(ipip.ProbeSystem(), "start")
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(a.cfg.Log.Level)) // validated with the config
-	dp, err := linux.New(linux.Config{
-		Logger:                 a.log.With("component", "dataplane"),
-		Registerer:             a.reg,
-		IfacePrefix:            a.cfg.Network.InterfacePrefix,
-		VXLANName:              a.cfg.VXLAN.Interface,
-		VXLANVNI:               a.cfg.VXLAN.VNI,
-		VXLANPort:              a.cfg.VXLAN.Port,
-		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
-		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
-		// IPv6 forwarding only on a node with an IPv6 underlay address:
-		// turning it on makes the kernel ignore router advertisements on
-		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls:  sysctls.Forwarding(a.addr6.IsValid()),
-		LogLevel: level,
-		// The probe said yes but creating the device said no.
-		IPIPUnsupported: func(reason string) { a.setIPIPSupport(ipip.Support{Reason: reason}, "device creation") },
-	})
+	dp, err := linux.New(a.linuxConfig())
 	if err != nil {
 		return nil, calc.Config{}, err
 	}
@@ -96,6 +78,29 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		MTU:             a.cfg.Network.MTU,
 	}
 	return dp, cc, nil
+}
+
+// linuxConfig is the dataplane's static configuration.
+func (a *Agent) linuxConfig() linux.Config {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(a.cfg.Log.Level)) // validated with the config
+	return linux.Config{
+		Logger:                 a.log.With("component", "dataplane"),
+		Registerer:             a.reg,
+		IfacePrefix:            a.cfg.Network.InterfacePrefix,
+		VXLANName:              a.cfg.VXLAN.Interface,
+		VXLANVNI:               a.cfg.VXLAN.VNI,
+		VXLANPort:              a.cfg.VXLAN.Port,
+		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
+		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
+		// IPv6 forwarding only on a node with an IPv6 underlay address:
+		// turning it on makes the kernel ignore router advertisements on
+		// interfaces with accept_ra=1, which a v4-only host may rely on.
+		Sysctls:  sysctls.Forwarding(a.addr6.IsValid()),
+		LogLevel: level,
+		// The probe said yes but creating the device said no.
+		IPIPUnsupported: func(reason string) { a.setIPIPSupport(ipip.Support{Reason: reason}, "device creation") },
+	}
 }
 
 // setIPIPSupport records whether this node can do IP-in-IP: one log line

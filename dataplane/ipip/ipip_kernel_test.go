@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 type node struct {
@@ -66,7 +67,7 @@ func mustContain(t *testing.T, what, out string, wants ...string) {
 // requireIPIP skips unless this kernel can create IP-in-IP devices.
 func requireIPIP(t *testing.T) {
 	t.Helper()
-	nstest.RequireRoot(t)
+	testtier.Kernel(t)
 	if s := ProbeSystem(); !s.Available {
 		t.Skipf("needs a kernel with IP-in-IP, which this one lacks (platform-notes.md: no ipip module): %s", s.Reason)
 	}
@@ -171,7 +172,7 @@ func TestIPIPLifecycle(t *testing.T) {
 // agent's callback hears why once, nothing is created, and later passes
 // do not try again; with no device desired the manager is content.
 func TestIPIPUnsupportedKernel(t *testing.T) {
-	nstest.RequireRoot(t)
+	testtier.Kernel(t)
 	if s := ProbeSystem(); s.Available {
 		t.Skipf("needs a kernel without IP-in-IP; this one has it: %s", s.Reason)
 	}

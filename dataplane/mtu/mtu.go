@@ -21,8 +21,8 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/watch"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Fallback is the underlay MTU assumed when no interface qualifies, as
@@ -62,7 +62,7 @@ func Detect(cfg Config, nodeAddrs ...netip.Addr) (Underlay, error) {
 // Links lists the namespace's interfaces (except the ignored ones), sorted
 // by name.
 func Links(cfg Config, nodeAddrs ...netip.Addr) ([]dataplane.Link, error) {
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +122,7 @@ func list(h *netlink.Handle, cfg Config, nodeAddrs []netip.Addr) ([]dataplane.Li
 // from the last one reported. A failed subscription is retried after a
 // second (the links are read again then, so nothing is missed for long).
 func Watch(ctx context.Context, cfg Config, nodeAddrs []netip.Addr, report func([]dataplane.Link)) error {
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return err
 	}

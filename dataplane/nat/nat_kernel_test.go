@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 func prefixes(ss ...string) []netip.Prefix {
