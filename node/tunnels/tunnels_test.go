@@ -72,16 +72,21 @@ func apply(t *testing.T, st *store.Node, doc string) {
 	}
 }
 
-func tunnelOf(st *store.Node) (addr, mac string) {
+// node1 is n1's Node as stored (an empty one when absent).
+func node1(st *store.Node) *api.Node {
 	o, ok := st.Get(store.Key{Kind: api.KindNode, Name: "n1"})
 	if !ok {
-		return "", ""
+		return &api.Node{}
 	}
 	r, err := api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
 	if err != nil {
-		return "", ""
+		return &api.Node{}
 	}
-	n := r.(*api.Node)
+	return r.(*api.Node)
+}
+
+func tunnelOf(st *store.Node) (addr, mac string) {
+	n := node1(st)
 	return n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr
 }
 
@@ -156,15 +161,10 @@ func TestNeedsSettled(t *testing.T) {
 }
 
 func ipipOf(st *store.Node) string {
-	o, ok := st.Get(store.Key{Kind: api.KindNode, Name: "n1"})
-	if !ok {
-		return ""
+	if n := node1(st); n.Spec.BGP != nil {
+		return n.Spec.BGP.IPv4IPIPTunnelAddr
 	}
-	r, err := api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
-	if err != nil || r.(*api.Node).Spec.BGP == nil {
-		return ""
-	}
-	return r.(*api.Node).Spec.BGP.IPv4IPIPTunnelAddr
+	return ""
 }
 
 // An IP-in-IP pool gives the node its IP-in-IP tunnel address
