@@ -28,6 +28,7 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/linux"
+	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/calcrun"
@@ -239,9 +240,13 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	if err != nil {
 		return err
 	}
-	// What the node observed before the calculation existed.
+	// What the node observed before the calculation existed, so that its
+	// first state already has it (the links watch keeps them current).
 	if s := a.ipipSupport.Load(); s != nil {
 		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindIPIP, Value: calc.Support{Available: s.Available, Reason: s.Reason}})
+	}
+	if links, err := mtu.Links(a.linksConfig(), a.nodeAddrs()...); err == nil {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindLinks, Value: links})
 	}
 	a.wl = workloads.New(workloads.Config{
 		Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, IfacePrefix: a.cfg.Network.InterfacePrefix, Logger: log,

@@ -142,25 +142,34 @@ func (a *Agent) ipipWarnings(r api.Resource) []string {
 
 // watchLinks feeds the node's links into the calculation, now and on
 // every change (the underlay MTU, with FelixConfiguration mtuIfacePattern,
-// is decided there). weft's own interfaces are left out: their MTUs
-// follow the underlay's.
+// is decided there).
 func (a *Agent) watchLinks(ctx context.Context) {
+	err := mtu.Watch(ctx, a.linksConfig(), a.nodeAddrs(), func(links []dataplane.Link) {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindLinks, Value: links})
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("watching the links for the underlay MTU stopped; the MTU found at start stays", "err", err)
+	}
+}
+
+// linksConfig lists the links that count for the underlay MTU: not weft's
+// own interfaces, whose MTUs follow the underlay's.
+func (a *Agent) linksConfig() mtu.Config {
 	prefix := a.cfg.Network.InterfacePrefix
-	cfg := mtu.Config{Ignore: func(name string) bool {
+	return mtu.Config{Ignore: func(name string) bool {
 		return dataplane.IsWorkloadIface(prefix, name) || name == a.cfg.VXLAN.Interface || name == dataplane.DefaultIPIPIface
 	}}
+}
+
+// nodeAddrs are the node's underlay addresses.
+func (a *Agent) nodeAddrs() []netip.Addr {
 	var addrs []netip.Addr
 	for _, x := range []netip.Addr{a.addr4, a.addr6} {
 		if x.IsValid() {
 			addrs = append(addrs, x)
 		}
 	}
-	err := mtu.Watch(ctx, cfg, addrs, func(links []dataplane.Link) {
-		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindLinks, Value: links})
-	})
-	if err != nil && ctx.Err() == nil {
-		a.log.Error("watching the links for the underlay MTU stopped; the MTU found at start stays", "err", err)
-	}
+	return addrs
 }
 
 // dataplaneHealth reports the dataplane: ready after its first complete
