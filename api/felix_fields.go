@@ -10,53 +10,55 @@ import (
 // applies to) or refused with a reason (SPEC §4: never stored and silently
 // ignored). A subsystem that starts honouring a field flips its row to
 // [FelixApplied]; a test keeps this table and the struct in step.
-// docs/resources.md describes every field.
-var FelixFields = []FelixField{
-	{Name: "logSeverityScreen", State: FelixApplied},
+// docs/resources.md describes every field. It returns a new slice each time.
+func FelixFields() []FelixField {
+	return []FelixField{
+		{Name: "logSeverityScreen", State: FelixApplied},
 
-	{Name: "failsafeInboundHostPorts", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "failsafeOutboundHostPorts", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "defaultEndpointToHostAction", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "iptablesFilterAllowAction", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "iptablesFilterDenyAction", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "chainInsertMode", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "failsafeInboundHostPorts", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "failsafeOutboundHostPorts", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "defaultEndpointToHostAction", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "iptablesFilterAllowAction", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "iptablesFilterDenyAction", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "chainInsertMode", State: FelixRefused, Reason: reasonFelixPolicy},
 
-	{Name: "wireguardEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardEnabledV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardListeningPort", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardListeningPortV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardInterfaceName", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardInterfaceNameV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardMTU", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardMTUV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardRoutingRulePriority", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardHostEncryptionEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
-	{Name: "wireguardKeepAlive", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardEnabledV6", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardListeningPort", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardListeningPortV6", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardInterfaceName", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardInterfaceNameV6", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardMTU", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardMTUV6", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardRoutingRulePriority", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardHostEncryptionEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardKeepAlive", State: FelixRefused, Reason: reasonFelixWireGuard},
 
-	{Name: "vxlanEnabled", State: FelixApplied},
-	{Name: "vxlanPort", State: FelixApplied},
-	{Name: "vxlanVNI", State: FelixApplied},
-	{Name: "vxlanMTU", State: FelixApplied},
-	{Name: "vxlanMTUV6", State: FelixRefused, Reason: "weft builds no IPv6 VXLAN device (IPv6 blocks are routed natively)"},
-	{Name: "ipipEnabled", State: FelixApplied},
-	{Name: "ipipMTU", State: FelixApplied},
+		{Name: "vxlanEnabled", State: FelixApplied},
+		{Name: "vxlanPort", State: FelixApplied},
+		{Name: "vxlanVNI", State: FelixApplied},
+		{Name: "vxlanMTU", State: FelixApplied},
+		{Name: "vxlanMTUV6", State: FelixRefused, Reason: "weft builds no IPv6 VXLAN device (IPv6 blocks are routed natively)"},
+		{Name: "ipipEnabled", State: FelixApplied},
+		{Name: "ipipMTU", State: FelixApplied},
 
-	{Name: "allowVXLANPacketsFromWorkloads", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "allowIPIPPacketsFromWorkloads", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "allowVXLANPacketsFromWorkloads", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "allowIPIPPacketsFromWorkloads", State: FelixRefused, Reason: reasonFelixPolicy},
 
-	{Name: "natOutgoingAddress", State: FelixApplied},
-	{Name: "natPortRange", State: FelixApplied},
-	{Name: "natOutgoingExclusions", State: FelixApplied},
+		{Name: "natOutgoingAddress", State: FelixApplied},
+		{Name: "natPortRange", State: FelixApplied},
+		{Name: "natOutgoingExclusions", State: FelixApplied},
 
-	{Name: "mtuIfacePattern", State: FelixApplied},
+		{Name: "mtuIfacePattern", State: FelixApplied},
 
-	{Name: "routeRefreshInterval", State: FelixApplied},
-	{Name: "iptablesRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "nftablesRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "ipsetsRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
-	{Name: "removeExternalRoutes", State: FelixApplied, refuseTrue: true,
-		Reason: "true is not supported: weft never removes routes it did not add (false is what weft does)"},
-	{Name: "maxIpsetSize", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "routeRefreshInterval", State: FelixApplied},
+		{Name: "iptablesRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "nftablesRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "ipsetsRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "removeExternalRoutes", State: FelixApplied, refuseTrue: true,
+			Reason: "true is not supported: weft never removes routes it did not add (false is what weft does)"},
+		{Name: "maxIpsetSize", State: FelixRefused, Reason: reasonFelixPolicy},
+	}
 }
 
 const (
@@ -108,7 +110,7 @@ func (f FelixField) refuses(v reflect.Value) bool {
 
 // LookupFelixField returns the row of the field with that JSON name.
 func LookupFelixField(name string) (FelixField, bool) {
-	for _, f := range FelixFields {
+	for _, f := range FelixFields() {
 		if f.Name == name {
 			return f, true
 		}

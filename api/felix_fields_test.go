@@ -20,7 +20,7 @@ func TestFelixFieldsCoverTheSpec(t *testing.T) {
 		}
 	}
 	seen := map[string]bool{}
-	for _, row := range FelixFields {
+	for _, row := range FelixFields() {
 		if seen[row.Name] {
 			t.Errorf("FelixFields lists %q twice", row.Name)
 		}
@@ -114,7 +114,7 @@ func TestFelixRefusedFieldsNamed(t *testing.T) {
 	for _, fe := range ve.Errors {
 		got[fe.Field] = fe.Message
 	}
-	for _, row := range FelixFields {
+	for _, row := range FelixFields() {
 		msg, refused := got["spec."+row.Name]
 		wantRefused := row.State == FelixRefused || row.refuseTrue // removeExternalRoutes is true here
 		if refused != wantRefused {
