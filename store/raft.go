@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/weftnet/weft/store/transport"
 )
 
 func dirJoin(dir, name string) string { return filepath.Join(dir, name) }
@@ -89,11 +91,10 @@ func (n *Node) raftConfig() *raft.Config {
 // startRaft starts raft on the node's stores and cluster port; bootstrap
 // makes this node the only voter of a new cluster.
 func (n *Node) startRaft(bootstrap bool) error {
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  n.raftStream(),
+	trans := transport.NewRaftTransport(n.raftStream(), transport.RaftOptions{
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
-		Logger:  newHclog(n.log, "raft-net"),
+		Logger:  n.log.With("component", "raft-net"),
 	})
 	logs, err := raft.NewLogCache(1024, n.logs)
 	if err != nil {
