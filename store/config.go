@@ -55,9 +55,12 @@ type Tuning struct {
 	HeartbeatTimeout   time.Duration // default 1s
 	ElectionTimeout    time.Duration // default 1s
 	LeaderLeaseTimeout time.Duration // default 500ms
-	// CommitTimeout is how long the leader waits with no new writes
-	// before telling followers the commit index: it bounds how stale an
-	// idle follower (and its watchers) can be. Default 10ms.
+	// CommitTimeout is how long the leader, with nothing new to
+	// replicate, waits before sending each follower the commit index
+	// again. Writes do not wait for it (the leader publishes their commit
+	// at once, commitPublisher), so it only paces idle traffic: with 10 ms
+	// an idle leader sent every follower ~70 messages a second. Default
+	// 500ms.
 	CommitTimeout time.Duration
 
 	// SnapshotInterval, SnapshotThreshold and TrailingLogs control log
@@ -90,7 +93,7 @@ func DefaultTuning() Tuning {
 		HeartbeatTimeout:     time.Second,
 		ElectionTimeout:      time.Second,
 		LeaderLeaseTimeout:   500 * time.Millisecond,
-		CommitTimeout:        10 * time.Millisecond,
+		CommitTimeout:        500 * time.Millisecond,
 		SnapshotInterval:     30 * time.Second,
 		SnapshotThreshold:    8192,
 		TrailingLogs:         10240,

@@ -57,7 +57,7 @@ type Node struct {
 	leaderMu      sync.Mutex
 	leaderChanged chan struct{} // closed and replaced on every leader change
 	synced        atomic.Bool   // a consistent read succeeded since start
-	nudging       atomic.Bool   // a no-op to publish the commit index is being enqueued
+	commits       *commitPublisher
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -114,6 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		name:          cfg.NodeName,
 		nonces:        nonces,
 		notifyCh:      make(chan bool, 1),
+		commits:       newCommitPublisher(),
 		leaderChanged: make(chan struct{}),
 		failed:        make(chan struct{}),
 	}

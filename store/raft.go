@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -223,6 +224,13 @@ func (n *Node) lead(ctx context.Context) {
 	n.established.Store(term)
 	n.signalLeaderChange() // wakes readers waiting for an established leader
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.publishCommits(ctx)
+	}()
 	n.pilot.Start(ctx)
 	defer func() { <-n.pilot.Stop() }()
 
