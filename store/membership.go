@@ -187,7 +187,7 @@ func newPilot(n *Node) *autopilot.Autopilot {
 		autopilot.WithLogger(newHclog(n.log, "autopilot")),
 		autopilot.WithUpdateInterval(t.AutopilotInterval),
 		autopilot.WithReconcileInterval(t.ReconcileInterval),
-		autopilot.WithPromoter(&promoter{d: d}),
+		autopilot.WithPromoter(newPromoter(n, d)),
 	)
 }
 
@@ -313,83 +313,4 @@ func (d *pilotDelegate) RemoveFailedServer(srv *autopilot.Server) {
 			d.n.log.Warn("could not remove a dead member", "member", srv.Name, "error", err)
 		}
 	})
-}
-
-// promoter keeps Config.Voters voters: it promotes healthy, stable
-// non-voters while voters are missing, and swaps a voter that has been
-// unhealthy for VoterFailover for a healthy non-voter.
-type promoter struct{ d *pilotDelegate }
-
-func (p *promoter) GetServerExt(*autopilot.Config, *autopilot.ServerState) any { return nil }
-func (p *promoter) GetStateExt(*autopilot.Config, *autopilot.State) any        { return nil }
-
-func (p *promoter) GetNodeTypes(_ *autopilot.Config, s *autopilot.State) map[raft.ServerID]autopilot.NodeType {
-	out := make(map[raft.ServerID]autopilot.NodeType, len(s.Servers))
-	for id, srv := range s.Servers {
-		t := srv.Server.NodeType
-		if t == "" {
-			t = autopilot.NodeVoter
-		}
-		out[id] = t
-	}
-	return out
-}
-
-func (p *promoter) IsPotentialVoter(t autopilot.NodeType) bool { return t == autopilot.NodeVoter }
-
-func (p *promoter) CalculatePromotionsAndDemotions(c *autopilot.Config, s *autopilot.State) autopilot.RaftChanges {
-	now := time.Now()
-	failover := p.d.n.cfg.Tuning.VoterFailover
-	var voters, failed, candidates []raft.ServerID
-	for id, srv := range s.Servers {
-		switch {
-		case srv.HasVotingRights():
-			voters = append(voters, id)
-			if srv.State != autopilot.RaftLeader && !srv.Health.Healthy && now.Sub(srv.Health.StableSince) >= failover {
-				failed = append(failed, id)
-			}
-		case srv.State == autopilot.RaftNonVoter && srv.Server.NodeType != nodeTypeNonVoter &&
-			srv.Health.IsStable(now, s.ServerStabilizationTime(c)):
-			candidates = append(candidates, id)
-		}
-	}
-	sort.Slice(failed, func(i, j int) bool { return failed[i] < failed[j] })
-	sort.Slice(candidates, func(i, j int) bool { return candidates[i] < candidates[j] })
-	var ch autopilot.RaftChanges
-	for _, id := range failed {
-		if len(candidates) == 0 {
-			break
-		}
-		ch.Demotions = append(ch.Demotions, id)
-		ch.Promotions = append(ch.Promotions, candidates[0])
-		candidates = candidates[1:]
-	}
-	count := len(voters) - len(ch.Demotions) + len(ch.Promotions)
-	for ; count < p.d.n.cfg.Voters && len(candidates) > 0; count++ {
-		ch.Promotions = append(ch.Promotions, candidates[0])
-		candidates = candidates[1:]
-	}
-	return ch
-}
-
-// FilterFailedServerRemovals lets autopilot remove only members that have
-// been unreachable for DeadServerAfter (autopilot itself bounds removals so
-// that quorum is never at risk).
-func (p *promoter) FilterFailedServerRemovals(_ *autopilot.Config, _ *autopilot.State, failed *autopilot.FailedServers) *autopilot.FailedServers {
-	now := time.Now()
-	dead := func(list []*autopilot.Server) []*autopilot.Server {
-		var out []*autopilot.Server
-		for _, srv := range list {
-			if string(srv.ID) != p.d.n.name && p.d.unreachableFor(srv.ID, now) >= p.d.n.cfg.Tuning.DeadServerAfter {
-				out = append(out, srv)
-			}
-		}
-		return out
-	}
-	return &autopilot.FailedServers{
-		StaleNonVoters:  failed.StaleNonVoters,
-		StaleVoters:     failed.StaleVoters,
-		FailedNonVoters: dead(failed.FailedNonVoters),
-		FailedVoters:    dead(failed.FailedVoters),
-	}
 }
