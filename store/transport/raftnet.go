@@ -25,7 +25,8 @@ import (
 // buffer, and a leader keeps at least two connections to each follower
 // (heartbeats and the replication pipeline). At 50 nodes that is 25 MB of
 // buffers on the leader, which the Go heap then doubles as headroom. Here a
-// connection's buffers are RaftOptions.BufferSize (16 KiB): a message larger
+// replication pipeline and an incoming connection buffer
+// RaftOptions.BufferSize (16 KiB), other connections 4 KiB: a message larger
 // than that is written in several pieces (byte slices of log entries go
 // straight to the connection), which costs nothing measurable.
 //
@@ -35,18 +36,22 @@ type RaftTransport struct {
 	stream raft.StreamLayer
 	opts   RaftOptions
 	log    *slog.Logger
+	// codec is shared by every connection: a handle caches how to encode
+	// each type, and is safe for concurrent use once configured.
+	codec *codec.MsgpackHandle
 
 	consumeCh chan raft.RPC
 
 	heartbeatMu sync.Mutex
 	heartbeatFn func(raft.RPC)
 
-	mu     sync.Mutex
-	idle   map[raft.ServerAddress][]*peerConn // pooled outgoing connections
-	open   map[net.Conn]struct{}              // every connection, to close them all
-	closed bool
-	done   chan struct{}
-	wg     sync.WaitGroup
+	mu            sync.Mutex
+	lastHeartbeat map[raft.ServerID]time.Time        // when spaced heartbeats were last sent
+	idle          map[raft.ServerAddress][]*peerConn // pooled outgoing connections
+	open          map[net.Conn]struct{}              // every connection, to close them all
+	closed        bool
+	done          chan struct{}
+	wg            sync.WaitGroup
 }
 
 // RaftOptions tunes a RaftTransport; zero fields take the defaults.
@@ -57,10 +62,20 @@ type RaftOptions struct {
 	// MaxPool is how many idle connections to one peer are kept for
 	// reuse. Default 2.
 	MaxPool int
-	// BufferSize is the send buffer of an outgoing connection and the
-	// receive buffer of an incoming one. Default 16 KiB.
+	// BufferSize is the send buffer of a replication pipeline and the
+	// receive buffer of an incoming connection (other outgoing connections
+	// carry small messages and have 4 KiB). Default 16 KiB.
 	BufferSize int
-	Logger     *slog.Logger
+	// HeartbeatSpacing, when set, gives for a peer the least time between
+	// two heartbeats to it (0: no limit). raft heartbeats every follower
+	// every tenth of its heartbeat timeout; a heartbeat that comes sooner
+	// than the spacing waits (the heartbeat goroutine of raft sleeps
+	// between heartbeats anyway).
+	HeartbeatSpacing func(id raft.ServerID) time.Duration
+	// Quit, when closed, ends such waits at once: close it before raft
+	// shuts down, which waits for its heartbeat goroutines.
+	Quit   <-chan struct{}
+	Logger *slog.Logger
 }
 
 // Defaults of RaftOptions.
@@ -81,8 +96,8 @@ const (
 	// snapshotTimeoutScale: InstallSnapshot gets Timeout per this many
 	// bytes of snapshot (NetworkTransport's DefaultTimeoutScale).
 	snapshotTimeoutScale = 256 << 10
-	// answerBufferSize buffers the small answers: responses read by the
-	// dialing side, written by the accepting side.
+	// answerBufferSize buffers the small messages: answers both ways,
+	// heartbeats and votes.
 	answerBufferSize = 4 << 10
 )
 
@@ -117,9 +132,12 @@ func NewRaftTransport(stream raft.StreamLayer, opts RaftOptions) *RaftTransport 
 		opts:      opts,
 		log:       opts.Logger,
 		consumeCh: make(chan raft.RPC),
+		codec:     newCodec(),
 		idle:      map[raft.ServerAddress][]*peerConn{},
 		open:      map[net.Conn]struct{}{},
-		done:      make(chan struct{}),
+
+		lastHeartbeat: map[raft.ServerID]time.Time{},
+		done:          make(chan struct{}),
 	}
 	t.wg.Add(1)
 	go t.acceptLoop()
@@ -238,10 +256,22 @@ func (t *RaftTransport) conn(target raft.ServerAddress) (*peerConn, error) {
 	if !t.track(c) {
 		return nil, ErrRaftTransportClosed
 	}
-	pc := &peerConn{target: target, conn: c, w: bufio.NewWriterSize(c, t.opts.BufferSize)}
-	pc.enc = codec.NewEncoder(pc.w, newCodec())
-	pc.dec = codec.NewDecoder(bufio.NewReaderSize(c, answerBufferSize), newCodec())
+	// Pooled connections carry heartbeats and the odd vote: a small send
+	// buffer; a pipeline gets a larger one (pipelineBuffer).
+	pc := &peerConn{target: target, conn: c}
+	pc.setSendBuffer(answerBufferSize, t.codec)
+	pc.dec = codec.NewDecoder(bufio.NewReaderSize(c, answerBufferSize), t.codec)
 	return pc, nil
+}
+
+// setSendBuffer gives pc a send buffer of size bytes (pc's buffer must be
+// empty).
+func (pc *peerConn) setSendBuffer(size int, h *codec.MsgpackHandle) {
+	if pc.w != nil && pc.w.Size() >= size {
+		return
+	}
+	pc.w = bufio.NewWriterSize(pc.conn, size)
+	pc.enc = codec.NewEncoder(pc.w, h)
 }
 
 // reuse returns pc to the pool, or closes it when the pool is full.
@@ -305,8 +335,51 @@ func (t *RaftTransport) call(target raft.ServerAddress, rpcType uint8, args, res
 
 // AppendEntries sends one AppendEntries (a heartbeat, or entries outside
 // the pipeline).
-func (t *RaftTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+func (t *RaftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if t.opts.HeartbeatSpacing != nil && isHeartbeat(args) {
+		if err := t.spaceHeartbeat(id, t.opts.HeartbeatSpacing(id)); err != nil {
+			return err
+		}
+	}
 	return t.call(target, rpcAppendEntries, args, resp)
+}
+
+// isHeartbeat is NetworkTransport's test for a heartbeat: an
+// AppendEntries without entries, previous entry or commit index.
+func isHeartbeat(req *raft.AppendEntriesRequest) bool {
+	leader := req.RPCHeader.Addr
+	if len(leader) == 0 {
+		//lint:ignore SA1019 leaders older than raft 1.6 fill only this
+		leader = req.Leader
+	}
+	return req.Term != 0 && leader != nil && req.PrevLogEntry == 0 && req.PrevLogTerm == 0 &&
+		len(req.Entries) == 0 && req.LeaderCommitIndex == 0
+}
+
+// spaceHeartbeat waits until the last heartbeat to id is spacing ago.
+func (t *RaftTransport) spaceHeartbeat(id raft.ServerID, spacing time.Duration) error {
+	t.mu.Lock()
+	if spacing <= 0 {
+		delete(t.lastHeartbeat, id)
+		t.mu.Unlock()
+		return nil
+	}
+	wait := time.Until(t.lastHeartbeat[id].Add(spacing))
+	t.mu.Unlock()
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-t.opts.Quit:
+		case <-t.done:
+			return ErrRaftTransportClosed
+		}
+	}
+	t.mu.Lock()
+	t.lastHeartbeat[id] = time.Now()
+	t.mu.Unlock()
+	return nil
 }
 
 // RequestVote asks target for its vote.
@@ -355,6 +428,8 @@ func (t *RaftTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 	if err != nil {
 		return nil, err
 	}
+	// Its connection is closed with it, never pooled again.
+	pc.setSendBuffer(t.opts.BufferSize, t.codec)
 	p := &pipeline{
 		t:        t,
 		pc:       pc,
@@ -489,8 +564,8 @@ func (t *RaftTransport) serve(c net.Conn) {
 	defer t.drop(c)
 	r := bufio.NewReaderSize(c, t.opts.BufferSize)
 	w := bufio.NewWriterSize(c, answerBufferSize)
-	dec := codec.NewDecoder(r, newCodec())
-	enc := codec.NewEncoder(w, newCodec())
+	dec := codec.NewDecoder(r, t.codec)
+	enc := codec.NewEncoder(w, t.codec)
 	for {
 		if err := t.handle(r, dec, enc); err != nil {
 			select {
@@ -524,14 +599,7 @@ func (t *RaftTransport) handle(r *bufio.Reader, dec *codec.Decoder, enc *codec.E
 			return err
 		}
 		rpc.Command = &req
-		leader := req.RPCHeader.Addr
-		if len(leader) == 0 {
-			//lint:ignore SA1019 leaders older than raft 1.6 fill only this
-			leader = req.Leader
-		}
-		// NetworkTransport's test for a heartbeat.
-		heartbeat = req.Term != 0 && leader != nil && req.PrevLogEntry == 0 && req.PrevLogTerm == 0 &&
-			len(req.Entries) == 0 && req.LeaderCommitIndex == 0
+		heartbeat = isHeartbeat(&req)
 	case rpcRequestVote:
 		var req raft.RequestVoteRequest
 		if err := dec.Decode(&req); err != nil {

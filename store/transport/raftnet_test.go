@@ -298,3 +298,54 @@ func TestRaftTransportCloseEndsEverything(t *testing.T) {
 		t.Error("a closed transport opened a pipeline")
 	}
 }
+
+// TestRaftTransportSpacesHeartbeats: heartbeats to a peer with a spacing
+// wait for it, other RPCs and other peers do not, and Quit ends the wait.
+func TestRaftTransportSpacesHeartbeats(t *testing.T) {
+	const spacing = 300 * time.Millisecond
+	quit := make(chan struct{})
+	client := NewRaftTransport(newTCPStream(t), RaftOptions{
+		Timeout: 5 * time.Second, Quit: quit,
+		HeartbeatSpacing: func(id raft.ServerID) time.Duration {
+			if id == "nonvoter" {
+				return spacing
+			}
+			return 0
+		},
+	})
+	closeTransport(t, client)
+	server := ours.make(newTCPStream(t))
+	closeTransport(t, server)
+	a := serveAnswers(t, server)
+	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, Addr: []byte(client.LocalAddr())}
+	heartbeat := func(id raft.ServerID) time.Duration {
+		t.Helper()
+		start := time.Now()
+		var resp raft.AppendEntriesResponse
+		if err := client.AppendEntries(id, server.LocalAddr(), &raft.AppendEntriesRequest{RPCHeader: header, Term: 3}, &resp); err != nil || !resp.Success {
+			t.Fatalf("heartbeat to %s: %+v, %v", id, resp, err)
+		}
+		return time.Since(start)
+	}
+	heartbeat("nonvoter")
+	if took := heartbeat("nonvoter"); took < spacing*9/10 {
+		t.Errorf("a second heartbeat to a spaced peer went out after %s, want about %s", took, spacing)
+	}
+	// Only heartbeats are spaced: entries and commit indexes go at once.
+	for _, req := range []*raft.AppendEntriesRequest{
+		{RPCHeader: header, Term: 3, PrevLogEntry: 1, PrevLogTerm: 3, LeaderCommitIndex: 1, Entries: []*raft.Log{{Index: 2, Term: 3}}},
+		{RPCHeader: header, Term: 3, PrevLogEntry: 2, PrevLogTerm: 3, LeaderCommitIndex: 2},
+	} {
+		if isHeartbeat(req) {
+			t.Errorf("%+v taken for a heartbeat", req)
+		}
+	}
+	// Quit ends the waits.
+	close(quit)
+	if took := heartbeat("nonvoter"); took > spacing*9/10 {
+		t.Errorf("a heartbeat waited %s after Quit", took)
+	}
+	if n := a.heartbeats.Load(); n != 3 {
+		t.Errorf("%d heartbeats arrived, want 3", n)
+	}
+}
