@@ -52,9 +52,17 @@ type Config struct {
 // shrink them.
 type Tuning struct {
 	// Raft timing (hashicorp/raft semantics).
-	HeartbeatTimeout   time.Duration // default 1s
-	ElectionTimeout    time.Duration // default 1s
-	LeaderLeaseTimeout time.Duration // default 500ms
+	HeartbeatTimeout time.Duration // default 1s
+	ElectionTimeout  time.Duration // default 1s
+	// LeaderLeaseTimeout: a leader that has not heard from a quorum of
+	// voters for this long steps down. Default 1s, the longest raft allows
+	// (HeartbeatTimeout): a leader or voter of a small machine starved of
+	// CPU for half a second by a burst of work (50 agents on 2 cores, 100
+	// concurrent adds) kept losing its lease at 500ms. Reads do not rely on
+	// the lease (they confirm leadership with a heartbeat round), and a
+	// leader cut off from the others steps down about when they can elect
+	// a new one (after HeartbeatTimeout); writes need a quorum anyway.
+	LeaderLeaseTimeout time.Duration
 	// CommitTimeout is how long the leader, with nothing new to
 	// replicate, waits before sending each follower the commit index
 	// again. Writes do not wait for it (the leader publishes their commit
@@ -92,7 +100,7 @@ func DefaultTuning() Tuning {
 	return Tuning{
 		HeartbeatTimeout:     time.Second,
 		ElectionTimeout:      time.Second,
-		LeaderLeaseTimeout:   500 * time.Millisecond,
+		LeaderLeaseTimeout:   time.Second,
 		CommitTimeout:        500 * time.Millisecond,
 		SnapshotInterval:     30 * time.Second,
 		SnapshotThreshold:    8192,
