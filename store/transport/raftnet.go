@@ -25,10 +25,12 @@ import (
 // buffer, and a leader keeps at least two connections to each follower
 // (heartbeats and the replication pipeline). At 50 nodes that is 25 MB of
 // buffers on the leader, which the Go heap then doubles as headroom. Here a
-// replication pipeline and an incoming connection buffer
-// RaftOptions.BufferSize (16 KiB), other connections 4 KiB: a message larger
-// than that is written in several pieces (byte slices of log entries go
-// straight to the connection), which costs nothing measurable.
+// request is written through a buffer of RaftOptions.BufferSize (16 KiB)
+// taken from a pool for that one request, so an idle connection holds no
+// send buffer; answers are read through 512 bytes; an incoming connection
+// reads through BufferSize. A message larger than the buffer goes out in
+// pieces (byte slices of log entries straight to the connection), which
+// costs nothing measurable.
 //
 // Close closes every connection, dialed or accepted, and waits for the
 // transport's goroutines.
@@ -39,19 +41,23 @@ type RaftTransport struct {
 	// codec is shared by every connection: a handle caches how to encode
 	// each type, and is safe for concurrent use once configured.
 	codec *codec.MsgpackHandle
+	// writers are send buffers with their encoders, taken for one message
+	// at a time: a connection holds none while idle.
+	writers sync.Pool
 
 	consumeCh chan raft.RPC
 
 	heartbeatMu sync.Mutex
 	heartbeatFn func(raft.RPC)
 
-	mu            sync.Mutex
-	lastHeartbeat map[raft.ServerID]time.Time        // when spaced heartbeats were last sent
-	idle          map[raft.ServerAddress][]*peerConn // pooled outgoing connections
-	open          map[net.Conn]struct{}              // every connection, to close them all
-	closed        bool
-	done          chan struct{}
-	wg            sync.WaitGroup
+	mu       sync.Mutex
+	lastSent map[raft.ServerID]time.Time        // last AppendEntries (of any kind) to peers with spaced heartbeats
+	answers  map[raft.ServerID]Answer           // last answer to an AppendEntries, per peer
+	idle     map[raft.ServerAddress][]*peerConn // pooled outgoing connections
+	open     map[net.Conn]struct{}              // every connection, to close them all
+	closed   bool
+	done     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // RaftOptions tunes a RaftTransport; zero fields take the defaults.
@@ -62,15 +68,17 @@ type RaftOptions struct {
 	// MaxPool is how many idle connections to one peer are kept for
 	// reuse. Default 2.
 	MaxPool int
-	// BufferSize is the send buffer of a replication pipeline and the
-	// receive buffer of an incoming connection (other outgoing connections
-	// carry small messages and have 4 KiB). Default 16 KiB.
+	// BufferSize is the buffer a request is written through (taken from
+	// a pool for each request: an idle connection holds none) and the
+	// receive buffer of an incoming connection. Default 16 KiB.
 	BufferSize int
 	// HeartbeatSpacing, when set, gives for a peer the least time between
-	// two heartbeats to it (0: no limit). raft heartbeats every follower
-	// every tenth of its heartbeat timeout; a heartbeat that comes sooner
-	// than the spacing waits (the heartbeat goroutine of raft sleeps
-	// between heartbeats anyway).
+	// a heartbeat and the previous AppendEntries of any kind to it (0: no
+	// limit). raft heartbeats every follower every tenth of its heartbeat
+	// timeout, whatever else it sends it; a heartbeat that comes sooner
+	// than the spacing waits (raft's heartbeat goroutine sleeps between
+	// heartbeats anyway), so a peer that receives entries gets no
+	// heartbeats at all.
 	HeartbeatSpacing func(id raft.ServerID) time.Duration
 	// Quit, when closed, ends such waits at once: close it before raft
 	// shuts down, which waits for its heartbeat goroutines.
@@ -96,9 +104,9 @@ const (
 	// snapshotTimeoutScale: InstallSnapshot gets Timeout per this many
 	// bytes of snapshot (NetworkTransport's DefaultTimeoutScale).
 	snapshotTimeoutScale = 256 << 10
-	// answerBufferSize buffers the small messages: answers both ways,
-	// heartbeats and votes.
-	answerBufferSize = 4 << 10
+	// answerBufferSize buffers the reading of answers, which are small
+	// (tens of bytes), and their writing.
+	answerBufferSize = 512
 )
 
 // ErrRaftTransportClosed is returned by calls on a closed RaftTransport.
@@ -135,9 +143,13 @@ func NewRaftTransport(stream raft.StreamLayer, opts RaftOptions) *RaftTransport 
 		codec:     newCodec(),
 		idle:      map[raft.ServerAddress][]*peerConn{},
 		open:      map[net.Conn]struct{}{},
-
-		lastHeartbeat: map[raft.ServerID]time.Time{},
-		done:          make(chan struct{}),
+		lastSent:  map[raft.ServerID]time.Time{},
+		answers:   map[raft.ServerID]Answer{},
+		done:      make(chan struct{}),
+	}
+	t.writers.New = func() any {
+		w := bufio.NewWriterSize(nil, t.opts.BufferSize)
+		return &msgWriter{w: w, enc: codec.NewEncoder(w, t.codec)}
 	}
 	t.wg.Add(1)
 	go t.acceptLoop()
@@ -229,9 +241,13 @@ func newCodec() *codec.MsgpackHandle {
 type peerConn struct {
 	target raft.ServerAddress
 	conn   net.Conn
-	w      *bufio.Writer
-	enc    *codec.Encoder
 	dec    *codec.Decoder
+}
+
+// msgWriter is a send buffer and the encoder writing into it.
+type msgWriter struct {
+	w   *bufio.Writer
+	enc *codec.Encoder
 }
 
 // conn returns an idle connection to target or dials one.
@@ -249,29 +265,29 @@ func (t *RaftTransport) conn(target raft.ServerAddress) (*peerConn, error) {
 		return pc, nil
 	}
 	t.mu.Unlock()
-	c, err := t.stream.Dial(target, t.opts.Timeout)
+	// The dial (a TLS handshake) runs on a goroutine of its own: the deep
+	// stack it needs would otherwise stay with the caller, one of raft's
+	// long-lived goroutines (three per follower on a leader).
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := t.stream.Dial(target, t.opts.Timeout)
+		ch <- dialed{c, err}
+	}()
+	d := <-ch
+	c, err := d.c, d.err
 	if err != nil {
 		return nil, err
 	}
 	if !t.track(c) {
 		return nil, ErrRaftTransportClosed
 	}
-	// Pooled connections carry heartbeats and the odd vote: a small send
-	// buffer; a pipeline gets a larger one (pipelineBuffer).
 	pc := &peerConn{target: target, conn: c}
-	pc.setSendBuffer(answerBufferSize, t.codec)
 	pc.dec = codec.NewDecoder(bufio.NewReaderSize(c, answerBufferSize), t.codec)
 	return pc, nil
-}
-
-// setSendBuffer gives pc a send buffer of size bytes (pc's buffer must be
-// empty).
-func (pc *peerConn) setSendBuffer(size int, h *codec.MsgpackHandle) {
-	if pc.w != nil && pc.w.Size() >= size {
-		return
-	}
-	pc.w = bufio.NewWriterSize(pc.conn, size)
-	pc.enc = codec.NewEncoder(pc.w, h)
 }
 
 // reuse returns pc to the pool, or closes it when the pool is full.
@@ -286,15 +302,27 @@ func (t *RaftTransport) reuse(pc *peerConn) {
 	t.drop(pc.conn)
 }
 
-// send writes one request.
-func (pc *peerConn) send(rpcType uint8, args any) error {
-	if err := pc.w.WriteByte(rpcType); err != nil {
-		return err
+// send writes one request to pc, streaming it through a send buffer of
+// the pool; then more, if any (a snapshot after its request).
+func (t *RaftTransport) send(pc *peerConn, rpcType uint8, args any, more io.Reader) error {
+	mw := t.writers.Get().(*msgWriter)
+	mw.w.Reset(pc.conn)
+	err := mw.w.WriteByte(rpcType)
+	if err == nil {
+		err = mw.enc.Encode(args)
 	}
-	if err := pc.enc.Encode(args); err != nil {
-		return err
+	if err == nil && more != nil {
+		_, err = io.Copy(mw.w, more)
 	}
-	return pc.w.Flush()
+	if err == nil {
+		err = mw.w.Flush()
+	}
+	if err != nil {
+		return err // mw's state is unknown: not reused
+	}
+	mw.w.Reset(nil)
+	t.writers.Put(mw)
+	return nil
 }
 
 // receive reads one answer into resp. reusable is false when the
@@ -320,7 +348,7 @@ func (t *RaftTransport) call(target raft.ServerAddress, rpcType uint8, args, res
 		return err
 	}
 	_ = pc.conn.SetDeadline(time.Now().Add(t.opts.Timeout))
-	if err := pc.send(rpcType, args); err != nil {
+	if err := t.send(pc, rpcType, args, nil); err != nil {
 		t.drop(pc.conn)
 		return err
 	}
@@ -341,7 +369,49 @@ func (t *RaftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 			return err
 		}
 	}
-	return t.call(target, rpcAppendEntries, args, resp)
+	t.noteSent(id)
+	if err := t.call(target, rpcAppendEntries, args, resp); err != nil {
+		return err
+	}
+	t.noteAnswer(id, resp)
+	return nil
+}
+
+// Answer is what a peer said in its last answer to an AppendEntries
+// (heartbeats included): on a leader, a sign of life of every follower
+// without asking it anything.
+type Answer struct {
+	At      time.Time // when it arrived
+	Term    uint64    // the peer's current term
+	LastLog uint64    // the peer's last log index
+	Success bool
+}
+
+// LastAnswer returns peer id's last answer to an AppendEntries from this
+// node, if any.
+func (t *RaftTransport) LastAnswer(id raft.ServerID) (Answer, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.answers[id]
+	return a, ok
+}
+
+// ForgetAnswers drops the answers of peers for which keep is false.
+func (t *RaftTransport) ForgetAnswers(keep func(raft.ServerID) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.answers {
+		if !keep(id) {
+			delete(t.answers, id)
+		}
+	}
+}
+
+func (t *RaftTransport) noteAnswer(id raft.ServerID, resp *raft.AppendEntriesResponse) {
+	a := Answer{At: time.Now(), Term: resp.Term, LastLog: resp.LastLog, Success: resp.Success}
+	t.mu.Lock()
+	t.answers[id] = a
+	t.mu.Unlock()
 }
 
 // isHeartbeat is NetworkTransport's test for a heartbeat: an
@@ -356,30 +426,43 @@ func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 		len(req.Entries) == 0 && req.LeaderCommitIndex == 0
 }
 
-// spaceHeartbeat waits until the last heartbeat to id is spacing ago.
+// spaceHeartbeat waits until the last AppendEntries to id is spacing ago.
 func (t *RaftTransport) spaceHeartbeat(id raft.ServerID, spacing time.Duration) error {
-	t.mu.Lock()
 	if spacing <= 0 {
-		delete(t.lastHeartbeat, id)
+		t.mu.Lock()
+		delete(t.lastSent, id)
 		t.mu.Unlock()
 		return nil
 	}
-	wait := time.Until(t.lastHeartbeat[id].Add(spacing))
-	t.mu.Unlock()
-	if wait > 0 {
+	for {
+		t.mu.Lock()
+		last, ok := t.lastSent[id]
+		t.mu.Unlock()
+		wait := time.Until(last.Add(spacing))
+		if !ok || wait <= 0 {
+			return nil
+		}
 		timer := time.NewTimer(wait)
-		defer timer.Stop()
 		select {
 		case <-timer.C:
 		case <-t.opts.Quit:
+			timer.Stop()
+			return nil
 		case <-t.done:
+			timer.Stop()
 			return ErrRaftTransportClosed
 		}
 	}
+}
+
+// noteSent records an AppendEntries to id, for spaceHeartbeat.
+func (t *RaftTransport) noteSent(id raft.ServerID) {
+	if t.opts.HeartbeatSpacing == nil {
+		return
+	}
 	t.mu.Lock()
-	t.lastHeartbeat[id] = time.Now()
+	t.lastSent[id] = time.Now()
 	t.mu.Unlock()
-	return nil
 }
 
 // RequestVote asks target for its vote.
@@ -407,13 +490,7 @@ func (t *RaftTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddre
 	defer t.drop(pc.conn)
 	timeout := t.opts.Timeout * time.Duration(max(1, args.Size/snapshotTimeoutScale))
 	_ = pc.conn.SetDeadline(time.Now().Add(timeout))
-	if err := pc.send(rpcInstallSnapshot, args); err != nil {
-		return err
-	}
-	if _, err := io.Copy(pc.w, data); err != nil {
-		return err
-	}
-	if err := pc.w.Flush(); err != nil {
+	if err := t.send(pc, rpcInstallSnapshot, args, data); err != nil {
 		return err
 	}
 	_, err = pc.receive(resp)
@@ -423,15 +500,14 @@ func (t *RaftTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddre
 // AppendEntriesPipeline opens a replication pipeline to target: one
 // request may be in flight while the next is sent (NetworkTransport's
 // default of two in flight).
-func (t *RaftTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+func (t *RaftTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	pc, err := t.conn(target)
 	if err != nil {
 		return nil, err
 	}
-	// Its connection is closed with it, never pooled again.
-	pc.setSendBuffer(t.opts.BufferSize, t.codec)
 	p := &pipeline{
 		t:        t,
+		id:       id,
 		pc:       pc,
 		inflight: make(chan *appendFuture),
 		doneCh:   make(chan raft.AppendFuture),
@@ -444,6 +520,7 @@ func (t *RaftTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 
 type pipeline struct {
 	t        *RaftTransport
+	id       raft.ServerID
 	pc       *peerConn
 	inflight chan *appendFuture
 	doneCh   chan raft.AppendFuture
@@ -456,8 +533,9 @@ type pipeline struct {
 // it blocks while the previous request still waits for its answer.
 func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, done: make(chan struct{})}
+	p.t.noteSent(p.id)
 	_ = p.pc.conn.SetWriteDeadline(time.Now().Add(p.t.opts.Timeout))
-	if err := p.pc.send(rpcAppendEntries, args); err != nil {
+	if err := p.t.send(p.pc, rpcAppendEntries, args, nil); err != nil {
 		p.t.drop(p.pc.conn)
 		return nil, err
 	}
@@ -478,6 +556,9 @@ func (p *pipeline) decodeAnswers() {
 			reusable, err := p.pc.receive(f.resp)
 			if !reusable {
 				p.t.drop(p.pc.conn)
+			}
+			if err == nil {
+				p.t.noteAnswer(p.id, f.resp)
 			}
 			f.err = err
 			close(f.done)

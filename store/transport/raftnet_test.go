@@ -299,8 +299,9 @@ func TestRaftTransportCloseEndsEverything(t *testing.T) {
 	}
 }
 
-// TestRaftTransportSpacesHeartbeats: heartbeats to a peer with a spacing
-// wait for it, other RPCs and other peers do not, and Quit ends the wait.
+// TestRaftTransportSpacesHeartbeats: a heartbeat to a peer with a spacing
+// waits until the last AppendEntries of any kind to it is that old; other
+// messages do not wait, and Quit ends the waits.
 func TestRaftTransportSpacesHeartbeats(t *testing.T) {
 	const spacing = 300 * time.Millisecond
 	quit := make(chan struct{})
@@ -331,6 +332,21 @@ func TestRaftTransportSpacesHeartbeats(t *testing.T) {
 	if took := heartbeat("nonvoter"); took < spacing*9/10 {
 		t.Errorf("a second heartbeat to a spaced peer went out after %s, want about %s", took, spacing)
 	}
+	// Entries count as a heartbeat: the next one is spaced from them.
+	p, err := client.AppendEntriesPipeline("nonvoter", server.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	sent := time.Now()
+	if _, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header, Term: 3, PrevLogEntry: 1, PrevLogTerm: 3, LeaderCommitIndex: 1,
+		Entries: []*raft.Log{{Index: 2, Term: 3}}}, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat("nonvoter")
+	if took := time.Since(sent); took < spacing*9/10 {
+		t.Errorf("a heartbeat went out %s after entries, want about %s", took, spacing)
+	}
 	// Only heartbeats are spaced: entries and commit indexes go at once.
 	for _, req := range []*raft.AppendEntriesRequest{
 		{RPCHeader: header, Term: 3, PrevLogEntry: 1, PrevLogTerm: 3, LeaderCommitIndex: 1, Entries: []*raft.Log{{Index: 2, Term: 3}}},
@@ -345,7 +361,47 @@ func TestRaftTransportSpacesHeartbeats(t *testing.T) {
 	if took := heartbeat("nonvoter"); took > spacing*9/10 {
 		t.Errorf("a heartbeat waited %s after Quit", took)
 	}
-	if n := a.heartbeats.Load(); n != 3 {
-		t.Errorf("%d heartbeats arrived, want 3", n)
+	if n := a.heartbeats.Load(); n != 4 {
+		t.Errorf("%d heartbeats arrived, want 4", n)
+	}
+}
+
+// TestRaftTransportRemembersAnswers: the last answer of each peer to an
+// AppendEntries, heartbeat or pipelined, is kept with its term and last
+// log index (autopilot's view of a member's health).
+func TestRaftTransportRemembersAnswers(t *testing.T) {
+	client := NewRaftTransport(newTCPStream(t), RaftOptions{Timeout: 5 * time.Second})
+	closeTransport(t, client)
+	server := ours.make(newTCPStream(t))
+	closeTransport(t, server)
+	serveAnswers(t, server)
+	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, Addr: []byte(client.LocalAddr())}
+	if _, ok := client.LastAnswer("s"); ok {
+		t.Fatal("an answer before any request")
+	}
+	before := time.Now()
+	var resp raft.AppendEntriesResponse
+	if err := client.AppendEntries("s", server.LocalAddr(), &raft.AppendEntriesRequest{RPCHeader: header, Term: 4}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := client.LastAnswer("s"); !ok || a.Term != 4 || !a.Success || a.At.Before(before) {
+		t.Fatalf("after a heartbeat: %+v, %v", a, ok)
+	}
+	p, err := client.AppendEntriesPipeline("s", server.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header, Term: 5, PrevLogEntry: 6, PrevLogTerm: 5, LeaderCommitIndex: 6,
+		Entries: []*raft.Log{{Index: 7, Term: 5}}}, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	<-p.Consumer()
+	if a, ok := client.LastAnswer("s"); !ok || a.Term != 5 || a.LastLog != 7 {
+		t.Fatalf("after an append: %+v, %v", a, ok)
+	}
+	client.ForgetAnswers(func(raft.ServerID) bool { return false })
+	if _, ok := client.LastAnswer("s"); ok {
+		t.Error("an answer survived ForgetAnswers")
 	}
 }
