@@ -9,7 +9,7 @@ import (
 // commitPublisher makes the followers learn at once that the leader's
 // writes are committed. hashicorp/raft tells a follower the commit index
 // only in its next replication message; when nothing follows an entry, that
-// message waits for CommitTimeout, which is long (500 ms) so that an idle
+// message waits for CommitTimeout, which is long (1 s) so that an idle
 // leader does not message every follower 70 times a second. Until then the
 // followers (their watchers, and a write forwarded by a follower, which
 // waits to read itself) would not see the write.

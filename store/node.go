@@ -35,6 +35,7 @@ type Node struct {
 	// (memberAt): raft's own goroutines dial, possibly before NewRaft has
 	// returned and raft is set.
 	dialRaft atomic.Pointer[raft.Raft]
+	raftNet  *transport.RaftTransport
 	logs     *raftLog // raft log and stable store
 	snaps    *raft.FileSnapshotStore
 	mux      *transport.Mux
@@ -58,6 +59,7 @@ type Node struct {
 	leaderChanged chan struct{} // closed and replaced on every leader change
 	synced        atomic.Bool   // a consistent read succeeded since start
 	commits       *commitPublisher
+	nonVoters     nonVoterSince // as leader: since when members are non-voters (heartbeatSpacing)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc

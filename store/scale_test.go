@@ -76,3 +76,20 @@ func writeAndRead(n *Node, k Key) error {
 		return nil
 	}
 }
+
+// waitRaftTimeouts waits until n's raft runs with the heartbeat timeout of
+// a voter (the configured one) or of a non-voter (nonVoterTimeoutFactor
+// times it).
+func waitRaftTimeouts(t *testing.T, n *Node, voter bool) {
+	t.Helper()
+	want := n.cfg.Tuning.HeartbeatTimeout
+	if !voter {
+		want *= nonVoterTimeoutFactor
+	}
+	waitFor(t, 5*time.Second, fmt.Sprintf("%s's raft heartbeat timeout at %s", n.name, want), func() error {
+		if got := n.raft.ReloadableConfig().HeartbeatTimeout; got != want {
+			return fmt.Errorf("%s", got)
+		}
+		return nil
+	})
+}
