@@ -70,9 +70,10 @@ const rpcConnsPerPeer = 128
 // rpcIdleTimeout closes an RPC connection unused this long. Every follower
 // that forwarded a write holds such connections to the leader, which keeps
 // a goroutine, buffers and the peer's certificate for each: at 50 nodes,
-// after the joins, 100 idle connections were a sixth of the leader's
-// memory. The leader's server keeps them longer (5 min), so it is always
-// the client that closes, never a request racing a server-side close.
+// after the joins, 100 idle connections held about 4 MB of the idle
+// leader's 41 MB. The leader's server keeps them longer (5 min), so it is
+// always the client that closes, never a request racing a server-side
+// close.
 const rpcIdleTimeout = 30 * time.Second
 
 // newRPCClient is the mutual-TLS HTTP client for other members' RPC.

@@ -203,10 +203,16 @@ func (c *countingPromoter) CalculatePromotionsAndDemotions(conf *autopilot.Confi
 // reconciled waits until autopilot has reconciled n more times.
 func (g *pilotRig) reconciled(t *testing.T, n int64) {
 	t.Helper()
-	want := g.p.rounds.Load() + n
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d reconciliations", n), func() error {
-		if got := g.p.rounds.Load(); got < want {
-			return fmt.Errorf("%d rounds", got)
+	waitCount(t, &g.p.rounds, n, "reconciliations")
+}
+
+// waitCount waits until counter has grown by n.
+func waitCount(t *testing.T, counter *atomic.Int64, n int64, what string) {
+	t.Helper()
+	want := counter.Load() + n
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d %s", n, what), func() error {
+		if got := counter.Load(); got < want {
+			return fmt.Errorf("%d so far", got)
 		}
 		return nil
 	})
@@ -260,13 +266,7 @@ func startPilotWith(t *testing.T, r *fakeRaft, voters int, updateEvery time.Dura
 // runs far more often).
 func (g *pilotRig) settle(t *testing.T, n int64) {
 	t.Helper()
-	want := g.app.states.Load() + n
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d autopilot states", n), func() error {
-		if got := g.app.states.Load(); got < want {
-			return fmt.Errorf("%d states", got)
-		}
-		return nil
-	})
+	waitCount(t, &g.app.states, n, "autopilot states")
 }
 
 func (g *pilotRig) health(id raft.ServerID) autopilot.ServerHealth {
