@@ -56,12 +56,13 @@ type Tuning struct {
 	ElectionTimeout  time.Duration // default 1s
 	// LeaderLeaseTimeout: a leader that has not heard from a quorum of
 	// voters for this long steps down. Default 1s, the longest raft allows
-	// (HeartbeatTimeout): a leader or voter of a small machine starved of
-	// CPU for half a second by a burst of work (50 agents on 2 cores, 100
-	// concurrent adds) kept losing its lease at 500ms. Reads do not rely on
-	// the lease (they confirm leadership with a heartbeat round), and a
-	// leader cut off from the others steps down about when they can elect
-	// a new one (after HeartbeatTimeout); writes need a quorum anyway.
+	// (HeartbeatTimeout): on a small machine a burst of work starves the
+	// voters of CPU for half a second at a time; with 500ms the leader lost
+	// its lease in 2 of 4 bursts of 100 concurrent adds (50 agents on 2
+	// cores beside a CPU hog), with 1s in none of 8 (docs/benchmarks.md).
+	// Reads do not rely on the lease (they confirm leadership with a
+	// heartbeat round), and a leader cut off from the others steps down
+	// about when they can elect a new one; writes need a quorum anyway.
 	LeaderLeaseTimeout time.Duration
 	// CommitTimeout is how long the leader, with nothing new to
 	// replicate, waits before sending each follower the commit index
