@@ -142,28 +142,53 @@ func TestPromoter(t *testing.T) {
 	)
 	ok := func(s autopilot.RaftState) srvSpec { return srvSpec{state: s, healthy: true, since: time.Hour} }
 	tests := []struct {
-		name    string
-		voters  int
-		spec    map[string]srvSpec
+		name   string
+		voters int
+		spec   map[string]srvSpec
+		// live overrides the suffrage of the live raft configuration (by
+		// default it matches the state)
+		live    map[string]raft.ServerSuffrage
 		promote []string
 		demote  []string
 	}{
-		{"grow to the target", 3, map[string]srvSpec{"a": ok(leader), "b": ok(non), "c": ok(non), "d": ok(non)}, []string{"b", "c"}, nil},
-		{"target reached", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": ok(voter), "d": ok(non)}, nil, nil},
-		{"not yet stable", 3, map[string]srvSpec{"a": ok(leader), "b": {state: non, healthy: true, since: time.Millisecond}}, nil, nil},
-		{"unhealthy non-voter", 3, map[string]srvSpec{"a": ok(leader), "b": {state: non, since: time.Hour}}, nil, nil},
-		{"permanent non-voter", 3, map[string]srvSpec{"a": ok(leader), "b": {state: non, healthy: true, since: time.Hour, nonVoter: true}}, nil, nil},
-		{"replace a dead voter", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": {state: voter, since: time.Hour}, "d": ok(non)}, []string{"d"}, []string{"c"}},
-		{"voter only briefly unhealthy", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": {state: voter, since: time.Second}, "d": ok(non)}, nil, nil},
-		{"dead voter, nobody to take over", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": {state: voter, since: time.Hour}}, nil, nil},
-		{"single voter cluster", 1, map[string]srvSpec{"a": ok(leader), "b": ok(non)}, nil, nil},
+		{"grow to the target", 3, map[string]srvSpec{"a": ok(leader), "b": ok(non), "c": ok(non), "d": ok(non)}, nil, []string{"b", "c"}, nil},
+		{"target reached", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": ok(voter), "d": ok(non)}, nil, nil, nil},
+		{"not yet stable", 3, map[string]srvSpec{"a": ok(leader), "b": {state: non, healthy: true, since: time.Millisecond}}, nil, nil, nil},
+		{"unhealthy non-voter", 3, map[string]srvSpec{"a": ok(leader), "b": {state: non, since: time.Hour}}, nil, nil, nil},
+		{"permanent non-voter", 3, map[string]srvSpec{"a": ok(leader), "b": {state: non, healthy: true, since: time.Hour, nonVoter: true}}, nil, nil, nil},
+		{"replace a dead voter", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": {state: voter, since: time.Hour}, "d": ok(non)}, nil, []string{"d"}, []string{"c"}},
+		{"voter only briefly unhealthy", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": {state: voter, since: time.Second}, "d": ok(non)}, nil, nil, nil},
+		{"dead voter, nobody to take over", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": {state: voter, since: time.Hour}}, nil, nil, nil},
+		{"single voter cluster", 1, map[string]srvSpec{"a": ok(leader), "b": ok(non)}, nil, nil, nil},
+		// The state lags behind the configuration: b and c were promoted.
+		{"promotions not yet in the state", 3, map[string]srvSpec{"a": ok(leader), "b": ok(non), "c": ok(non), "d": ok(non)},
+			map[string]raft.ServerSuffrage{"b": raft.Voter, "c": raft.Voter}, nil, nil},
+		{"one more voter than configured", 3, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": ok(voter), "d": ok(voter), "e": ok(non)}, nil, nil, []string{"d"}},
+		{"surplus: the unhealthy voter goes first", 3, map[string]srvSpec{"a": ok(leader), "b": {state: voter, since: time.Second}, "c": ok(voter), "d": ok(voter)}, nil, nil, []string{"b"}},
+		{"voters lowered to 1", 1, map[string]srvSpec{"a": ok(leader), "b": ok(voter), "c": ok(voter)}, nil, nil, []string{"b", "c"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n := &Node{name: "a", cfg: Config{Voters: tc.voters, Tuning: DefaultTuning()}}
-			p := &promoter{d: &pilotDelegate{n: n}}
 			now := time.Now()
 			st := pilotState(now, tc.spec)
+			st.Leader = "a"
+			var live []raft.Server
+			for name, sp := range tc.spec {
+				suffrage := raft.Nonvoter
+				if sp.state == leader || sp.state == voter {
+					suffrage = raft.Voter
+				}
+				if s, ok := tc.live[name]; ok {
+					suffrage = s
+				}
+				live = append(live, raft.Server{ID: raft.ServerID(name), Suffrage: suffrage})
+			}
+			p := &promoter{
+				self: "a", voters: tc.voters, tuning: DefaultTuning(),
+				now:     func() time.Time { return now },
+				servers: func() ([]raft.Server, error) { return live, nil },
+				health:  newHealthHistory(time.Minute),
+			}
 			ch := p.CalculatePromotionsAndDemotions(&autopilot.Config{ServerStabilizationTime: time.Minute}, st)
 			ids := func(in []raft.ServerID) []string {
 				var out []string

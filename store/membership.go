@@ -31,8 +31,8 @@ type Member struct {
 	// Healthy: the leader heard from it recently and it is in step with
 	// the log (raft-autopilot's health).
 	Healthy bool `json:"healthy"`
-	// LastContact is how long ago the member last heard from the leader
-	// (0 for the leader, negative when unknown).
+	// LastContact is how long ago the leader last heard from the member
+	// (its last answer to raft; 0 for the leader, negative when unknown).
 	LastContact time.Duration `json:"lastContact"`
 }
 
@@ -170,12 +170,13 @@ func (n *Node) removeMemberAsLeader(ctx context.Context, name string) error {
 }
 
 // pilotDelegate is raft-autopilot's view of the cluster: members come from
-// the raft configuration; a member is alive while the leader reaches its
-// status endpoint.
+// the raft configuration; a member is alive while it answers the leader's
+// raft messages.
 type pilotDelegate struct {
 	n *Node
 
 	mu        sync.Mutex
+	term      uint64 // the leader's term the two maps below belong to
 	lastOK    map[raft.ServerID]time.Time
 	firstSeen map[raft.ServerID]time.Time
 }
@@ -187,7 +188,7 @@ func newPilot(n *Node) *autopilot.Autopilot {
 		autopilot.WithLogger(newHclog(n.log, "autopilot")),
 		autopilot.WithUpdateInterval(t.AutopilotInterval),
 		autopilot.WithReconcileInterval(t.ReconcileInterval),
-		autopilot.WithPromoter(&promoter{d: d}),
+		autopilot.WithPromoter(newPromoter(n, d)),
 	)
 }
 
@@ -206,41 +207,41 @@ func (d *pilotDelegate) NotifyState(s *autopilot.State) {
 	d.n.metrics.setAutopilot(s)
 }
 
-// aliveWindow: a member is alive if its status answered this recently.
+// aliveWindow: a member is alive if it answered this recently.
 func (d *pilotDelegate) aliveWindow() time.Duration {
 	t := d.n.cfg.Tuning
 	return t.LastContactThreshold + t.AutopilotInterval
 }
 
-func (d *pilotDelegate) FetchServerStats(ctx context.Context, servers map[raft.ServerID]*autopilot.Server) map[raft.ServerID]*autopilot.ServerStats {
+// FetchServerStats reports each member's raft state as the leader last
+// heard it, from raft's own traffic: every follower answers a heartbeat or
+// an append at least every HeartbeatTimeout, and each answer carries its
+// term and last log index (transport.RaftTransport.LastAnswer). LastContact
+// is how long ago that answer came. Asking each member for its status
+// instead (an HTTP call per member every AutopilotInterval, one connection
+// and two goroutines per member) was, once raft itself was quiet, most of
+// an idle 50-node leader's work. An answer from an older term (this node led
+// before) does not count.
+func (d *pilotDelegate) FetchServerStats(_ context.Context, servers map[raft.ServerID]*autopilot.Server) map[raft.ServerID]*autopilot.ServerStats {
+	now := time.Now()
+	term := d.n.raft.CurrentTerm()
 	out := make(map[raft.ServerID]*autopilot.ServerStats, len(servers))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	record := func(id raft.ServerID, st serverStats) {
-		mu.Lock()
-		out[id] = &autopilot.ServerStats{LastContact: st.LastContact, LastTerm: st.LastTerm, LastIndex: st.LastIndex}
-		mu.Unlock()
-		d.mu.Lock()
-		d.lastOK[id] = time.Now()
-		d.mu.Unlock()
-	}
-	for id, srv := range servers {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id := range servers {
 		if string(id) == d.n.name {
-			record(id, d.n.localStats())
+			st := d.n.localStats()
+			out[id] = &autopilot.ServerStats{LastContact: st.LastContact, LastTerm: st.LastTerm, LastIndex: st.LastIndex}
+			d.lastOK[id] = now
 			continue
 		}
-		wg.Add(1)
-		go func(id raft.ServerID, addr string) {
-			defer wg.Done()
-			var st serverStats
-			if err := d.n.call(ctx, http.MethodGet, addr, pathStatus, nil, &st); err != nil {
-				d.n.log.Debug("member status unavailable", "member", string(id), "error", err)
-				return
-			}
-			record(id, st)
-		}(id, string(srv.Address))
+		a, ok := d.n.raftNet.LastAnswer(id)
+		if !ok || a.Term != term {
+			continue
+		}
+		out[id] = &autopilot.ServerStats{LastContact: now.Sub(a.At), LastTerm: a.Term, LastIndex: a.LastLog}
+		d.lastOK[id] = a.At
 	}
-	wg.Wait()
 	return out
 }
 
@@ -253,6 +254,12 @@ func (d *pilotDelegate) KnownServers() map[raft.ServerID]*autopilot.Server {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if term := d.n.raft.CurrentTerm(); term != d.term {
+		// What this node saw when it led before says nothing now.
+		d.term = term
+		d.lastOK = map[raft.ServerID]time.Time{}
+		d.firstSeen = map[raft.ServerID]time.Time{}
+	}
 	out := make(map[raft.ServerID]*autopilot.Server, len(servers))
 	for _, s := range servers {
 		if _, ok := d.firstSeen[s.ID]; !ok {
@@ -289,6 +296,7 @@ func (d *pilotDelegate) KnownServers() map[raft.ServerID]*autopilot.Server {
 			delete(d.lastOK, id)
 		}
 	}
+	d.n.raftNet.ForgetAnswers(func(id raft.ServerID) bool { _, ok := out[id]; return ok })
 	return out
 }
 
@@ -313,83 +321,4 @@ func (d *pilotDelegate) RemoveFailedServer(srv *autopilot.Server) {
 			d.n.log.Warn("could not remove a dead member", "member", srv.Name, "error", err)
 		}
 	})
-}
-
-// promoter keeps Config.Voters voters: it promotes healthy, stable
-// non-voters while voters are missing, and swaps a voter that has been
-// unhealthy for VoterFailover for a healthy non-voter.
-type promoter struct{ d *pilotDelegate }
-
-func (p *promoter) GetServerExt(*autopilot.Config, *autopilot.ServerState) any { return nil }
-func (p *promoter) GetStateExt(*autopilot.Config, *autopilot.State) any        { return nil }
-
-func (p *promoter) GetNodeTypes(_ *autopilot.Config, s *autopilot.State) map[raft.ServerID]autopilot.NodeType {
-	out := make(map[raft.ServerID]autopilot.NodeType, len(s.Servers))
-	for id, srv := range s.Servers {
-		t := srv.Server.NodeType
-		if t == "" {
-			t = autopilot.NodeVoter
-		}
-		out[id] = t
-	}
-	return out
-}
-
-func (p *promoter) IsPotentialVoter(t autopilot.NodeType) bool { return t == autopilot.NodeVoter }
-
-func (p *promoter) CalculatePromotionsAndDemotions(c *autopilot.Config, s *autopilot.State) autopilot.RaftChanges {
-	now := time.Now()
-	failover := p.d.n.cfg.Tuning.VoterFailover
-	var voters, failed, candidates []raft.ServerID
-	for id, srv := range s.Servers {
-		switch {
-		case srv.HasVotingRights():
-			voters = append(voters, id)
-			if srv.State != autopilot.RaftLeader && !srv.Health.Healthy && now.Sub(srv.Health.StableSince) >= failover {
-				failed = append(failed, id)
-			}
-		case srv.State == autopilot.RaftNonVoter && srv.Server.NodeType != nodeTypeNonVoter &&
-			srv.Health.IsStable(now, s.ServerStabilizationTime(c)):
-			candidates = append(candidates, id)
-		}
-	}
-	sort.Slice(failed, func(i, j int) bool { return failed[i] < failed[j] })
-	sort.Slice(candidates, func(i, j int) bool { return candidates[i] < candidates[j] })
-	var ch autopilot.RaftChanges
-	for _, id := range failed {
-		if len(candidates) == 0 {
-			break
-		}
-		ch.Demotions = append(ch.Demotions, id)
-		ch.Promotions = append(ch.Promotions, candidates[0])
-		candidates = candidates[1:]
-	}
-	count := len(voters) - len(ch.Demotions) + len(ch.Promotions)
-	for ; count < p.d.n.cfg.Voters && len(candidates) > 0; count++ {
-		ch.Promotions = append(ch.Promotions, candidates[0])
-		candidates = candidates[1:]
-	}
-	return ch
-}
-
-// FilterFailedServerRemovals lets autopilot remove only members that have
-// been unreachable for DeadServerAfter (autopilot itself bounds removals so
-// that quorum is never at risk).
-func (p *promoter) FilterFailedServerRemovals(_ *autopilot.Config, _ *autopilot.State, failed *autopilot.FailedServers) *autopilot.FailedServers {
-	now := time.Now()
-	dead := func(list []*autopilot.Server) []*autopilot.Server {
-		var out []*autopilot.Server
-		for _, srv := range list {
-			if string(srv.ID) != p.d.n.name && p.d.unreachableFor(srv.ID, now) >= p.d.n.cfg.Tuning.DeadServerAfter {
-				out = append(out, srv)
-			}
-		}
-		return out
-	}
-	return &autopilot.FailedServers{
-		StaleNonVoters:  failed.StaleNonVoters,
-		StaleVoters:     failed.StaleVoters,
-		FailedNonVoters: dead(failed.FailedNonVoters),
-		FailedVoters:    dead(failed.FailedVoters),
-	}
 }

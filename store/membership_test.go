@@ -33,6 +33,13 @@ func TestFiveNodesNonVoterPromotedWhenVoterLost(t *testing.T) {
 	if len(voters) != 3 || len(nonVoters) != 2 {
 		t.Fatalf("roles %v, want 3 voters and 2 non-voters", roles)
 	}
+	// Non-voters wait longer for the leader (they are heartbeated less).
+	for _, name := range voters {
+		waitRaftTimeouts(t, c.node(name), true)
+	}
+	for _, name := range nonVoters {
+		waitRaftTimeouts(t, c.node(name), false)
+	}
 	// The token is only shown on voters.
 	if _, err := c.node(nonVoters[0]).TokenString(); !errors.Is(err, ErrNotAllowed) {
 		t.Errorf("token on a non-voter: %v", err)
@@ -66,6 +73,11 @@ func TestFiveNodesNonVoterPromotedWhenVoterLost(t *testing.T) {
 		}
 		return nil
 	})
+	for _, name := range nonVoters {
+		if c.roles()[name] == "Voter" {
+			waitRaftTimeouts(t, c.node(name), true) // promoted: a voter's timeouts
+		}
+	}
 	ms, err := c.followers()[0].Members(ctxTimeout(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)

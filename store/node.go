@@ -35,6 +35,7 @@ type Node struct {
 	// (memberAt): raft's own goroutines dial, possibly before NewRaft has
 	// returned and raft is set.
 	dialRaft atomic.Pointer[raft.Raft]
+	raftNet  *transport.RaftTransport
 	logs     *raftLog // raft log and stable store
 	snaps    *raft.FileSnapshotStore
 	mux      *transport.Mux
@@ -62,7 +63,8 @@ type Node struct {
 	leaderMu      sync.Mutex
 	leaderChanged chan struct{} // closed and replaced on every leader change
 	synced        atomic.Bool   // a consistent read succeeded since start
-	nudging       atomic.Bool   // a no-op to publish the commit index is being enqueued
+	commits       *commitPublisher
+	nonVoters     nonVoterSince // as leader: since when members are non-voters (heartbeatSpacing)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -119,6 +121,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		name:          cfg.NodeName,
 		nonces:        nonces,
 		notifyCh:      make(chan bool, 1),
+		commits:       newCommitPublisher(),
 		leaderChanged: make(chan struct{}),
 		failed:        make(chan struct{}),
 	}

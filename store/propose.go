@@ -173,37 +173,17 @@ func (n *Node) applyAsLeader(ctx context.Context, cmd string, payload []byte) (*
 	if !ok {
 		return nil, fmt.Errorf("raft returned %T, want *applyResult", f.Response())
 	}
-	n.nudgeFollowers(res.Revision)
+	n.publishCommit()
 	return res, nil
 }
 
-// nudgeFollowers makes the followers learn at once that index is
-// committed. Raft tells them in its next replication message, which, when
-// nothing follows the entry, waits for CommitTimeout (10-20 ms): that
-// delays what followers (and their watchers) see, and a write forwarded by
-// a follower, which waits to read its own write. A no-op entry appended
-// right away carries the commit index out with it. Under load, later
-// entries do this anyway and no nudge is sent.
-func (n *Node) nudgeFollowers(index uint64) {
-	if n.raft.LastIndex() > index {
-		return
-	}
+// publishCommit makes the followers learn at once that the leader's
+// writes so far are committed (commitPublisher).
+func (n *Node) publishCommit() {
 	if servers, err := n.raftServers(); err != nil || len(servers) < 2 {
 		return // nobody to tell
 	}
-	if !n.nudging.CompareAndSwap(false, true) {
-		return
-	}
-	data, err := encodeEntry(newEntry(commandNoop, nil, false, time.Now()))
-	if err != nil {
-		n.nudging.Store(false)
-		return
-	}
-	go func() {
-		// Only the enqueueing is waited for; the entry commits on its own.
-		n.raft.Apply(data, n.cfg.Tuning.CommitTimeout)
-		n.nudging.Store(false)
-	}()
+	n.commits.request(n.raft.LastIndex())
 }
 
 // onLeader runs local when this node leads and remote against the leader
@@ -370,7 +350,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	// Readers need the state as of index, not index itself: once the
 	// leader has applied it, the last entry that changed anything (applied,
 	// hence committed) is enough. The difference is trailing no-ops
-	// (nudgeFollowers), whose commit a follower may only learn after
+	// (commitPublisher), whose commit a follower may only learn after
 	// CommitTimeout.
 	if err := n.fsm.WaitRevision(ctx, index); err != nil {
 		return 0, err

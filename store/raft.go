@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/weftnet/weft/store/transport"
 )
 
 func dirJoin(dir, name string) string { return filepath.Join(dir, name) }
@@ -87,15 +90,142 @@ func (n *Node) raftConfig() *raft.Config {
 	return c
 }
 
+// Non-voters are fed more cheaply than voters. raft heartbeats every
+// follower every tenth of HeartbeatTimeout (100-200 ms). Voters need that:
+// the leader's lease counts their answers, and they detect a dead leader by
+// the silence. A non-voter needs messages only to keep knowing the leader,
+// and most members of a large cluster are non-voters (47 of a 50-node
+// leader's 49 followers), whose heartbeats were most of an idle leader's
+// work. So a non-voter's raft waits nonVoterTimeoutFactor times longer for
+// the leader (followSuffrage), and the leader sends it a heartbeat only
+// after HeartbeatTimeout without any message to it (heartbeatSpacing): a
+// third of the time it waits. Replication messages count, so a non-voter
+// receiving writes gets no heartbeats at all.
+const (
+	nonVoterTimeoutFactor = 3
+	// suffragePoll: how often a node checks its own suffrage.
+	suffragePoll = 250 * time.Millisecond
+	// spacingGrace: a member is heartbeated like a voter until it has been a
+	// non-voter this long, time for it to have lengthened its timeouts.
+	spacingGrace = 8 * suffragePoll
+)
+
+// heartbeatSpacing is, for the leader's transport, the least time between a
+// heartbeat to a member and the previous message to it.
+func (n *Node) heartbeatSpacing(id raft.ServerID) time.Duration {
+	if !n.isNonVoter(id) {
+		n.nonVoters.forget(id)
+		return 0
+	}
+	if time.Since(n.nonVoters.since(id, time.Now())) < spacingGrace {
+		return 0
+	}
+	return n.cfg.Tuning.HeartbeatTimeout
+}
+
+// isNonVoter reports whether the latest raft configuration lists id
+// without a vote.
+func (n *Node) isNonVoter(id raft.ServerID) bool {
+	s, ok := n.suffrageOf(id)
+	return ok && s != raft.Voter
+}
+
+// suffrageOf is id's suffrage in the latest raft configuration, if it is
+// listed.
+func (n *Node) suffrageOf(id raft.ServerID) (raft.ServerSuffrage, bool) {
+	r := n.dialRaft.Load()
+	if r == nil {
+		return 0, false
+	}
+	f := r.GetConfiguration() // a copy of the latest configuration, no round trip
+	if f.Error() != nil {
+		return 0, false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == id {
+			return s.Suffrage, true
+		}
+	}
+	return 0, false
+}
+
+// nonVoterSince records since when the leader has seen each member as a
+// non-voter, in its current term.
+type nonVoterSince struct {
+	mu sync.Mutex
+	m  map[raft.ServerID]time.Time
+}
+
+func (s *nonVoterSince) since(id raft.ServerID, now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[raft.ServerID]time.Time{}
+	}
+	t, ok := s.m[id]
+	if !ok {
+		s.m[id] = now
+		t = now
+	}
+	return t
+}
+
+func (s *nonVoterSince) forget(id raft.ServerID) {
+	s.mu.Lock()
+	delete(s.m, id)
+	s.mu.Unlock()
+}
+
+func (s *nonVoterSince) reset() {
+	s.mu.Lock()
+	s.m = nil
+	s.mu.Unlock()
+}
+
+// followSuffrage gives this node's raft the timeouts of its suffrage: a
+// voter's HeartbeatTimeout and ElectionTimeout, or nonVoterTimeoutFactor
+// times them for a non-voter. raft starts with a voter's; a node not (or no
+// longer) in the configuration keeps what it has.
+func (n *Node) followSuffrage(ctx context.Context) {
+	t := n.cfg.Tuning
+	voter := true
+	tick := time.NewTicker(suffragePoll)
+	defer tick.Stop()
+	for {
+		if s, ok := n.suffrageOf(raft.ServerID(n.name)); ok && (s == raft.Voter) != voter {
+			want := s == raft.Voter
+			rc := n.raft.ReloadableConfig()
+			rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
+			if !want {
+				rc.HeartbeatTimeout *= nonVoterTimeoutFactor
+				rc.ElectionTimeout *= nonVoterTimeoutFactor
+			}
+			if err := n.raft.ReloadConfig(rc); err != nil {
+				n.log.Warn("could not set raft's timeouts", "voter", want, "error", err)
+			} else {
+				voter = want
+				n.log.Debug("raft timeouts set", "voter", want, "heartbeatTimeout", rc.HeartbeatTimeout)
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // startRaft starts raft on the node's stores and cluster port; bootstrap
 // makes this node the only voter of a new cluster.
 func (n *Node) startRaft(bootstrap bool) error {
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  n.raftStream(),
-		MaxPool: 4,
-		Timeout: 10 * time.Second,
-		Logger:  newHclog(n.log, "raft-net"),
+	trans := transport.NewRaftTransport(n.raftStream(), transport.RaftOptions{
+		MaxPool:          4,
+		Timeout:          10 * time.Second,
+		HeartbeatSpacing: n.heartbeatSpacing,
+		Quit:             n.ctx.Done(),
+		Logger:           n.log.With("component", "raft-net"),
 	})
+	n.raftNet = trans
 	var logStore raft.LogStore = n.logs
 	var stable raft.StableStore = n.logs
 	var snaps raft.SnapshotStore = n.snaps
@@ -117,6 +247,7 @@ func (n *Node) startRaft(bootstrap bool) error {
 	}
 	n.raft = r
 	n.dialRaft.Store(r)
+	n.goBackground("suffrage", n.followSuffrage)
 	if !bootstrap {
 		return nil
 	}
@@ -232,7 +363,15 @@ func (n *Node) lead(ctx context.Context) {
 	}
 	n.established.Store(term)
 	n.signalLeaderChange() // wakes readers waiting for an established leader
+	n.nonVoters.reset()
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.publishCommits(ctx)
+	}()
 	n.pilot.Start(ctx)
 	defer func() { <-n.pilot.Stop() }()
 

@@ -1,0 +1,9 @@
+package scalebench
+
+import (
+	"testing"
+
+	"github.com/weftnet/weft/internal/testbed"
+)
+
+func TestMain(m *testing.M) { testbed.Main(m) }
