@@ -1,7 +1,7 @@
 package ipam
 
 import (
-	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/weftnet/weft/api"
@@ -113,33 +113,26 @@ func TestDeletePool(t *testing.T) {
 		errorIs(t, err, store.ErrInvalid)
 		errContains(t, err, "ipam.deletePool")
 	})
-	// In use, no force: disabled, empty block released, not deleted.
-	resp := run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "p"})
-	if resp.Deleted || !resp.Disabled || resp.InUse != 1 || len(resp.BlocksDeleted) != 1 || resp.BlocksDeleted[0] != b.Block || resp.Message == "" {
-		t.Fatalf("delete in use: %+v", resp)
-	}
-	if hasAffinity(f, "n2", b.Block) {
-		t.Fatal("the empty block's affinity survived")
-	}
-	o, ok := f.get(store.Key{Kind: KindIPPool, Name: "p"})
-	if !ok {
-		t.Fatal("pool deleted while in use")
-	}
-	var stored api.IPPool
-	if err := json.Unmarshal(o.Value, &stored); err != nil || !stored.Spec.Disabled || stored.Spec.CIDR != "10.0.0.0/24" {
-		t.Fatalf("pool after refused delete: %+v %v", stored, err)
-	}
-	// Disabled: no new allocations from it; existing ones stay.
+	// In use, no force: refused, nothing changes (not even the empty
+	// block), the pool keeps allocating.
+	assertUnchanged(t, f, func() {
+		_, err := f.command(CmdDeletePool, DeletePoolRequest{Name: "p"})
+		errorIs(t, err, ErrPoolInUse)
+		errorIs(t, err, store.ErrConflict)
+		errContains(t, err, "1 addresses in use")
+	})
 	r := wl("h3", "n1")
 	r.Pools = []string{"p"}
-	_, err := tryAssign(f, r)
-	errContains(t, err, "disabled")
-	if got := assignIP(t, f, "h4", "n1"); got.Pool != "q" {
-		t.Fatalf("allocation went to %s", got.Pool)
+	got, err := tryAssign(f, r)
+	if err != nil {
+		t.Fatalf("the pool stopped allocating after a refused delete: %v", err)
+	}
+	if _, err := release(f, ReleaseRequest{IP: got.Addresses[0].IP}); err != nil {
+		t.Fatal(err)
 	}
 	// Force: the address is released and the pool deleted.
-	resp = run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "p", Force: true})
-	if !resp.Deleted || len(resp.Released) != 1 || resp.Released[0].IP != a.IP {
+	resp := run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "p", Force: true})
+	if !resp.Deleted || len(resp.Released) != 1 || resp.Released[0].IP != a.IP || len(resp.BlocksDeleted) != 2 || !slices.Contains(resp.BlocksDeleted, b.Block) {
 		t.Fatalf("forced delete: %+v", resp)
 	}
 	if _, ok := f.get(store.Key{Kind: KindIPPool, Name: "p"}); ok {
@@ -155,7 +148,7 @@ func TestDeletePool(t *testing.T) {
 	errorIs(t, err, store.ErrNotFound)
 	// An unused pool is deleted at once, but not at a stale revision.
 	addPool(t, f, "empty", "10.2.0.0/24", 26)
-	o, _ = f.get(store.Key{Kind: KindIPPool, Name: "empty"})
+	o, _ := f.get(store.Key{Kind: KindIPPool, Name: "empty"})
 	assertUnchanged(t, f, func() {
 		_, err := f.command(CmdDeletePool, DeletePoolRequest{Name: "empty", Revision: o.Revision + 1})
 		errorIs(t, err, store.ErrConflict)
