@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -87,10 +88,11 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 			if err := g.checkOutput("table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
-			path := "/v1/workloads?namespace=" + listNS
+			q := url.Values{"namespace": {listNS}}
 			if listAll {
-				path = "/v1/workloads?allNamespaces=true"
+				q = url.Values{"allNamespaces": {"true"}}
 			}
+			path := "/v1/workloads?" + q.Encode()
 			var l localapi.WorkloadList
 			if err := g.client().Do(c.Context(), "GET", path, nil, &l); err != nil {
 				return err
