@@ -23,7 +23,7 @@ CONFDIR   ?= /etc/weft
 # of different packages from fighting over this machine's 2 cores.
 TEST_FLAGS ?= -count=1 -timeout 25m -p 1
 
-.PHONY: all build build-all deps test test-unit lint install uninstall demo demo-down bench clean
+.PHONY: all build build-all deps test test-unit fuzz lint install uninstall demo demo-down bench clean
 
 all: build
 
@@ -45,6 +45,12 @@ test: deps build
 # Unit tests only (no root needed, fast).
 test-unit:
 	WEFT_SKIP_KERNEL=1 $(GO) test -count=1 -short ./...
+
+# Every fuzz target for FUZZTIME each, after replaying its committed seed
+# corpus (testdata/fuzz/); CI runs it. FUZZTIME=2m make fuzz for a longer run.
+FUZZTIME ?= 10s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
