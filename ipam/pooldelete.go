@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 
@@ -103,28 +102,5 @@ func (s *session) dropBlock(p netip.Prefix, b *Block) error {
 		}
 	}
 	s.deleteBlock(p)
-	return nil
-}
-
-// disablePool sets spec.disabled on a stored pool, keeping every other
-// field as stored (including ones this package does not know).
-func (s *session) disablePool(key store.Key, value []byte) error {
-	var obj map[string]any
-	if err := json.Unmarshal(value, &obj); err != nil {
-		return fmt.Errorf("IP pool %s: decode: %w", key.Name, err)
-	}
-	spec, _ := obj["spec"].(map[string]any)
-	if spec == nil {
-		spec = map[string]any{}
-		obj["spec"] = spec
-	}
-	spec["disabled"] = true
-	v, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	if _, err := s.tx.Put(key, v); err != nil {
-		return fmt.Errorf("disable IP pool %s: %w", key.Name, err)
-	}
 	return nil
 }
