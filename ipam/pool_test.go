@@ -123,7 +123,7 @@ func TestDeletePool(t *testing.T) {
 		_, err := f.command(CmdDeletePool, DeletePoolRequest{Name: "p"})
 		errorIs(t, err, ErrPoolInUse)
 		errorIs(t, err, store.ErrConflict)
-		errContains(t, err, "1 addresses in use")
+		errContains(t, err, "still has 1 address in use: not deleted, nothing changed")
 	})
 	r := wl("h3", "n1")
 	r.Pools = []string{"p"}

@@ -66,8 +66,12 @@ func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
 		// Refused, and nothing changes: the pool keeps serving as before.
 		// (Calico disables the pool first; a refused delete that left the
 		// only pool disabled would make every later workload add fail.)
+		what := "addresses"
+		if resp.InUse == 1 {
+			what = "address"
+		}
 		return resp, newError(ErrPoolInUse, store.ErrConflict,
-			"IP pool %s still has %d addresses in use: not deleted, nothing changed; release them (or set spec.disabled: true to stop new allocations while it drains), or delete it with --force, which releases them", r.Name, resp.InUse)
+			"IP pool %s still has %d %s in use: not deleted, nothing changed; release them (or set spec.disabled: true to stop new allocations while it drains), or delete it with --force, which releases them", r.Name, resp.InUse, what)
 	}
 	err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
 		rel, err := s.releaseMatching(p, b, func(AllocationAttribute) bool { return true })
