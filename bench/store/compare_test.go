@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	mrand "math/rand"
 	"net"
@@ -594,6 +595,7 @@ func weftWatch(nodes []weftNode, prefix string) (benchResult, error) {
 	sent := make([][]int64, len(nodes))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	resumes := make([]int, len(nodes))
 	var wg sync.WaitGroup
 	for m, nd := range nodes {
 		recv[m], sent[m] = make([]int64, total), make([]int64, total)
@@ -605,40 +607,57 @@ func weftWatch(nodes []weftNode, prefix string) (benchResult, error) {
 		if st.Datastore == nil {
 			return benchResult{}, fmt.Errorf("%s: no datastore status", nd.name)
 		}
-		body, err := c.Stream(ctx, "GET", fmt.Sprintf("/v1/watch?kinds=GlobalNetworkSet&revision=%d", st.Datastore.Revision), nil)
+		from := st.Datastore.Revision
+		open := func() (io.ReadCloser, error) {
+			return c.Stream(ctx, "GET", fmt.Sprintf("/v1/watch?kinds=GlobalNetworkSet&revision=%d", from), nil)
+		}
+		body, err := open() // established before the first write
 		if err != nil {
 			return benchResult{}, err
 		}
 		wg.Add(1)
 		go func(m int) {
 			defer wg.Done()
-			defer body.Close()
-			sc := bufio.NewScanner(body)
-			sc.Buffer(make([]byte, 64<<10), 1<<20)
 			seen := 0
-			for sc.Scan() {
-				now := time.Now().UnixNano()
-				var ev localapi.WatchEvent
-				if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Type != "PUT" {
-					continue
+			for {
+				sc := bufio.NewScanner(body)
+				sc.Buffer(make([]byte, 64<<10), 1<<20)
+				for sc.Scan() && seen < total {
+					now := time.Now().UnixNano()
+					var ev localapi.WatchEvent
+					if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Type != "PUT" {
+						continue
+					}
+					from = max(from, ev.Revision)
+					var obj struct {
+						Metadata struct {
+							Name        string            `json:"name"`
+							Annotations map[string]string `json:"annotations"`
+						} `json:"metadata"`
+					}
+					if json.Unmarshal(ev.Object, &obj) != nil {
+						continue
+					}
+					idx, err := strconv.Atoi(strings.TrimPrefix(obj.Metadata.Name, wprefix))
+					if err != nil || !strings.HasPrefix(obj.Metadata.Name, wprefix) || idx < 0 || idx >= total || recv[m][idx] != 0 {
+						continue
+					}
+					st, _ := strconv.ParseInt(obj.Metadata.Annotations[sentAnnotation], 10, 64)
+					recv[m][idx], sent[m][idx] = now, st
+					seen++
 				}
-				var obj struct {
-					Metadata struct {
-						Name        string            `json:"name"`
-						Annotations map[string]string `json:"annotations"`
-					} `json:"metadata"`
-				}
-				if json.Unmarshal(ev.Object, &obj) != nil {
-					continue
-				}
-				idx, err := strconv.Atoi(strings.TrimPrefix(obj.Metadata.Name, wprefix))
-				if err != nil || !strings.HasPrefix(obj.Metadata.Name, wprefix) || idx < 0 || idx >= total || recv[m][idx] != 0 {
-					continue
-				}
-				st, _ := strconv.ParseInt(obj.Metadata.Annotations[sentAnnotation], 10, 64)
-				recv[m][idx], sent[m][idx] = now, st
-				if seen++; seen == total {
+				body.Close()
+				if seen == total || ctx.Err() != nil {
 					return
+				}
+				// The agent closes a watch that falls too far behind;
+				// a client resumes from the last revision it saw.
+				resumes[m]++
+				for body, err = open(); err != nil; body, err = open() {
+					if ctx.Err() != nil {
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
 				}
 			}
 		}(m)
@@ -650,5 +669,8 @@ func weftWatch(nodes []weftNode, prefix string) (benchResult, error) {
 	})
 	waitWatchers(&wg, cancel)
 	last, _, missing := lastOf(recv, sent, nwarm, total)
+	if slices.ContainsFunc(resumes, func(n int) bool { return n > 0 }) || missing+perr > 0 {
+		fmt.Fprintf(os.Stderr, "# weft watch: %d writes failed, %d missed by some watcher, watches resumed per node %v\n", perr, missing, resumes)
+	}
 	return benchResult{rate: float64(total) / elapsed.Seconds(), p50: pct(last, 0.5), p99: pct(last, 0.99), n: len(last), errs: missing + perr}, nil
 }
