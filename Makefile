@@ -28,7 +28,7 @@ CONFDIR   ?= /etc/weft
 # fighting over this machine's 2 cores.
 TEST_FLAGS ?= -count=1 -timeout 25m -p 1
 
-.PHONY: all build build-all deps test test-unit check-test-unit lint install uninstall demo demo-down bench clean
+.PHONY: all build build-all deps test test-unit check-test-unit fuzz lint install uninstall demo demo-down bench clean
 
 all: build
 
@@ -56,6 +56,12 @@ test-unit:
 # as is and once without the capabilities a kernel test needs, timed.
 check-test-unit:
 	./scripts/check-test-unit.sh
+
+# Every fuzz target for FUZZTIME each, after replaying its committed seed
+# corpus (testdata/fuzz/); CI runs it. FUZZTIME=2m make fuzz for a longer run.
+FUZZTIME ?= 10s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

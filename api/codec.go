@@ -35,14 +35,14 @@ func (e *DecodeError) Error() string {
 	}
 	switch {
 	case e.Kind != "":
-		name := e.Name
+		name := clipName(e.Name)
 		if name == "" {
 			name = "<no name>"
 		}
 		if e.Namespace != "" {
-			name = e.Namespace + "/" + name
+			name = clipName(e.Namespace) + "/" + name
 		}
-		fmt.Fprintf(&b, " (%s %s)", e.Kind, name)
+		fmt.Fprintf(&b, " (%s %s)", clipName(e.Kind), name)
 	case e.Line > 0:
 		fmt.Fprintf(&b, " (line %d)", e.Line)
 	}
@@ -91,7 +91,7 @@ func splitDocuments(data []byte) ([]rawDocument, error) {
 	for _, y := range splitYAML(data) {
 		j, err := yaml.YAMLToJSONStrict(y.text)
 		if err != nil {
-			return nil, &DecodeError{Document: len(docs) + 1, Line: y.line, Problems: []string{"invalid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}}
+			return nil, &DecodeError{Document: len(docs) + 1, Line: y.line, Problems: []string{"invalid YAML: " + yamlProblem(err)}}
 		}
 		v, err := decodeGeneric(j)
 		if err != nil {
@@ -103,6 +103,22 @@ func splitDocuments(data []byte) ([]rawDocument, error) {
 		docs = append(docs, rawDocument{line: y.line, value: v})
 	}
 	return docs, nil
+}
+
+// yamlProblem is the parser's message on one line: the YAML library puts
+// the detail of some errors (a duplicate key) on lines of their own
+// ("yaml: unmarshal errors:\n  line 3: key \"kind\" already set in map"),
+// which a one-line error would drop.
+func yamlProblem(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	msg = strings.Replace(msg, "yaml: unmarshal errors:\n", "yaml: ", 1)
+	var parts []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func splitJSON(data []byte) ([]rawDocument, error) {
@@ -272,13 +288,13 @@ func decodeList(index, line int, v map[string]any) ([]Resource, error) {
 	case apiVersion == "" || apiVersion == Group:
 	case kind == "List" && apiVersion == "v1":
 	default:
-		return nil, fail(fmt.Sprintf("unsupported apiVersion %q (weft accepts %s)", apiVersion, Group))
+		return nil, fail(clipMessage(fmt.Sprintf("unsupported apiVersion %q (weft accepts %s)", apiVersion, Group)))
 	}
 	for k := range v {
 		switch k {
 		case "apiVersion", "kind", "metadata", "items":
 		default:
-			return nil, fail(fmt.Sprintf("unknown field %q", k))
+			return nil, fail(clipMessage(fmt.Sprintf("unknown field %q", k)))
 		}
 	}
 	if itemKind != "" {
@@ -321,7 +337,7 @@ func decodeResource(obj map[string]any, listKind string) (Resource, *DecodeError
 		e.Namespace, _ = md["namespace"].(string)
 	}
 	fail := func(format string, args ...any) (Resource, *DecodeError) {
-		e.Problems = append(e.Problems, fmt.Sprintf(format, args...))
+		e.Problems = append(e.Problems, clipMessage(fmt.Sprintf(format, args...)))
 		return nil, e
 	}
 	if listKind != "" {

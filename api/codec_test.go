@@ -153,7 +153,12 @@ spec:
 		{
 			name: "duplicate YAML key",
 			in:   "apiVersion: projectcalico.org/v3\nkind: Tier\nkind: Tier\nmetadata: {name: t}\n",
-			want: `document 1 (line 1): invalid YAML: yaml: unmarshal errors:`,
+			want: `document 1 (line 1): invalid YAML: yaml: line 3: key "kind" already set in map`,
+		},
+		{
+			name: "two duplicate YAML keys",
+			in:   "apiVersion: projectcalico.org/v3\nkind: Tier\nkind: Tier\nmetadata: {name: t, name: u}\n",
+			want: `document 1 (line 1): invalid YAML: yaml: line 3: key "kind" already set in map; line 4: key "name" already set in map`,
 		},
 		{
 			name: "duplicate JSON key",
@@ -193,6 +198,9 @@ spec:
 			}
 			if !strings.HasPrefix(err.Error(), c.want) {
 				t.Errorf("error:\n  %s\nwant:\n  %s", err, c.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans several lines (the CLI prints one): %q", err)
 			}
 		})
 	}

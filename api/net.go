@@ -61,11 +61,31 @@ func family(a netip.Addr) string {
 	return "IPv6"
 }
 
-// linkLocal is the link-local range of a's family, which pools may not
-// overlap.
-func linkLocal(a netip.Addr) netip.Prefix {
-	if a.Is4() {
-		return netip.MustParsePrefix("169.254.0.0/16")
+// poolForbidden are the ranges an IP pool may not overlap: their
+// addresses cannot be given to a workload. Link-local is Calico's rule
+// (169.254.0.0/16, fe80::/10: the kernel and weft use them on every link,
+// e.g. the workloads' gateway 169.254.1.1); loopback and multicast are
+// weft's (an address there is never a unicast address on a veth).
+var poolForbidden = []struct {
+	what   string
+	prefix netip.Prefix
+}{
+	{"IPv4 loopback", netip.MustParsePrefix("127.0.0.0/8")},
+	{"IPv4 link-local", netip.MustParsePrefix("169.254.0.0/16")},
+	{"IPv4 multicast", netip.MustParsePrefix("224.0.0.0/4")},
+	{"IPv6 loopback", netip.MustParsePrefix("::1/128")},
+	{"IPv6 link-local", netip.MustParsePrefix("fe80::/10")},
+	{"IPv6 multicast", netip.MustParsePrefix("ff00::/8")},
+}
+
+// PoolRangeProblem says why an IP pool may not use p ("overlaps the IPv4
+// loopback range 127.0.0.0/8"), or "" when it may: pools must not overlap
+// the loopback, link-local or multicast ranges of their family.
+func PoolRangeProblem(p netip.Prefix) string {
+	for _, r := range poolForbidden {
+		if p.Overlaps(r.prefix) {
+			return fmt.Sprintf("overlaps the %s range %s", r.what, r.prefix)
+		}
 	}
-	return netip.MustParsePrefix("fe80::/10")
+	return ""
 }

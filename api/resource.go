@@ -182,9 +182,9 @@ func Describe(r Resource) string {
 
 func describe(kind, ns, name string) string {
 	if ns != "" {
-		return fmt.Sprintf("%s %q", kind, ns+"/"+name)
+		return fmt.Sprintf("%s %q", kind, clipName(ns)+"/"+clipName(name))
 	}
-	return fmt.Sprintf("%s %q", kind, name)
+	return fmt.Sprintf("%s %q", kind, clipName(name))
 }
 
 func (r *IPPool) Kind() string                { return KindIPPool }

@@ -35,6 +35,7 @@ func (c *strictChecker) report(path, format string, args ...any) {
 	if path != "" {
 		msg = path + ": " + msg
 	}
+	msg = clipMessage(msg)
 	c.problems = append(c.problems, msg)
 }
 
@@ -190,10 +191,7 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 func describeJSON(v any) string {
 	switch x := v.(type) {
 	case string:
-		if len(x) > 40 {
-			x = x[:40] + "..."
-		}
-		return "string " + strconv.Quote(x)
+		return "string " + strconv.Quote(clipTo(x, 40))
 	case json.Number:
 		return "number " + x.String()
 	case bool:

@@ -44,7 +44,7 @@ func (e *ValidationError) Error() string {
 type problems struct{ list []FieldError }
 
 func (p *problems) add(field, format string, args ...any) {
-	p.list = append(p.list, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	p.list = append(p.list, FieldError{Field: clipMessage(field), Message: clipMessage(fmt.Sprintf(format, args...))})
 }
 
 func (p *problems) result(r Resource) error {

@@ -179,9 +179,7 @@ func validateNode(p *problems, n *Node) {
 		{"spec.vxlanTunnelMACAddr", s.VXLANTunnelMACAddr}, {"spec.vxlanTunnelMACAddrV6", s.VXLANTunnelMACAddrV6},
 	} {
 		if m.value != "" {
-			if _, err := net.ParseMAC(m.value); err != nil {
-				p.add(m.field, "%q is not a valid MAC address", m.value)
-			}
+			checkTunnelMAC(p, m.field, m.value)
 		}
 	}
 	if w := s.Wireguard; w != nil {
@@ -251,5 +249,22 @@ func checkAddrOfFamily(p *problems, field, v string, want4 bool) {
 		p.add(field, "%v", err)
 	case a.Is4() != want4:
 		p.add(field, "%s is an %s address", v, family(a))
+	}
+}
+
+// checkTunnelMAC accepts the MAC address of a VXLAN device: a unicast
+// EUI-48 address (the kernel refuses a multicast or all-zero one, and
+// peers would put it in their FDB and neighbour tables).
+func checkTunnelMAC(p *problems, field, value string) {
+	mac, err := net.ParseMAC(value)
+	switch {
+	case err != nil:
+		p.add(field, "%q is not a valid MAC address", value)
+	case len(mac) != 6:
+		p.add(field, "%q is not a 6-byte (EUI-48) MAC address", value)
+	case mac[0]&1 == 1:
+		p.add(field, "%q is a multicast MAC address (a VXLAN device needs a unicast one)", value)
+	case [6]byte(mac) == [6]byte{}:
+		p.add(field, "%q is the all-zero MAC address (a VXLAN device needs a unicast one)", value)
 	}
 }

@@ -54,8 +54,8 @@ func validateIPPool(p *problems, pool *IPPool) {
 		if m := pfx.Masked(); m != pfx {
 			p.add("spec.cidr", "%s is not strictly masked (host bits are set; did you mean %s?)", s.CIDR, m)
 		}
-		if ll := linkLocal(pfx.Addr()); pfx.Overlaps(ll) {
-			p.add("spec.cidr", "%s overlaps the %s link-local range %s", s.CIDR, family(pfx.Addr()), ll)
+		if why := PoolRangeProblem(pfx); why != "" {
+			p.add("spec.cidr", "%s %s", s.CIDR, why)
 		}
 		min, max, fam := MinBlockSizeV4, MaxBlockSizeV4, "IPv4"
 		if v6 {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestValidationGolden runs testdata/validation.yaml: every document is
@@ -243,5 +244,51 @@ func TestDefaultIPPoolAndTiers(t *testing.T) {
 	Default(f)
 	if (*f.Spec.FailsafeInboundHostPorts)[0].Protocol != "TCP" {
 		t.Error("failsafe protocol should default to TCP")
+	}
+}
+
+// An error about a huge input repeats only the start of it: the message
+// stays one readable line (a 500 KB label value came back as a 500 KB
+// error, which the CLI could not even read).
+func TestErrorsClipHugeInput(t *testing.T) {
+	huge := strings.Repeat("b", 500_000)
+	for name, doc := range map[string]string{
+		"label value":   "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: x\n  labels:\n    a: " + huge + "\n",
+		"label key":     `{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet", "metadata": {"name": "x", "labels": {"` + huge + `": "a"}}}`,
+		"name":          "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: " + huge + "\n",
+		"unknown field": `{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet", "metadata": {"name": "x"}, "spec": {"` + huge + `": 1}}`,
+		"net":           "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: x\nspec:\n  nets: [" + huge + "]\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			rs, err := Decode([]byte(doc))
+			if err == nil {
+				for _, r := range rs {
+					Default(r)
+					err = Validate(r)
+				}
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			if len(msg) > 1500 || !strings.Contains(msg, "…(5000") || strings.Contains(msg, "\n") {
+				t.Fatalf("%d-byte error: %.300s", len(msg), msg)
+			}
+			t.Logf("%s", msg)
+		})
+	}
+}
+
+func TestClipKeepsWholeCharacters(t *testing.T) {
+	s := strings.Repeat("é", maxQuoted) // 2 bytes each
+	got := clipTo(s, maxQuoted)
+	if !utf8.ValidString(got) || !strings.HasSuffix(got, fmt.Sprintf("…(%d bytes)", len(s))) {
+		t.Fatalf("clipTo = %q", got)
+	}
+	if clipTo("short", maxQuoted) != "short" {
+		t.Fatal("a short value was clipped")
+	}
+	if got := clipTo(`ab\u00e9`, 3); got != `ab…(8 bytes)` {
+		t.Fatalf("clipTo cut inside an escape: %q", got)
 	}
 }

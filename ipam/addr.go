@@ -231,12 +231,3 @@ func nextBlock(b netip.Prefix) (netip.Prefix, bool) {
 	}
 	return netip.PrefixFrom(a, b.Bits()), true
 }
-
-// linkLocal is the link-local range of a family, which pools may not
-// overlap.
-func linkLocal(is4 bool) netip.Prefix {
-	if is4 {
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte{169, 254}), 16)
-	}
-	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfe, 0x80}), 10)
-}

@@ -1,7 +1,7 @@
 package ipam
 
 import (
-	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/weftnet/weft/api"
@@ -21,6 +21,10 @@ func TestPoolValidation(t *testing.T) {
 		"overlap v6":          {poolObj("b", "fd00:0:0:5::/64", 122), "overlaps IPPool v6"},
 		"link-local":          {poolObj("b", "169.254.0.0/24", 26), "link-local"},
 		"link-local v6":       {poolObj("b", "fe80::/64", 122), "link-local"},
+		"loopback":            {poolObj("b", "127.0.0.0/24", 26), "spec.cidr: 127.0.0.0/24 overlaps the IPv4 loopback range"},
+		"loopback v6":         {poolObj("b", "::/120", 122), "IPv6 loopback"},
+		"multicast":           {poolObj("b", "224.0.0.0/24", 26), "IPv4 multicast"},
+		"multicast v6":        {poolObj("b", "ff02::/64", 122), "IPv6 multicast"},
 		"host bits":           {poolObj("b", "10.1.0.1/24", 26), "host bits"},
 		"block size v4":       {poolObj("b", "10.1.0.0/16", 19), "blockSize"},
 		"block size v6":       {poolObj("b", "fd01::/64", 100), "blockSize"},
@@ -113,33 +117,26 @@ func TestDeletePool(t *testing.T) {
 		errorIs(t, err, store.ErrInvalid)
 		errContains(t, err, "ipam.deletePool")
 	})
-	// In use, no force: disabled, empty block released, not deleted.
-	resp := run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "p"})
-	if resp.Deleted || !resp.Disabled || resp.InUse != 1 || len(resp.BlocksDeleted) != 1 || resp.BlocksDeleted[0] != b.Block || resp.Message == "" {
-		t.Fatalf("delete in use: %+v", resp)
-	}
-	if hasAffinity(f, "n2", b.Block) {
-		t.Fatal("the empty block's affinity survived")
-	}
-	o, ok := f.get(store.Key{Kind: KindIPPool, Name: "p"})
-	if !ok {
-		t.Fatal("pool deleted while in use")
-	}
-	var stored api.IPPool
-	if err := json.Unmarshal(o.Value, &stored); err != nil || !stored.Spec.Disabled || stored.Spec.CIDR != "10.0.0.0/24" {
-		t.Fatalf("pool after refused delete: %+v %v", stored, err)
-	}
-	// Disabled: no new allocations from it; existing ones stay.
+	// In use, no force: refused, nothing changes (not even the empty
+	// block), the pool keeps allocating.
+	assertUnchanged(t, f, func() {
+		_, err := f.command(CmdDeletePool, DeletePoolRequest{Name: "p"})
+		errorIs(t, err, ErrPoolInUse)
+		errorIs(t, err, store.ErrConflict)
+		errContains(t, err, "still has 1 address in use: not deleted, nothing changed")
+	})
 	r := wl("h3", "n1")
 	r.Pools = []string{"p"}
-	_, err := tryAssign(f, r)
-	errContains(t, err, "disabled")
-	if got := assignIP(t, f, "h4", "n1"); got.Pool != "q" {
-		t.Fatalf("allocation went to %s", got.Pool)
+	got, err := tryAssign(f, r)
+	if err != nil {
+		t.Fatalf("the pool stopped allocating after a refused delete: %v", err)
+	}
+	if _, err := release(f, ReleaseRequest{IP: got.Addresses[0].IP}); err != nil {
+		t.Fatal(err)
 	}
 	// Force: the address is released and the pool deleted.
-	resp = run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "p", Force: true})
-	if !resp.Deleted || len(resp.Released) != 1 || resp.Released[0].IP != a.IP {
+	resp := run[DeletePoolResponse](t, f, CmdDeletePool, DeletePoolRequest{Name: "p", Force: true})
+	if !resp.Deleted || len(resp.Released) != 1 || resp.Released[0].IP != a.IP || len(resp.BlocksDeleted) != 2 || !slices.Contains(resp.BlocksDeleted, b.Block) {
 		t.Fatalf("forced delete: %+v", resp)
 	}
 	if _, ok := f.get(store.Key{Kind: KindIPPool, Name: "p"}); ok {
@@ -155,7 +152,7 @@ func TestDeletePool(t *testing.T) {
 	errorIs(t, err, store.ErrNotFound)
 	// An unused pool is deleted at once, but not at a stale revision.
 	addPool(t, f, "empty", "10.2.0.0/24", 26)
-	o, _ = f.get(store.Key{Kind: KindIPPool, Name: "empty"})
+	o, _ := f.get(store.Key{Kind: KindIPPool, Name: "empty"})
 	assertUnchanged(t, f, func() {
 		_, err := f.command(CmdDeletePool, DeletePoolRequest{Name: "empty", Revision: o.Revision + 1})
 		errorIs(t, err, store.ErrConflict)

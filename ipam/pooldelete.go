@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 
@@ -19,22 +18,19 @@ type DeletePoolRequest struct {
 	Revision uint64 `json:"revision,omitempty"`
 }
 
-// DeletePoolResponse reports what happened. When addresses are in use and
-// Force is false the command still succeeds, with Deleted false: the pool
-// is disabled (no new allocations) and its empty blocks are released, so
-// that it drains; Message says why it was not deleted and the caller
-// should report it as an error.
+// DeletePoolResponse reports what a delete did. When addresses are in use
+// and Force is false the command fails (ErrPoolInUse, a store.ErrConflict)
+// and changes nothing: the pool stays as it was, enabled or not.
 type DeletePoolResponse struct {
 	Deleted       bool       `json:"deleted"`
 	Disabled      bool       `json:"disabled"`
 	InUse         int        `json:"inUse"`
 	BlocksDeleted []string   `json:"blocksDeleted"`
 	Released      []Released `json:"released"`
-	Message       string     `json:"message,omitempty"`
 }
 
-// deletePool is the ipam.deletePool command (Calico's delete flow:
-// disable, release the blocks, delete).
+// deletePool is the ipam.deletePool command: refused while addresses are in
+// use unless forced; otherwise release the blocks, then delete the pool.
 func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
 	resp := DeletePoolResponse{BlocksDeleted: []string{}, Released: []Released{}}
 	key := store.Key{Kind: KindIPPool, Name: r.Name}
@@ -67,29 +63,15 @@ func (s *session) deletePool(r DeletePoolRequest) (DeletePoolResponse, error) {
 		return resp, err
 	}
 	if resp.InUse > 0 && !r.Force {
-		if !pl.disabled() {
-			if err := s.disablePool(key, o.Value); err != nil {
-				return resp, err
-			}
+		// Refused, and nothing changes: the pool keeps serving as before.
+		// (Calico disables the pool first; a refused delete that left the
+		// only pool disabled would make every later workload add fail.)
+		what := "addresses"
+		if resp.InUse == 1 {
+			what = "address"
 		}
-		resp.Disabled = true
-		cfg, err := s.config()
-		if err != nil {
-			return resp, err
-		}
-		err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
-			b.expireCooldown(s.now, cfg.cooldown)
-			if !b.quiet() {
-				return nil
-			}
-			resp.BlocksDeleted = append(resp.BlocksDeleted, p.String())
-			return s.dropBlock(p, b)
-		})
-		if err != nil {
-			return resp, err
-		}
-		resp.Message = fmt.Sprintf("IP pool %s still has %d addresses in use: it is now disabled (no new allocations) but not deleted; release them, or delete it with force", r.Name, resp.InUse)
-		return resp, s.flush()
+		return resp, newError(ErrPoolInUse, store.ErrConflict,
+			"IP pool %s still has %d %s in use: not deleted, nothing changed; release them (or set spec.disabled: true to stop new allocations while it drains), or delete it with --force, which releases them", r.Name, resp.InUse, what)
 	}
 	err = s.eachBlock(blocks, func(p netip.Prefix, b *Block) error {
 		rel, err := s.releaseMatching(p, b, func(AllocationAttribute) bool { return true })
@@ -124,28 +106,5 @@ func (s *session) dropBlock(p netip.Prefix, b *Block) error {
 		}
 	}
 	s.deleteBlock(p)
-	return nil
-}
-
-// disablePool sets spec.disabled on a stored pool, keeping every other
-// field as stored (including ones this package does not know).
-func (s *session) disablePool(key store.Key, value []byte) error {
-	var obj map[string]any
-	if err := json.Unmarshal(value, &obj); err != nil {
-		return fmt.Errorf("IP pool %s: decode: %w", key.Name, err)
-	}
-	spec, _ := obj["spec"].(map[string]any)
-	if spec == nil {
-		spec = map[string]any{}
-		obj["spec"] = spec
-	}
-	spec["disabled"] = true
-	v, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	if _, err := s.tx.Put(key, v); err != nil {
-		return fmt.Errorf("disable IP pool %s: %w", key.Name, err)
-	}
 	return nil
 }

@@ -17,7 +17,8 @@ import (
 // transaction, so an invariant holds whatever wrote the object:
 //
 //   - IPPool: a valid, masked CIDR; a block size in Calico's range; no
-//     overlap with another pool or the link-local range; cidr and
+//     overlap with another pool or a loopback, link-local or multicast
+//     range (api.PoolRangeProblem, through api.Validate); cidr and
 //     blockSize immutable; not deleted while it has blocks.
 //   - IPReservation: valid CIDRs. IPAMConfiguration: Calico's rules.
 //   - IPAMBlock: exactly the block size of the pool that contains it (so
@@ -67,9 +68,6 @@ func validatePoolWrite(tx store.Tx, old, new *store.Object) error {
 	}
 	if p.prefix.Bits() > p.blockSize && !p.disabled() {
 		return invariant("spec.cidr %s is smaller than one block (/%d): use a shorter prefix or a longer blockSize", p.prefix, p.blockSize)
-	}
-	if ll := linkLocal(p.is4()); p.prefix.Overlaps(ll) {
-		return invariant("spec.cidr %s overlaps the link-local range %s", p.prefix, ll)
 	}
 	for _, f := range [...]struct{ field, sel string }{{"nodeSelector", p.spec.NodeSelector}, {"namespaceSelector", p.spec.NamespaceSelector}} {
 		if f.sel == "" {

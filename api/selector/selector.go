@@ -201,6 +201,11 @@ func (p *parser) parseOp() (node, error) {
 		return nil, err
 	}
 	if negated {
+		// "!(!x)" is x: collapsing it keeps the canonical form a fixed
+		// point ("!!x" would re-parse as x).
+		if inner, ok := n.(*notNode); ok {
+			return inner.operand, nil
+		}
 		return &notNode{operand: n}, nil
 	}
 	return n, nil

@@ -110,8 +110,8 @@ func medianRSS(pid int) (float64, error) {
 
 // members asks h's agent for the member list (the leader's view).
 func members(ctx context.Context, h *testbed.Host) ([]localapi.Member, error) {
-	var ms localapi.MembersResponse
-	if err := localapi.NewClient(h.Socket()).Do(ctx, "GET", "/v1/cluster/members", nil, &ms); err != nil {
+	ms, err := localapi.NewClient(h.Socket()).Members(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if ms.Warning != "" {
@@ -151,15 +151,15 @@ func allHealthy(ms []localapi.Member) bool {
 // socket: one replicated store write.
 func putNetworkSet(ctx context.Context, c *localapi.Client, name string, i int) error {
 	doc := fmt.Sprintf("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: %s\n  labels:\n    bench: scale\nspec:\n  nets:\n  - 192.0.2.%d/32\n", name, i%256)
-	var resp localapi.WriteResponse
-	return c.Do(ctx, "POST", "/v1/resources", localapi.WriteRequest{Mode: localapi.ModeApply, Data: doc}, &resp)
+	_, err := c.Write(ctx, localapi.WriteRequest{Mode: localapi.ModeApply, Data: doc})
+	return err
 }
 
 // watchNames streams GlobalNetworkSet events from h's agent and sends the
 // name and arrival time of every PUT after the initial SYNC to out; synced
 // is closed at the SYNC.
 func watchNames(ctx context.Context, h *testbed.Host, synced chan<- struct{}, out chan<- arrival) error {
-	body, err := localapi.NewClient(h.Socket()).Stream(ctx, "GET", "/v1/watch?kinds=GlobalNetworkSet", nil)
+	body, err := localapi.NewClient(h.Socket()).Watch(ctx, localapi.WatchOptions{Kinds: []string{"GlobalNetworkSet"}})
 	if err != nil {
 		return err
 	}

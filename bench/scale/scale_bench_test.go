@@ -200,11 +200,11 @@ func runCluster(b *testing.B, n int, bin, label string) *result {
 		profiled := make(chan struct{})
 		go func() {
 			defer close(profiled)
-			profile(ctx, b, leader, fmt.Sprintf("%s-%d-leader-cpu.pprof", label, n), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(idleFlag.Seconds())))
+			profile(ctx, b, leader, fmt.Sprintf("%s-%d-leader-cpu.pprof", label, n), "profile", fmt.Sprintf("seconds=%d", int(idleFlag.Seconds())))
 		}()
 		sleep(ctx, *idleFlag)
 		<-profiled
-		profile(ctx, b, leader, fmt.Sprintf("%s-%d-leader-heap.pprof", label, n), "/debug/pprof/heap")
+		profile(ctx, b, leader, fmt.Sprintf("%s-%d-leader-heap.pprof", label, n), "heap", "")
 		used, wall, err := m.used()
 		if err != nil {
 			b.Fatal(err)
@@ -247,13 +247,13 @@ func runCluster(b *testing.B, n int, bin, label string) *result {
 }
 
 // profile saves a pprof profile of h's agent into *profileFlag, if set.
-func profile(ctx context.Context, b *testing.B, h *testbed.Host, file, path string) {
+func profile(ctx context.Context, b *testing.B, h *testbed.Host, file, name, query string) {
 	if *profileFlag == "" {
 		return
 	}
-	body, err := localapi.NewClient(h.Socket()).Stream(ctx, "GET", path, nil)
+	body, err := localapi.NewClient(h.Socket()).Profile(ctx, name, query)
 	if err != nil {
-		b.Logf("profile %s: %v", path, err)
+		b.Logf("profile %s: %v", name, err)
 		return
 	}
 	defer body.Close()
@@ -263,7 +263,7 @@ func profile(ctx context.Context, b *testing.B, h *testbed.Host, file, path stri
 	}
 	defer f.Close()
 	if _, err := io.Copy(f, body); err != nil {
-		b.Logf("profile %s: %v", path, err)
+		b.Logf("profile %s: %v", name, err)
 	}
 }
 

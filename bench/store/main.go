@@ -1,6 +1,11 @@
-// Command store measures weft's datastore with 3 voters in one process over
-// real TCP + TLS on loopback, mirroring /work/shared/tools/etcdbench so the
-// numbers compare with etcd's:
+// Command store measures weft's datastore alone, in-process: three voters
+// in one process over real TCP + mutual TLS on loopback, their clients
+// calling store.Node directly (no agent, no local API, no socket). It runs
+// etcdbench's tests (../shared/tools/etcdbench: same client counts, value
+// sizes and watch method) but is NOT comparable with etcdbench's figures,
+// whose clients go over gRPC from another process: for the like-for-like
+// comparison with etcd use run.sh (BenchmarkStoreVsEtcd). This is the
+// store's own ceiling, and the only place for the join test:
 //
 //   - put1: commit latency of one writer (requests round-robin over the
 //     nodes, so two thirds are forwarded by a follower);
@@ -406,31 +411,56 @@ func watchTest(c *cluster, o options) error {
 			}
 		}(m)
 	}
-	interval := time.Duration(float64(time.Second) / o.watchRate)
+	elapsed, perr := openLoop(total, o.watchRate, func(ctx context.Context, i int) error {
+		v := value(o.valSize, strconv.FormatInt(time.Now().UnixNano(), 10))
+		_, err := c.nodes[i%len(c.nodes)].Txn(ctx, []store.Op{{Type: store.OpPut, Key: store.Key{Kind: kind, Name: fmt.Sprintf("%06d", i)}, Value: v}})
+		return err
+	})
+	waitWatchers(&wg, cancel)
+	last, perNode, missing := lastOf(recv, sent, nwarm, total)
+	var pm []string
+	for m, n := range c.nodes {
+		pm = append(pm, fmt.Sprintf("%s:%.2f", n.Name(), pct(perNode[m], 0.5)))
+	}
+	fmt.Printf("%-28s rate/s=%7.1f p50_ms=%7.2f p99_ms=%7.2f n=%d missing=%d put_errors=%d per-node_p50_ms=%s\n",
+		fmt.Sprintf("watch last-of-%d", len(c.nodes)), float64(total)/elapsed.Seconds(),
+		pct(last, 0.50), pct(last, 0.99), len(last), missing, perr, strings.Join(pm, ","))
+	return nil
+}
+
+// openLoop sends total writes at rate/s, each in its own goroutine so that
+// a slow write does not delay the schedule (as etcdbench's watch test), and
+// returns how long the schedule took and how many writes failed.
+func openLoop(total int, rate float64, write func(ctx context.Context, i int) error) (time.Duration, int) {
+	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
-	var pw sync.WaitGroup
-	var perrMu sync.Mutex
-	perr := 0
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := 0
 	for i := 0; i < total; i++ {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
 		}
-		pw.Add(1)
-		go func(i int) { // open loop: a slow write does not delay the schedule
-			defer pw.Done()
-			v := value(o.valSize, strconv.FormatInt(time.Now().UnixNano(), 10))
-			wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := c.nodes[i%len(c.nodes)].Txn(wctx, []store.Op{{Type: store.OpPut, Key: store.Key{Kind: kind, Name: fmt.Sprintf("%06d", i)}, Value: v}})
-			wcancel()
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := write(ctx, i)
+			cancel()
 			if err != nil {
-				perrMu.Lock()
-				perr++
-				perrMu.Unlock()
+				mu.Lock()
+				failed++
+				mu.Unlock()
 			}
 		}(i)
 	}
-	pw.Wait()
-	elapsed := time.Since(start)
+	wg.Wait()
+	return time.Since(start), failed
+}
+
+// waitWatchers waits for the watchers to see everything, at most 30 s
+// after the last write; then it cancels them and waits for them to stop.
+func waitWatchers(wg *sync.WaitGroup, cancel context.CancelFunc) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
@@ -439,19 +469,24 @@ func watchTest(c *cluster, o options) error {
 		cancel()
 		<-done
 	}
-	var last []time.Duration
-	perNode := make([][]time.Duration, len(c.nodes))
-	missing := 0
+}
+
+// lastOf turns what each watcher saw (recv[w][i]: when watcher w saw write
+// i; sent[w][i]: when write i was sent, unix ns) into the sorted latencies
+// of the measured writes (from nwarm) until the last watcher saw each, each
+// watcher's own sorted latencies, and how many writes some watcher missed.
+func lastOf(recv, sent [][]int64, nwarm, total int) (last []time.Duration, perWatcher [][]time.Duration, missing int) {
+	perWatcher = make([][]time.Duration, len(recv))
 	for i := nwarm; i < total; i++ {
 		var mx int64
 		ok := true
-		for m := range c.nodes {
+		for m := range recv {
 			if recv[m][i] == 0 {
 				ok = false
 				continue
 			}
 			d := recv[m][i] - sent[m][i]
-			perNode[m] = append(perNode[m], time.Duration(d))
+			perWatcher[m] = append(perWatcher[m], time.Duration(d))
 			mx = max(mx, d)
 		}
 		if !ok {
@@ -461,16 +496,10 @@ func watchTest(c *cluster, o options) error {
 		last = append(last, time.Duration(mx))
 	}
 	sort.Slice(last, func(i, j int) bool { return last[i] < last[j] })
-	var pm []string
-	for m, n := range c.nodes {
-		l := perNode[m]
+	for _, l := range perWatcher {
 		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-		pm = append(pm, fmt.Sprintf("%s:%.2f", n.Name(), pct(l, 0.5)))
 	}
-	fmt.Printf("%-28s rate/s=%7.1f p50_ms=%7.2f p99_ms=%7.2f n=%d missing=%d put_errors=%d per-node_p50_ms=%s\n",
-		fmt.Sprintf("watch last-of-%d", len(c.nodes)), float64(total)/elapsed.Seconds(),
-		pct(last, 0.50), pct(last, 0.99), len(last), missing, perr, strings.Join(pm, ","))
-	return nil
+	return last, perWatcher, missing
 }
 
 // joinTest fills the store to joinObjects objects, then times a new node

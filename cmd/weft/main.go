@@ -28,11 +28,23 @@ func run(args []string) int {
 	return 0
 }
 
-// oneLine keeps the first line of a message: the contract is one clear line.
+// oneLine puts a message on one line, its lines joined with "; ": the
+// contract is one clear line, and a detail on a second line (a parser's
+// "line 3: key already set") must not be dropped.
 func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		switch {
+		case b.Len() == 0:
+		case strings.HasSuffix(b.String(), ":"):
+			b.WriteString(" ")
+		default:
+			b.WriteString("; ")
+		}
+		b.WriteString(l)
 	}
-	return s
+	return b.String()
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/api/selector"
 
 	"fmt"
@@ -172,11 +173,9 @@ func (v *validator) pool(p keyPath, pool Pool) (netip.Prefix, bool) {
 		v.fail(p.Key("cidr"), "%s: an IPv4-mapped IPv6 CIDR is not allowed; write the IPv4 CIDR", prefix)
 		return netip.Prefix{}, false
 	}
-	for _, linkLocal := range []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")} {
-		if prefix.Overlaps(linkLocal) {
-			v.fail(p.Key("cidr"), "%s overlaps the link-local range %s", prefix, linkLocal)
-			return netip.Prefix{}, false
-		}
+	if why := api.PoolRangeProblem(prefix); why != "" {
+		v.fail(p.Key("cidr"), "%s %s", prefix, why)
+		return netip.Prefix{}, false
 	}
 	minBlock, maxBlock := 20, 32
 	if prefix.Addr().Is6() {

@@ -219,9 +219,6 @@ func (s *Service) DeletePool(ctx context.Context, k store.Key, rev uint64, force
 	if err := s.command(ctx, ipam.CmdDeletePool, ipam.DeletePoolRequest{Name: k.Name, Force: force, Revision: rev}, &resp); err != nil {
 		return store.Object{}, err
 	}
-	if !resp.Deleted {
-		return store.Object{}, localapi.Errorf(localapi.CodeConflict, "%s", resp.Message)
-	}
 	return store.Object{Key: k, Revision: s.st.Revision()}, nil
 }
 

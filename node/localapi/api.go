@@ -56,7 +56,7 @@ func (o ListOptions) query() url.Values {
 // List is GET /v1/resources/{kind}.
 func (c *Client) List(ctx context.Context, kind string, o ListOptions) (ListResponse, error) {
 	var resp ListResponse
-	return resp, c.do(ctx, "GET", "/v1/resources/"+url.PathEscape(kind)+"?"+o.query().Encode(), nil, &resp)
+	return resp, c.do(ctx, "GET", withQuery("/v1/resources/"+url.PathEscape(kind), o.query()), nil, &resp)
 }
 
 // Delete is POST /v1/resources/delete.
@@ -90,7 +90,21 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) (io.ReadCloser, erro
 	if o.Revision != 0 {
 		q.Set("revision", strconv.FormatUint(o.Revision, 10))
 	}
-	resp, err := c.send(ctx, "GET", "/v1/watch?"+q.Encode(), nil)
+	resp, err := c.send(ctx, "GET", withQuery("/v1/watch", q), nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Profile is GET /debug/pprof/<name> (query: "seconds=30" for a CPU
+// profile): the agent's pprof profile; the caller closes the stream.
+func (c *Client) Profile(ctx context.Context, name, query string) (io.ReadCloser, error) {
+	path := "/debug/pprof/" + name
+	if query != "" {
+		path += "?" + query
+	}
+	resp, err := c.send(ctx, "GET", path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +140,7 @@ func (c *Client) ListWorkloads(ctx context.Context, namespace string, all bool) 
 		q.Set("allNamespaces", "true")
 	}
 	var l WorkloadList
-	return l, c.do(ctx, "GET", "/v1/workloads?"+q.Encode(), nil, &l)
+	return l, c.do(ctx, "GET", withQuery("/v1/workloads", q), nil, &l)
 }
 
 // Members is GET /v1/cluster/members.
@@ -172,7 +186,7 @@ func (c *Client) IPAMShow(ctx context.Context, o IPAMShowOptions) (ipam.ShowRepo
 		q.Set("ip", o.IP)
 	}
 	var rep ipam.ShowReport
-	return rep, c.do(ctx, "GET", "/v1/ipam/show?"+q.Encode(), nil, &rep)
+	return rep, c.do(ctx, "GET", withQuery("/v1/ipam/show", q), nil, &rep)
 }
 
 // IPAMCheck is GET /v1/ipam/check.
@@ -209,4 +223,13 @@ func (c *Client) IPAMReleaseHandle(ctx context.Context, handle string) (ipam.Rel
 func (c *Client) IPAMGC(ctx context.Context, req ipam.GCRequest) (ipam.GCResponse, error) {
 	var resp ipam.GCResponse
 	return resp, c.do(ctx, "POST", "/v1/ipam/gc", req, &resp)
+}
+
+// withQuery appends q to path, and no bare "?" when q is empty (the path
+// is named in errors).
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
 }

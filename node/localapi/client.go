@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -81,14 +82,37 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
-		var eb ErrorBody
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
-			return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("agent answered %s to %s %s", resp.Status, method, path)}
-		}
-		return nil, &Error{Code: eb.Code, Message: eb.Error}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
+		return nil, errorFromBody(resp, data, method, path)
 	}
 	return resp, nil
+}
+
+// errorFromBody turns an error response into an *Error: the agent's
+// ErrorBody, or, for an answer that is not one (Go's HTTP server refusing
+// a malformed request, an older or foreign server), the status with the
+// first line of what it said.
+func errorFromBody(resp *http.Response, data []byte, method, path string) *Error {
+	var eb ErrorBody
+	if json.Unmarshal(data, &eb) == nil && eb.Error != "" {
+		return &Error{Code: eb.Code, Message: eb.Error}
+	}
+	code := CodeInternal
+	switch resp.StatusCode {
+	case http.StatusBadRequest:
+		code = CodeInvalid
+	case http.StatusRequestEntityTooLarge:
+		code = CodeTooLarge
+	case http.StatusServiceUnavailable:
+		code = CodeUnavailable
+	}
+	msg := fmt.Sprintf("agent answered %s to %s %s", resp.Status, method, cutMessage(path, 200))
+	line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+	line = strings.TrimSpace(line)
+	if line != "" && line != resp.Status {
+		msg += ": " + cutMessage(line, 200)
+	}
+	return &Error{Code: code, Message: msg}
 }
 
 // dialError turns connection failures into one clear sentence.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 )
 
 // Error codes carried in error bodies; they map to HTTP statuses.
@@ -73,14 +74,34 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// MaxErrorBytes bounds the message of an error response: an error that
+// quotes a huge input must still reach the caller as one readable line
+// (the client reads at most maxErrorBodyBytes of an error body).
+const MaxErrorBytes = 4 << 10
+
+// maxErrorBodyBytes is how much of an error response the client reads.
+const maxErrorBodyBytes = 64 << 10
+
 // WriteError writes err as an ErrorBody. Errors that are not *Error become
-// internal errors.
+// internal errors. A message over MaxErrorBytes is cut, saying so.
 func WriteError(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = &Error{Code: CodeInternal, Message: err.Error()}
 	}
-	WriteJSON(w, HTTPStatus(e.Code), ErrorBody{Error: e.Message, Code: e.Code})
+	WriteJSON(w, HTTPStatus(e.Code), ErrorBody{Error: cutMessage(e.Message, MaxErrorBytes), Code: e.Code})
+}
+
+// cutMessage shortens msg to about max bytes, on a character boundary.
+func cutMessage(msg string, max int) string {
+	if len(msg) <= max {
+		return msg
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (message cut, %d bytes in all)", msg[:cut], len(msg))
 }
 
 // ReadJSON decodes a request body of at most MaxBodyBytes into v, strictly.

@@ -434,6 +434,9 @@ func (s *Service) handleWatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush() // the client learns now that the watch is established
+	}
 	enc := json.NewEncoder(w)
 	for ev := range events {
 		out := localapi.WatchEvent{Type: string(ev.Type), Revision: ev.Revision}
