@@ -500,7 +500,9 @@ func (s *Service) release(handle string) {
 
 // ensureNamespaceProfile creates the namespace's profile kns.<ns> when it
 // is missing: as in Calico on Kubernetes, a namespace's profile allows all
-// traffic until changed, and carries the namespace's labels.
+// traffic until changed. Its metadata.labels are the namespace's labels
+// (`weft label namespace`); projectcalico.org/name is always added by the
+// policy calculation, so the profile is created without labels.
 func (s *Service) ensureNamespaceProfile(ctx context.Context, ns string) error {
 	name := api.NamespaceProfileName(ns)
 	k := store.Key{Kind: api.KindProfile, Name: name}
@@ -509,7 +511,6 @@ func (s *Service) ensureNamespaceProfile(ctx context.Context, ns string) error {
 	}
 	p := &api.Profile{}
 	p.Metadata.Name = name
-	p.Spec.LabelsToApply = map[string]string{"projectcalico.org/name": ns}
 	p.Spec.Ingress = []api.Rule{{Action: "Allow"}}
 	p.Spec.Egress = []api.Rule{{Action: "Allow"}}
 	api.Default(p)
