@@ -35,6 +35,9 @@ type Desired struct {
 	VXLANPeers []VXLANPeer
 	// NAT is the outgoing NAT configuration.
 	NAT NATConfig
+	// Policy is the network policy of this node's endpoints (policy.go);
+	// nil means no policy is enforced.
+	Policy *PolicyState
 }
 
 // Workload is one local workload: a network namespace attached with a veth
@@ -536,6 +539,9 @@ func (d *Desired) Validate() error {
 	if err := d.NAT.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -560,7 +566,7 @@ func (d *Desired) Equal(o *Desired) bool {
 		sameSet(d.Rules, o.Rules, func(r Rule) Rule { return r }, func(a, b Rule) bool { return a == b }) &&
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
-		d.NAT.Equal(o.NAT)
+		d.NAT.Equal(o.NAT) && d.Policy.Equal(o.Policy)
 }
 
 // sameSet compares two slices as sets of items identified by key. Slices

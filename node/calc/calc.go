@@ -69,6 +69,10 @@ type Config struct {
 	// MTU is network.mtu: when positive, the workload MTU whatever the
 	// encapsulation.
 	MTU int
+	// Policy are the node's policy settings (failsafe ports, ...);
+	// NoPolicy leaves the policy section out (no backend enforces it).
+	Policy   dataplane.PolicySettings
+	NoPolicy bool
 }
 
 // Update is one change of a decoded object, handed to the resolvers that
@@ -116,6 +120,7 @@ type Env struct {
 func defaultResolvers(env Env) []Resolver {
 	return []Resolver{
 		newWorkloads(env),
+		newPolicy(env),
 		newVXLAN(env),
 		newBlockRoutes(env),
 		newNAT(env),
