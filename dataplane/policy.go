@@ -683,3 +683,24 @@ func comparePrefix(a, b netip.Prefix) int {
 // ComparePrefix orders prefixes by address, then length: the order of
 // [AddrSet.Members].
 func ComparePrefix(a, b netip.Prefix) int { return comparePrefix(a, b) }
+
+// AllowAll is the policy section of a node whose workloads have no
+// policies and one allow-all profile each (what a namespace's profile is
+// when weft creates it): for tests and benchmarks that build a desired
+// state by hand.
+func AllowAll(workloads []Workload) *PolicyState {
+	ref := PolicyRef{Kind: "Profile", Name: "allow-all"}
+	chains := MapOf(map[string]*PolicyChain{
+		"pri-allow-all": {Policy: ref, Direction: Ingress, Rules: []PolicyRule{{Action: ActionAllow}}},
+		"pro-allow-all": {Policy: ref, Direction: Egress, Rules: []PolicyRule{{Action: ActionAllow}}},
+	})
+	wls := map[string]*EndpointPolicy{}
+	for _, w := range workloads {
+		wls[w.HostIface] = &EndpointPolicy{
+			Name:    w.Namespace + "/" + w.Name,
+			Ingress: DirectionPolicy{Profiles: []string{"pri-allow-all"}},
+			Egress:  DirectionPolicy{Profiles: []string{"pro-allow-all"}},
+		}
+	}
+	return &PolicyState{Chains: chains, Workloads: MapOf(wls)}
+}
