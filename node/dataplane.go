@@ -6,12 +6,16 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/dataplane/sysctls"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/calcrun"
+	"github.com/weftnet/weft/node/config"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/node/policy"
 )
 
 // underlayInfo finds the interface holding addr and its connected prefix.
@@ -64,7 +68,8 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		// IPv6 forwarding only on a node with an IPv6 underlay address:
 		// turning it on makes the kernel ignore router advertisements on
 		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls: sysctls.Forwarding(a.addr6.IsValid()),
+		Sysctls:         sysctls.Forwarding(a.addr6.IsValid()),
+		FirewallBackend: "nftables", // the only backend built (warnUnbuilt says so)
 	})
 	if err != nil {
 		return nil, calc.Config{}, err
@@ -79,8 +84,36 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		VXLANIface:      a.cfg.VXLAN.Interface,
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
+		Policy:          a.policySettings(),
 	}
 	return dp, cc, nil
+}
+
+// policySettings are the node's policy settings from its config file.
+func (a *Agent) policySettings() dataplane.PolicySettings {
+	conv := func(in []config.ProtoPort) []dataplane.ProtoPort {
+		fs := make([]policy.FailsafePort, len(in))
+		for i, p := range in {
+			fs[i] = policy.FailsafePort{Protocol: p.Protocol, Port: p.Port, Net: p.Net}
+		}
+		return policy.ConfigFailsafe(fs)
+	}
+	return dataplane.PolicySettings{
+		FailsafeIn:  conv(a.cfg.Dataplane.InboundFailsafe()),
+		FailsafeOut: conv(a.cfg.Dataplane.OutboundFailsafe()),
+		// Calico's default: a workload reaches its host only if a
+		// FelixConfiguration says so (defaultEndpointToHostAction).
+		EndpointToHost: dataplane.EndpointToHostDrop,
+		VXLANPort:      uint16(a.cfg.VXLAN.Port),
+	}
+}
+
+// policyStatus is the firewall's sync state for `weft node status`.
+func policyStatus(s firewall.Status) *localapi.PolicyStatus {
+	return &localapi.PolicyStatus{
+		Backend: s.Backend, InSync: s.InSync, LastApply: s.Applied, LastError: s.LastError,
+		Chains: s.Chains, Rules: s.Rules, Sets: s.Sets, SetMembers: s.SetMembers,
+	}
 }
 
 // dataplaneHealth reports the dataplane: ready after its first complete

@@ -69,10 +69,9 @@ type Config struct {
 	// MTU is network.mtu: when positive, the workload MTU whatever the
 	// encapsulation.
 	MTU int
-	// Policy are the node's policy settings (failsafe ports, ...);
-	// NoPolicy leaves the policy section out (no backend enforces it).
-	Policy   dataplane.PolicySettings
-	NoPolicy bool
+	// Policy are the node's policy settings from its configuration
+	// (failsafe ports, ...); FelixConfiguration objects may override them.
+	Policy dataplane.PolicySettings
 }
 
 // Update is one change of a decoded object, handed to the resolvers that

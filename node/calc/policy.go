@@ -1,6 +1,8 @@
 package calc
 
 import (
+	"slices"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/node/policy"
 )
@@ -9,21 +11,46 @@ import (
 // kinds (and every WorkloadEndpoint of the cluster, from the Topology's
 // decoding) to the incremental calculation of node/policy, whose state is
 // the policy section of the desired state. Its cost per change is in
-// proportion to what the change touches (see node/policy).
+// proportion to what the change touches (see node/policy). The policy
+// settings are the node's configuration (Config.Policy) overridden by the
+// FelixConfiguration fields policy honours (failsafe ports,
+// defaultEndpointToHostAction; see policy.FelixOverrides).
 type policyResolver struct {
-	env  Env
-	calc *policy.Calculator
+	env   Env
+	calc  *policy.Calculator
+	felix map[string]*api.FelixConfiguration
 }
 
 func newPolicy(env Env) Resolver {
-	return &policyResolver{env: env, calc: policy.New(policy.Config{NodeName: env.Config.NodeName, Settings: env.Config.Policy})}
+	return &policyResolver{
+		env:   env,
+		calc:  policy.New(policy.Config{NodeName: env.Config.NodeName, Settings: env.Config.Policy}),
+		felix: map[string]*api.FelixConfiguration{},
+	}
 }
 
-func (r *policyResolver) Name() string    { return "policy" }
-func (r *policyResolver) Kinds() []string { return policy.Kinds }
-func (r *policyResolver) Reset()          { r.calc.Reset() }
+func (r *policyResolver) Name() string { return "policy" }
+
+func (r *policyResolver) Kinds() []string {
+	return append(slices.Clone(policy.Kinds), api.KindFelixConfiguration)
+}
+
+func (r *policyResolver) Reset() {
+	r.calc.Reset()
+	clear(r.felix)
+	r.calc.SetSettings(r.env.Config.Policy)
+}
 
 func (r *policyResolver) OnUpdate(u Update) {
+	if u.Key.Kind == api.KindFelixConfiguration {
+		if fc, ok := u.Value.(*api.FelixConfiguration); ok {
+			r.felix[u.Key.Name] = fc
+		} else {
+			delete(r.felix, u.Key.Name)
+		}
+		r.calc.SetSettings(policy.FelixOverrides(r.env.Config.Policy, r.env.Config.NodeName, r.felix))
+		return
+	}
 	if u.Value == nil {
 		r.calc.Delete(u.Key.Kind, u.Key.Namespace, u.Key.Name)
 		return
@@ -37,9 +64,6 @@ func (r *policyResolver) OnUpdate(u Update) {
 }
 
 func (r *policyResolver) Contribute(out *Output) {
-	if r.env.Config.NoPolicy {
-		return
-	}
 	st := r.calc.State()
 	for _, p := range r.calc.Problems() {
 		out.problem("policy: %s", p)

@@ -187,6 +187,11 @@ func (s *Service) endpointFor(req localapi.WorkloadAddRequest, hostIface string)
 		InterfaceName: hostIface,
 		Profiles:      []string{api.NamespaceProfileName(req.Namespace)},
 	}
+	for _, p := range req.Ports {
+		w.Spec.Ports = append(w.Spec.Ports, api.WorkloadEndpointPort{
+			Name: p.Name, Protocol: api.ProtocolFromString(p.Protocol), Port: p.Port, HostPort: p.HostPort, HostIP: p.HostIP,
+		})
+	}
 	api.Default(w)
 	return w
 }
@@ -645,6 +650,9 @@ func (s *Service) describe(w *api.WorkloadEndpoint, rep *dataplane.Report) local
 		HostIface: w.Spec.InterfaceName, Interface: w.Spec.Endpoint, MAC: w.Spec.MAC,
 		IPs: w.Spec.IPNetworks, Labels: userLabels(w.Metadata.Labels),
 		Orchestrator: w.Spec.Orchestrator, ContainerID: w.Spec.ContainerID,
+	}
+	for _, p := range w.Spec.Ports {
+		out.Ports = append(out.Ports, localapi.WorkloadPort{Name: p.Name, Protocol: p.Protocol.Canonical(), Port: p.Port, HostPort: p.HostPort, HostIP: p.HostIP})
 	}
 	if applied, ok := rep.Workload(w.Spec.InterfaceName); ok {
 		out.MTU = applied.MTU
