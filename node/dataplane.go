@@ -56,21 +56,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		return nil, calc.Config{}, fmt.Errorf("detecting the underlay MTU: %w", err)
 	}
 	a.log.Info("underlay MTU", "mtu", under.MTU, "from", under.How, "iface", under.Iface)
-	dp, err := linux.New(linux.Config{
-		Logger:                 a.log.With("component", "dataplane"),
-		Registerer:             a.reg,
-		IfacePrefix:            a.cfg.Network.InterfacePrefix,
-		VXLANName:              a.cfg.VXLAN.Interface,
-		VXLANVNI:               a.cfg.VXLAN.VNI,
-		VXLANPort:              a.cfg.VXLAN.Port,
-		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
-		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
-		// IPv6 forwarding only on a node with an IPv6 underlay address:
-		// turning it on makes the kernel ignore router advertisements on
-		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls:         sysctls.Forwarding(a.addr6.IsValid()),
-		FirewallBackend: "nftables", // the only backend built (warnUnbuilt says so)
-	})
+	dp, err := linux.New(a.linuxConfig())
 	if err != nil {
 		return nil, calc.Config{}, err
 	}
@@ -87,6 +73,25 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		Policy:          a.policySettings(),
 	}
 	return dp, cc, nil
+}
+
+// linuxConfig is the dataplane's static configuration.
+func (a *Agent) linuxConfig() linux.Config {
+	return linux.Config{
+		Logger:                 a.log.With("component", "dataplane"),
+		Registerer:             a.reg,
+		IfacePrefix:            a.cfg.Network.InterfacePrefix,
+		VXLANName:              a.cfg.VXLAN.Interface,
+		VXLANVNI:               a.cfg.VXLAN.VNI,
+		VXLANPort:              a.cfg.VXLAN.Port,
+		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
+		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
+		// IPv6 forwarding only on a node with an IPv6 underlay address:
+		// turning it on makes the kernel ignore router advertisements on
+		// interfaces with accept_ra=1, which a v4-only host may rely on.
+		Sysctls:         sysctls.Forwarding(a.addr6.IsValid()),
+		FirewallBackend: "nftables", // the only backend built (warnUnbuilt says so)
+	}
 }
 
 // policySettings are the node's policy settings from its config file.

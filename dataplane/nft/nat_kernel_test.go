@@ -8,7 +8,7 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 var testNAT = dataplane.NATConfig{

@@ -53,7 +53,7 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 const (
@@ -80,7 +80,7 @@ type Config struct {
 // Backend is the nftables backend; see the package comment.
 type Backend struct {
 	log  *slog.Logger
-	ns   *nsx.Target
+	ns   *netns.Target
 	conn *nftables.Conn
 	cfg  renderConfig
 
@@ -107,7 +107,7 @@ func New(cfg Config) (*Backend, error) {
 	if err := dataplane.ValidateIfacePrefix(cfg.IfacePrefix); err != nil {
 		return nil, err
 	}
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}

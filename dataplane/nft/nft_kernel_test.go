@@ -16,7 +16,7 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 // lab is a node namespace with two workload namespaces, a (10.77.1.2) and
