@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/api"
@@ -249,5 +250,47 @@ func TestTracer(t *testing.T) {
 	// Unknown addresses: nothing applies.
 	if got := tr.Trace(tcp("192.0.2.1", "192.0.2.2", 443)); got.Verdict != Allowed || len(got.Hops) != 0 {
 		t.Fatalf("unknown: %+v", got)
+	}
+}
+
+// A trace to a host endpoint's address honours the failsafe ports, and a
+// forwarded packet passes the nodes' all-interfaces host endpoints.
+func TestTracerHostEndpoints(t *testing.T) {
+	rs := world(t, `---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n1-eth0, labels: {host: n1}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [192.168.1.1]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n2-all, labels: {host: n2}}
+spec: {node: n2, interfaceName: "*"}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: hosts-deny}
+spec: {selector: has(host), applyOnForward: true, ingress: [{action: Deny, protocol: TCP, destination: {ports: [80]}}, {action: Allow}]}
+`)
+	// A workload on n2.
+	rs = append(rs, wep("n2", "default", "c", "10.0.0.3/32", map[string]string{"role": "c"}))
+	tr := NewTracer(rs, dataplane.PolicySettings{FailsafeIn: []dataplane.ProtoPort{{Proto: dataplane.ProtoTCP, Port: 22}}})
+	if got := tr.Trace(tcp("10.0.0.1", "192.168.1.1", 22)); got.Verdict != Allowed || got.Hops[len(got.Hops)-1].Steps[0].Action != "failsafe port: Allow" {
+		t.Fatalf("failsafe: %+v", got)
+	}
+	if got := tr.Trace(tcp("10.0.0.1", "192.168.1.1", 80)); got.Verdict != Denied {
+		t.Fatalf("host endpoint ingress: %+v", got)
+	}
+	// a (n1) → c (n2) port 80: denied by n2's "*" forward ingress.
+	got := tr.Trace(tcp("10.0.0.1", "10.0.0.3", 80))
+	if got.Verdict != Denied || !strings.Contains(got.Hops[len(got.Hops)-1].Endpoint, "n2-all") {
+		t.Fatalf("forwarded: %+v", got)
+	}
+	if got := tr.Trace(tcp("10.0.0.1", "10.0.0.3", 443)); got.Verdict != Allowed {
+		t.Fatalf("forwarded 443: %+v", got)
+	}
+	// a → b, both on n1: no host endpoint on the way.
+	if got := tr.Trace(tcp("10.0.0.1", "10.0.0.2", 80)); got.Verdict != Allowed || len(got.Hops) != 2 {
+		t.Fatalf("same node: %+v", got)
 	}
 }

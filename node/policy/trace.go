@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/dataplane"
@@ -96,32 +97,92 @@ func Addresses(w *api.WorkloadEndpoint) []netip.Addr {
 }
 
 // Trace evaluates pkt (its Src and Dst set): the egress of the workload
-// holding Src, if any, then the ingress of the workload or host endpoint
-// holding Dst, if any. A packet between two addresses weft does not know
-// is allowed by policy (nothing applies to it).
+// holding Src, if any; when the packet is forwarded between nodes (or out
+// of its node), the applyOnForward policy of the all-interfaces host
+// endpoints ("*") of the nodes it leaves and enters; then the ingress of
+// the workload or host endpoint holding Dst, if any. A packet between two
+// addresses weft does not know is allowed by policy (nothing applies to
+// it). Host endpoints on named interfaces are not evaluated for forwarded
+// traffic: which interface a forwarded packet uses is the kernel's choice
+// (a tunnel or the uplink), which the model does not know.
 func (t *Tracer) Trace(pkt Packet) Trace {
 	out := Trace{Packet: pkt, Verdict: Allowed}
-	if owner, ok := t.byAddr[pkt.Src.Unmap()]; ok {
-		if hop, ok := t.hop(owner, dataplane.Egress, pkt); ok {
-			out.Hops = append(out.Hops, hop)
-			if hop.Verdict != Allowed {
-				out.Verdict = hop.Verdict
-				return out
-			}
-		}
+	srcOwner, srcOK := t.byAddr[pkt.Src.Unmap()]
+	dstOwner, dstOK := t.byAddr[pkt.Dst.Unmap()]
+	srcNode, dstNode := t.nodeOf(srcOwner), t.nodeOf(dstOwner)
+	var hops []func() (Hop, bool)
+	if srcOK {
+		hops = append(hops, func() (Hop, bool) { return t.hop(srcOwner, dataplane.Egress, pkt) })
 	}
-	if owner, ok := t.byAddr[pkt.Dst.Unmap()]; ok {
-		if hop, ok := t.hop(owner, dataplane.Ingress, pkt); ok {
-			out.Hops = append(out.Hops, hop)
-			out.Verdict = hop.Verdict
+	// Forwarded between two nodes (or to or from outside): the "*" host
+	// endpoints' forward policy on the way.
+	if srcOK && strings.HasPrefix(srcOwner, "wl:") && srcNode != dstNode {
+		hops = append(hops, func() (Hop, bool) { return t.forwardHop(srcNode, dataplane.Egress, pkt) })
+	}
+	if dstOK && strings.HasPrefix(dstOwner, "wl:") && srcNode != dstNode {
+		hops = append(hops, func() (Hop, bool) { return t.forwardHop(dstNode, dataplane.Ingress, pkt) })
+	}
+	if dstOK {
+		hops = append(hops, func() (Hop, bool) { return t.hop(dstOwner, dataplane.Ingress, pkt) })
+	}
+	for _, h := range hops {
+		hop, ok := h()
+		if !ok {
+			continue
+		}
+		out.Hops = append(out.Hops, hop)
+		if hop.Verdict == Denied {
+			out.Verdict = Denied
+			return out
 		}
 	}
 	return out
 }
 
+// nodeOf is the node of an address's owner ("" when unknown).
+func (t *Tracer) nodeOf(owner string) string {
+	switch {
+	case strings.HasPrefix(owner, "wl:"):
+		ns, name := splitNS(owner[3:])
+		return t.workloads[[2]string{ns, name}].Spec.Node
+	case strings.HasPrefix(owner, "hep:"):
+		return t.hosts[owner[4:]].Spec.Node
+	}
+	return ""
+}
+
+// forwardHop is the applyOnForward policy of a node's all-interfaces host
+// endpoint for a packet it forwards (nothing when there is none).
+func (t *Tracer) forwardHop(node string, dir dataplane.Direction, pkt Packet) (Hop, bool) {
+	if node == "" {
+		return Hop{}, false
+	}
+	for name, h := range t.hosts {
+		if h.Spec.Node != node || h.Spec.InterfaceName != dataplane.HostIfaceAll {
+			continue
+		}
+		hp := t.c.Host(name)
+		if hp == nil {
+			continue
+		}
+		d := hp.ForwardIngress
+		if dir == dataplane.Egress {
+			d = hp.ForwardEgress
+		}
+		if d == nil {
+			return Hop{}, false // no applyOnForward policy: forwarded traffic passes
+		}
+		return Hop{
+			Endpoint:  fmt.Sprintf("host endpoint %s (node %s, all interfaces, forwarded traffic)", name, node),
+			Direction: dir.String(),
+			Result:    Evaluate(t.st, d, dir, dataplane.StageNormal, pkt),
+		}, true
+	}
+	return Hop{}, false
+}
+
 func (t *Tracer) hop(owner string, dir dataplane.Direction, pkt Packet) (Hop, bool) {
-	kind, ref := owner[:3], owner[3:]
-	if kind == "wl:" {
+	if ref, ok := strings.CutPrefix(owner, "wl:"); ok {
 		ns, name := splitNS(ref)
 		w := t.workloads[[2]string{ns, name}]
 		ep := t.c.Workload(ns, w.Metadata.Name)
@@ -139,6 +200,7 @@ func (t *Tracer) hop(owner string, dir dataplane.Direction, pkt Packet) (Hop, bo
 		}, true
 	}
 	// A host endpoint: the failsafe ports first, then its (normal) policy.
+	ref := strings.TrimPrefix(owner, "hep:")
 	h := t.hosts[ref]
 	hp := t.c.Host(ref)
 	if hp == nil || h.Spec.InterfaceName == "" {
