@@ -584,43 +584,44 @@ func (p *PolicyState) Equal(o *PolicyState) bool {
 }
 
 // Validate checks the whole section: every item, and that every chain,
-// set and port set named exists. Its cost is the size of the section.
+// set and port set named exists. Its cost is the size of the section; see
+// ValidateChanges for the incremental check.
 func (p *PolicyState) Validate() error {
+	return p.ValidateChanges(nil)
+}
+
+// ValidateChanges checks what differs from prev, a state that passed
+// Validate or ValidateChanges (nil: everything): every item added or
+// changed, and that every chain, set and port set such an item names
+// exists. It does not look at unchanged items again, nor check that a
+// removed set or chain is named by no unchanged item: the calculation
+// (node/policy) guarantees that by counting references, and its tests run
+// the full Validate on every intermediate state. Its cost is in
+// proportion to the change.
+func (p *PolicyState) ValidateChanges(prev *PolicyState) error {
 	if p == nil {
 		return nil
 	}
+	if prev == nil {
+		prev = &PolicyState{}
+	}
 	var errs []error
-	p.AddrSets.Range(func(id string, s *AddrSet) bool {
-		if s == nil {
-			errs = append(errs, fmt.Errorf("address set %q is nil", id))
-			return true
-		}
-		for i, m := range s.Members {
-			if !m.IsValid() || m != m.Masked() || m.Addr().Is4In6() {
-				errs = append(errs, fmt.Errorf("address set %q: member %s is not a masked prefix", id, m))
-			}
-			if i > 0 && comparePrefix(s.Members[i-1], m) >= 0 {
-				errs = append(errs, fmt.Errorf("address set %q: members not sorted or repeated at %s", id, m))
-			}
+	DiffMaps(prev.AddrSets, p.AddrSets, (*AddrSet).Equal, func(id string, _, s *AddrSet, _, in bool) bool {
+		if in {
+			errs = append(errs, validateAddrSet(id, s)...)
 		}
 		return true
 	})
-	p.PortSets.Range(func(id string, s *PortSet) bool {
-		if s == nil {
-			errs = append(errs, fmt.Errorf("port set %q is nil", id))
-			return true
-		}
-		for i, m := range s.Members {
-			if !m.Addr.IsValid() || m.Addr.Is4In6() || m.Port == 0 || (m.Proto != ProtoTCP && m.Proto != ProtoUDP && m.Proto != ProtoSCTP) {
-				errs = append(errs, fmt.Errorf("port set %q: bad member %v", id, m))
-			}
-			if i > 0 && ComparePorts(s.Members[i-1], m) >= 0 {
-				errs = append(errs, fmt.Errorf("port set %q: members not sorted or repeated", id))
-			}
+	DiffMaps(prev.PortSets, p.PortSets, (*PortSet).Equal, func(id string, _, s *PortSet, _, in bool) bool {
+		if in {
+			errs = append(errs, validatePortSet(id, s)...)
 		}
 		return true
 	})
-	p.Chains.Range(func(id string, c *PolicyChain) bool {
+	DiffMaps(prev.Chains, p.Chains, (*PolicyChain).Equal, func(id string, _, c *PolicyChain, _, in bool) bool {
+		if !in {
+			return true
+		}
 		if c == nil {
 			errs = append(errs, fmt.Errorf("chain %q is nil", id))
 			return true
@@ -642,7 +643,10 @@ func (p *PolicyState) Validate() error {
 			}
 		}
 	}
-	p.Workloads.Range(func(iface string, e *EndpointPolicy) bool {
+	DiffMaps(prev.Workloads, p.Workloads, (*EndpointPolicy).Equal, func(iface string, _, e *EndpointPolicy, _, in bool) bool {
+		if !in {
+			return true
+		}
 		if e == nil || !ValidIfaceName(iface) {
 			errs = append(errs, fmt.Errorf("workload policy %q: bad interface or nil", iface))
 			return true
@@ -651,7 +655,10 @@ func (p *PolicyState) Validate() error {
 		checkDir("workload "+iface, &e.Egress)
 		return true
 	})
-	p.Hosts.Range(func(iface string, h *HostEndpointPolicy) bool {
+	DiffMaps(prev.Hosts, p.Hosts, (*HostEndpointPolicy).Equal, func(iface string, _, h *HostEndpointPolicy, _, in bool) bool {
+		if !in {
+			return true
+		}
 		if h == nil || h.Iface != iface || (iface != HostIfaceAll && !ValidIfaceName(iface)) {
 			errs = append(errs, fmt.Errorf("host endpoint policy %q: bad interface or nil", iface))
 			return true
@@ -670,6 +677,38 @@ func (p *PolicyState) Validate() error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	return nil
+}
+
+func validateAddrSet(id string, s *AddrSet) []error {
+	if s == nil {
+		return []error{fmt.Errorf("address set %q is nil", id)}
+	}
+	var errs []error
+	for i, m := range s.Members {
+		if !m.IsValid() || m != m.Masked() || m.Addr().Is4In6() {
+			errs = append(errs, fmt.Errorf("address set %q: member %s is not a masked prefix", id, m))
+		}
+		if i > 0 && comparePrefix(s.Members[i-1], m) >= 0 {
+			errs = append(errs, fmt.Errorf("address set %q: members not sorted or repeated at %s", id, m))
+		}
+	}
+	return errs
+}
+
+func validatePortSet(id string, s *PortSet) []error {
+	if s == nil {
+		return []error{fmt.Errorf("port set %q is nil", id)}
+	}
+	var errs []error
+	for i, m := range s.Members {
+		if !m.Addr.IsValid() || m.Addr.Is4In6() || m.Port == 0 || (m.Proto != ProtoTCP && m.Proto != ProtoUDP && m.Proto != ProtoSCTP) {
+			errs = append(errs, fmt.Errorf("port set %q: bad member %v", id, m))
+		}
+		if i > 0 && ComparePorts(s.Members[i-1], m) >= 0 {
+			errs = append(errs, fmt.Errorf("port set %q: members not sorted or repeated", id))
+		}
+	}
+	return errs
 }
 
 // comparePrefix orders prefixes by address, then length.

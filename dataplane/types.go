@@ -466,7 +466,13 @@ func (n NATConfig) Validate() error {
 // Validate checks the whole state, including uniqueness across items
 // (one workload per host interface, one owner per address, one route per
 // destination, one peer per tunnel address and per MAC).
-func (d *Desired) Validate() error {
+func (d *Desired) Validate() error { return d.ValidateSince(nil) }
+
+// ValidateSince is Validate, except that the policy section is checked
+// only where it differs from prevPolicy, the policy section of a state
+// that passed (see PolicyState.ValidateChanges): the calculation validates
+// every state it hands over at a cost in proportion to the change.
+func (d *Desired) ValidateSince(prevPolicy *PolicyState) error {
 	var errs []error
 	ifaces := map[string]bool{}
 	owners := map[netip.Addr]string{}
@@ -539,7 +545,7 @@ func (d *Desired) Validate() error {
 	if err := d.NAT.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := d.Policy.Validate(); err != nil {
+	if err := d.Policy.ValidateChanges(prevPolicy); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -452,6 +452,9 @@ func (a *Agent) status() localapi.NodeStatus {
 	// apiReady is safe.
 	if a.dp != nil && a.dp.Firewall != nil {
 		st.Policy = policyStatus(a.dp.Firewall.Status())
+		if rep, _ := a.dp.Loop.LatestReport(); st.Policy.InSync && rep.Err == nil {
+			st.Policy.AppliedRevision = rep.Revision
+		}
 	}
 	if a.apiReady.Load() {
 		st.Problems = a.runner.Problems()

@@ -42,8 +42,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -176,8 +178,9 @@ func (b *Backend) Apply(_ context.Context, want, prev *firewall.State) (firewall
 		next    model
 		ch      changes
 		rebuild bool
+		full    = prev == nil || b.model == nil
 	)
-	if prev == nil || b.model == nil {
+	if full {
 		next = build(b.cfg, want, nil, nil)
 		kv, err := b.read()
 		if err != nil {
@@ -201,24 +204,61 @@ func (b *Backend) Apply(_ context.Context, want, prev *firewall.State) (firewall
 	}
 	stats := statsOf(next)
 	if ch.empty() {
-		b.commitModel(&next)
+		b.commitModel(&next, full, nil)
+		if full && stats.Rules >= bigBatch {
+			// Adopting a large table (a restart, a periodic resync) read
+			// and rendered all of it: return that garbage now.
+			debug.FreeOSMemory()
+		}
 		return stats, nil
 	}
+	start := time.Now()
 	if err := b.commit(ch); err != nil {
 		return firewall.Stats{}, err
 	}
+	b.log.Debug("nftables transaction", "took", time.Since(start), "new_sets", len(ch.newSets), "set_changes", len(ch.elemDeltas),
+		"deleted_sets", len(ch.delSets), "new_chains", len(ch.newChains), "filled_chains", len(ch.fillChains),
+		"deleted_chains", len(ch.delChains), "rebuild", ch.dropTable)
 	if err := b.verify(ch); err != nil {
 		// The kernel holds something else than the batch said: read it
 		// next time.
 		b.model = nil
 		return firewall.Stats{}, err
 	}
-	b.commitModel(&next)
+	b.commitModel(&next, full, ch.fillChains)
 	stats.Writes = 1
+	if ch.size() >= bigBatch {
+		// A batch this large (a cold start, thousands of rules) leaves
+		// its peak of marshalled messages and acks on the heap: return it
+		// to the system now rather than carry it as resident memory.
+		debug.FreeOSMemory()
+	}
 	return stats, nil
 }
 
-func (b *Backend) commitModel(m *model) {
+// bigBatch is the number of rules and set elements written from which an
+// apply returns freed memory to the system at once.
+const bigBatch = 2000
+
+// commitModel makes m the model of the kernel. The rules' expressions are
+// needed only to program a chain: they are dropped once it is (the tags
+// stay), from every chain of a full build, else from the chains just
+// programmed (the others were dropped before).
+func (b *Backend) commitModel(m *model, full bool, programmed []*nchain) {
+	strip := func(c *nchain) {
+		for i := range c.rules {
+			c.rules[i].exprs = nil
+		}
+	}
+	if full {
+		m.chains.Range(func(_ string, c *nchain) bool {
+			strip(c)
+			return true
+		})
+	}
+	for _, c := range programmed {
+		strip(c)
+	}
 	b.model = m
 	b.chains.Store(&m.chains)
 }
@@ -380,6 +420,18 @@ type elemDelta struct {
 	set        *nset
 	add, del   []nftables.SetElement
 	addedCount int
+}
+
+// size is the number of rules and set elements the changes write.
+func (c *changes) size() int {
+	n := 0
+	for _, ch := range c.fillChains {
+		n += len(ch.rules)
+	}
+	for _, d := range c.elemDeltas {
+		n += len(d.add) + len(d.del)
+	}
+	return n
 }
 
 func (c *changes) empty() bool {

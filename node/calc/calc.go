@@ -139,6 +139,9 @@ type Dispatcher struct {
 	// treated as absent (validated at the store's entrance, so this is a
 	// safety net).
 	problems map[store.Key]string
+	// validPolicy is the policy section of the last state that passed
+	// validation: the next is validated where it differs.
+	validPolicy *dataplane.PolicyState
 }
 
 // New returns a dispatcher with the default resolvers and nothing cached.
@@ -181,6 +184,7 @@ func (d *Dispatcher) Kinds() []string {
 // Reset forgets everything (a watch RESET): the listing that follows
 // rebuilds the state.
 func (d *Dispatcher) Reset() {
+	d.validPolicy = nil
 	d.topo.reset()
 	clear(d.problems)
 	for _, r := range d.resolvers {
@@ -239,9 +243,12 @@ func (d *Dispatcher) Compute(rev uint64) (Output, error) {
 	}
 	sanitize(&out)
 	sort.Strings(out.Problems)
-	if err := out.Desired.Validate(); err != nil {
+	if err := out.Desired.ValidateSince(d.validPolicy); err != nil {
+		// The next state is checked whole again.
+		d.validPolicy = nil
 		return out, fmt.Errorf("calc produced an invalid desired state (a bug): %w", err)
 	}
+	d.validPolicy = out.Desired.Policy
 	return out, nil
 }
 

@@ -94,14 +94,17 @@ type CountersResponse struct {
 
 // PolicyStatus is the policy dataplane's state in NodeStatus.
 type PolicyStatus struct {
-	Backend    string    `json:"backend"`
-	InSync     bool      `json:"inSync"`
-	LastApply  time.Time `json:"lastApply,omitzero"`
-	LastError  string    `json:"lastError,omitempty"`
-	Chains     int       `json:"chains"`
-	Rules      int       `json:"rules"`
-	Sets       int       `json:"sets"`
-	SetMembers int       `json:"setMembers"`
+	Backend   string    `json:"backend"`
+	InSync    bool      `json:"inSync"`
+	LastApply time.Time `json:"lastApply,omitzero"`
+	LastError string    `json:"lastError,omitempty"`
+	// AppliedRevision is the datastore revision whose policy the kernel
+	// holds (0 while not in sync).
+	AppliedRevision uint64 `json:"appliedRevision,omitempty"`
+	Chains          int    `json:"chains"`
+	Rules           int    `json:"rules"`
+	Sets            int    `json:"sets"`
+	SetMembers      int    `json:"setMembers"`
 }
 
 // Label is POST /v1/label.

@@ -657,6 +657,8 @@ func (c *Calculator) setPolicy(key policyKey, p *policy) {
 		chains = append(chains, r)
 	}
 	c.setChains(&ps.chains, chains, ps.active)
+	// The rules live on in the rendered chains only.
+	p.ingress, p.egress = nil, nil
 	// Which local endpoints it selects.
 	for ek := range c.local {
 		c.reselect(key, ps, ek, c.endpoints[ek])
