@@ -541,12 +541,14 @@ type PolicySettings struct {
 	// VXLANPort: UDP to this port from a workload is dropped (workloads
 	// may not inject VXLAN packets); 0 = no such rule.
 	VXLANPort uint16
+	// DropIPIP: IPv4 IP-in-IP (protocol 4) from a workload is dropped.
+	DropIPIP bool
 }
 
 // Equal compares settings.
 func (s PolicySettings) Equal(o PolicySettings) bool {
 	return slices.Equal(s.FailsafeIn, o.FailsafeIn) && slices.Equal(s.FailsafeOut, o.FailsafeOut) &&
-		s.EndpointToHost == o.EndpointToHost && s.VXLANPort == o.VXLANPort
+		s.EndpointToHost == o.EndpointToHost && s.VXLANPort == o.VXLANPort && s.DropIPIP == o.DropIPIP
 }
 
 // PolicyState is the policy section of [Desired]. It is immutable once

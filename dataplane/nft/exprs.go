@@ -280,6 +280,22 @@ func (b *rb) masquerade() *rb {
 	return b.add("masquerade fully-random", &expr.Masq{FullyRandom: true})
 }
 
+// snat translates the IPv4 source to addr, into the port range min-max
+// when min is set (TCP and UDP only: the caller matches the protocol).
+func (b *rb) snat(addr netip.Addr, minPort, maxPort uint16) *rb {
+	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, FullyRandom: true}
+	es := []expr.Any{&expr.Immediate{Register: 1, Data: addr.AsSlice()}}
+	d := "snat ip to " + addr.String()
+	if minPort != 0 {
+		es = append(es,
+			&expr.Immediate{Register: 2, Data: be16(minPort)},
+			&expr.Immediate{Register: 3, Data: be16(maxPort)})
+		nat.RegProtoMin, nat.RegProtoMax, nat.Specified = 2, 3, true
+		d += fmt.Sprintf(":%d-%d", minPort, maxPort)
+	}
+	return b.add(d+" fully-random", append(es, nat)...)
+}
+
 func (b *rb) notrack() *rb { return b.add("notrack", &expr.Notrack{}) }
 
 func (b *rb) verdict(k expr.VerdictKind, chain string) *rb {

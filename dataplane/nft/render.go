@@ -248,6 +248,10 @@ func workloadChains(iface string, e *dataplane.EndpointPolicy, st dataplane.Poli
 		// allowVXLANPacketsFromWorkloads false).
 		from = append(from, (&rb{}).l4proto(unix.IPPROTO_UDP, false).port(false, dataplane.PortRange{Min: st.VXLANPort, Max: st.VXLANPort}, false).counter().drop())
 	}
+	if st.DropIPIP {
+		// Nor IP-in-IP packets (allowIPIPPacketsFromWorkloads false).
+		from = append(from, (&rb{}).family(4).l4proto(unix.IPPROTO_IPIP, false).counter().drop())
+	}
 	direction(&from, &e.Egress, dataplane.StageNormal)
 	direction(&to, &e.Ingress, dataplane.StageNormal)
 	return chainOf("fw-"+iface, from), chainOf("tw-"+iface, to)
@@ -511,7 +515,9 @@ func dispatchMaps(p *dataplane.PolicyState) []*nset {
 
 // natObjects renders outgoing NAT (calico.md §5.6): traffic whose source
 // is in a natOutgoing pool and whose destination is in no pool (nor an
-// excluded destination) is masqueraded, with fully random ports.
+// excluded destination) is masqueraded, with fully random ports — or, for
+// IPv4 with a natOutgoingAddress, SNATed to it, TCP and UDP into the
+// natPortRange when one is set.
 func natObjects(c dataplane.NATConfig) ([]*nset, *nchain) {
 	noMasq := append(append([]netip.Prefix(nil), c.AllPools...), c.ExcludeDests...)
 	sets := []*nset{
@@ -520,10 +526,22 @@ func natObjects(c dataplane.NATConfig) ([]*nset, *nchain) {
 		{name: setNATNoMasq4, kind: setAddr4, spans: spansOf(noMasq, true)},
 		{name: setNATNoMasq6, kind: setAddr6, spans: spansOf(noMasq, false)},
 	}
-	rule := func(v uint8, masq, noMasq string) *rb {
-		return (&rb{}).family(v).inSet(v, true, masq, false).inSet(v, false, noMasq, true).counter().masquerade()
+	match := func(v uint8, masq, noMasq string) *rb {
+		return (&rb{}).family(v).inSet(v, true, masq, false).inSet(v, false, noMasq, true)
 	}
-	ch := chainOf(chainNAT, []*rb{rule(4, setNATMasq4, setNATNoMasq4), rule(6, setNATMasq6, setNATNoMasq6)})
+	var rules []*rb
+	if c.SNATAddress.IsValid() && c.SNATAddress.Is4() {
+		if c.PortMin != 0 {
+			for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+				rules = append(rules, match(4, setNATMasq4, setNATNoMasq4).l4proto(proto, false).counter().snat(c.SNATAddress, c.PortMin, c.PortMax))
+			}
+		}
+		rules = append(rules, match(4, setNATMasq4, setNATNoMasq4).counter().snat(c.SNATAddress, 0, 0))
+	} else {
+		rules = append(rules, match(4, setNATMasq4, setNATNoMasq4).counter().masquerade())
+	}
+	rules = append(rules, match(6, setNATMasq6, setNATNoMasq6).counter().masquerade())
+	ch := chainOf(chainNAT, rules)
 	ch.hook = baseHook(nftables.ChainHookPostrouting, 100, nftables.ChainTypeNAT)
 	return sets, ch
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/node/policy"
 )
 
@@ -16,41 +17,27 @@ import (
 // FelixConfiguration fields policy honours (failsafe ports,
 // defaultEndpointToHostAction; see policy.FelixOverrides).
 type policyResolver struct {
-	env   Env
-	calc  *policy.Calculator
-	felix map[string]*api.FelixConfiguration
+	env  Env
+	calc *policy.Calculator
 }
 
 func newPolicy(env Env) Resolver {
 	return &policyResolver{
-		env:   env,
-		calc:  policy.New(policy.Config{NodeName: env.Config.NodeName, Settings: env.Config.Policy}),
-		felix: map[string]*api.FelixConfiguration{},
+		env:  env,
+		calc: policy.New(policy.Config{NodeName: env.Config.NodeName, Settings: env.Config.Policy}),
 	}
 }
 
 func (r *policyResolver) Name() string { return "policy" }
 
-func (r *policyResolver) Kinds() []string {
-	return append(slices.Clone(policy.Kinds), api.KindFelixConfiguration)
-}
+func (r *policyResolver) Kinds() []string { return slices.Clone(policy.Kinds) }
 
 func (r *policyResolver) Reset() {
 	r.calc.Reset()
-	clear(r.felix)
 	r.calc.SetSettings(r.env.Config.Policy)
 }
 
 func (r *policyResolver) OnUpdate(u Update) {
-	if u.Key.Kind == api.KindFelixConfiguration {
-		if fc, ok := u.Value.(*api.FelixConfiguration); ok {
-			r.felix[u.Key.Name] = fc
-		} else {
-			delete(r.felix, u.Key.Name)
-		}
-		r.calc.SetSettings(policy.FelixOverrides(r.env.Config.Policy, r.env.Config.NodeName, r.felix))
-		return
-	}
 	if u.Value == nil {
 		r.calc.Delete(u.Key.Kind, u.Key.Namespace, u.Key.Name)
 		return
@@ -64,6 +51,9 @@ func (r *policyResolver) OnUpdate(u Update) {
 }
 
 func (r *policyResolver) Contribute(out *Output) {
+	// Settings depend on the FelixConfigurations and the pools (which the
+	// Topology keeps); setting equal ones costs a comparison.
+	r.calc.SetSettings(r.settings())
 	st := r.calc.State()
 	for _, p := range r.calc.Problems() {
 		out.problem("policy: %s", p)
@@ -75,3 +65,23 @@ func (r *policyResolver) Contribute(out *Output) {
 	}
 	out.Desired.Policy = st
 }
+
+// settings are the node's policy settings with the FelixConfiguration
+// overrides; workloads may not send VXLAN (to the node's VXLAN port) or
+// IP-in-IP packets while the node uses that encapsulation, unless
+// allowVXLANPacketsFromWorkloads / allowIPIPPacketsFromWorkloads say so
+// (Calico's rules).
+func (r *policyResolver) settings() dataplane.PolicySettings {
+	topo := r.env.Topology
+	s := policy.FelixOverrides(r.env.Config.Policy, topo.Felix)
+	if p := topo.Felix.VXLANPort; p != nil {
+		s.VXLANPort = uint16(*p)
+	}
+	if !topo.VXLANWanted() || isTrue(topo.Felix.AllowVXLANPacketsFromWorkloads) {
+		s.VXLANPort = 0
+	}
+	s.DropIPIP = topo.IPIPWanted() && !isTrue(topo.Felix.AllowIPIPPacketsFromWorkloads)
+	return s
+}
+
+func isTrue(p *bool) bool { return p != nil && *p }

@@ -11,32 +11,24 @@ import (
 // FelixOverrides applies the FelixConfiguration fields weft's policy
 // honours on top of the node's base settings (from its config file):
 // failsafeInboundHostPorts, failsafeOutboundHostPorts (unset keeps the
-// base; an empty list disables) and defaultEndpointToHostAction. The
-// object named node.<node> wins over default, field by field (Felix's
-// precedence). felix maps object names to objects; nil entries are
-// absent.
-func FelixOverrides(base dataplane.PolicySettings, node string, felix map[string]*api.FelixConfiguration) dataplane.PolicySettings {
+// base; an empty list disables) and defaultEndpointToHostAction. felix is
+// the merged spec of the configurations that apply to the node (node.<node>
+// over default, field by field: api.MergeFelixConfiguration).
+func FelixOverrides(base dataplane.PolicySettings, felix api.FelixConfigurationSpec) dataplane.PolicySettings {
 	out := base
-	for _, name := range []string{"default", "node." + node} {
-		fc := felix[name]
-		if fc == nil {
-			continue
-		}
-		s := &fc.Spec
-		if s.FailsafeInboundHostPorts != nil {
-			out.FailsafeIn = ProtoPorts(*s.FailsafeInboundHostPorts)
-		}
-		if s.FailsafeOutboundHostPorts != nil {
-			out.FailsafeOut = ProtoPorts(*s.FailsafeOutboundHostPorts)
-		}
-		switch strings.ToLower(s.DefaultEndpointToHostAction) {
-		case "drop":
-			out.EndpointToHost = dataplane.EndpointToHostDrop
-		case "accept":
-			out.EndpointToHost = dataplane.EndpointToHostAccept
-		case "return":
-			out.EndpointToHost = dataplane.EndpointToHostReturn
-		}
+	if felix.FailsafeInboundHostPorts != nil {
+		out.FailsafeIn = ProtoPorts(*felix.FailsafeInboundHostPorts)
+	}
+	if felix.FailsafeOutboundHostPorts != nil {
+		out.FailsafeOut = ProtoPorts(*felix.FailsafeOutboundHostPorts)
+	}
+	switch strings.ToLower(felix.DefaultEndpointToHostAction) {
+	case "drop":
+		out.EndpointToHost = dataplane.EndpointToHostDrop
+	case "accept":
+		out.EndpointToHost = dataplane.EndpointToHostAccept
+	case "return":
+		out.EndpointToHost = dataplane.EndpointToHostReturn
 	}
 	return out
 }
@@ -63,9 +55,12 @@ func ProtoPorts(in []api.ProtoPort) []dataplane.ProtoPort {
 	return out
 }
 
-// ProtoNumber is the number of tcp, udp or sctp (any case); 0 otherwise.
+// ProtoNumber is the number of tcp, udp or sctp (any case; "" is tcp,
+// Felix's default for failsafe ports); 0 otherwise.
 func ProtoNumber(name string) uint8 {
 	switch strings.ToLower(name) {
+	case "":
+		return dataplane.ProtoTCP
 	case "tcp":
 		return dataplane.ProtoTCP
 	case "udp":

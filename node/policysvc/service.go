@@ -274,13 +274,19 @@ func (s *Service) Trace(req localapi.TraceRequest) (localapi.TraceResponse, erro
 	if err != nil {
 		return localapi.TraceResponse{}, err
 	}
-	felix := map[string]*api.FelixConfiguration{}
+	var felixDefault, felixNode api.FelixConfigurationSpec
 	for _, r := range objs {
 		if fc, ok := r.(*api.FelixConfiguration); ok {
-			felix[fc.Metadata.Name] = fc
+			switch fc.Metadata.Name {
+			case "default":
+				felixDefault = fc.Spec
+			case "node." + s.cfg.Node:
+				felixNode = fc.Spec
+			}
 		}
 	}
-	tr := policy.NewTracer(objs, policy.FelixOverrides(s.cfg.Settings, s.cfg.Node, felix))
+	felix := api.MergeFelixConfiguration(felixDefault, felixNode)
+	tr := policy.NewTracer(objs, policy.FelixOverrides(s.cfg.Settings, felix))
 	want := netip.Addr{}
 	switch req.IPVersion {
 	case 0, 4:
