@@ -149,7 +149,7 @@ func state(l *lab, sets map[string]*dataplane.AddrSet, chains map[string]*datapl
 			AddrSets:  dataplane.MapOf(sets),
 			Chains:    dataplane.MapOf(all),
 			Workloads: dataplane.MapOf(map[string]*dataplane.EndpointPolicy{l.ifA: ep("t/a", nil), l.ifB: ep("t/b", bIngress)}),
-			Settings:  dataplane.PolicySettings{VXLANPort: 4789},
+			Settings:  dataplane.PolicySettings{VXLANPort: 4789, DropIPIP: true},
 		},
 		NAT: dataplane.NATConfig{MasqPools: prefixes("10.77.0.0/16"), AllPools: prefixes("10.77.0.0/16")},
 	}
@@ -200,6 +200,13 @@ func TestEnforceAdoptAndRepair(t *testing.T) {
 	for _, want := range []string{"chain pi-t_deny", "chain fw-" + l.ifA, "map wl-from", "set s-a-4", "chain nat-postrouting", "masquerade"} {
 		if !strings.Contains(list, want) {
 			t.Errorf("table lacks %q:\n%s", want, list)
+		}
+	}
+	// Workloads may send neither VXLAN nor IP-in-IP.
+	from := l.node.Run("nft", "list", "chain", "inet", "weft", "fw-"+l.ifA)
+	for _, want := range []string{"udp dport 4789", "meta l4proto"} {
+		if !strings.Contains(from, want) {
+			t.Errorf("chain fw-%s lacks %q:\n%s", l.ifA, want, from)
 		}
 	}
 
