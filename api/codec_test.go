@@ -66,6 +66,11 @@ spec:
 			want: `document 1 (Profile p): field "spec.egress[0].destination.serviceAccounts" is not supported by weft: Kubernetes service accounts do not exist in weft`,
 		},
 		{
+			name: "domain names (Calico Enterprise)",
+			in:   "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  egress:\n  - action: Allow\n    destination: {domains: [example.com]}\n",
+			want: `document 1 (GlobalNetworkPolicy p): field "spec.egress[0].destination.domains" is not supported by weft: domain names in rules are a Calico Enterprise feature`,
+		},
+		{
 			name: "serviceAccountSelector",
 			in:   "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: ns}\nspec: {serviceAccountSelector: all()}\n",
 			want: `document 1 (NetworkPolicy ns/p): field "spec.serviceAccountSelector" is not supported by weft: Kubernetes service accounts do not exist in weft`,

@@ -15,12 +15,12 @@ func FelixFields() []FelixField {
 	return []FelixField{
 		{Name: "logSeverityScreen", State: FelixApplied},
 
-		{Name: "failsafeInboundHostPorts", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "failsafeOutboundHostPorts", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "defaultEndpointToHostAction", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "iptablesFilterAllowAction", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "iptablesFilterDenyAction", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "chainInsertMode", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "failsafeInboundHostPorts", State: FelixApplied},
+		{Name: "failsafeOutboundHostPorts", State: FelixApplied},
+		{Name: "defaultEndpointToHostAction", State: FelixApplied},
+		{Name: "iptablesFilterAllowAction", State: FelixRefused, Reason: reasonFelixIptables},
+		{Name: "iptablesFilterDenyAction", State: FelixRefused, Reason: reasonFelixIptables},
+		{Name: "chainInsertMode", State: FelixRefused, Reason: reasonFelixIptables},
 
 		{Name: "wireguardEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
 		{Name: "wireguardEnabledV6", State: FelixRefused, Reason: reasonFelixWireGuard},
@@ -42,8 +42,8 @@ func FelixFields() []FelixField {
 		{Name: "ipipEnabled", State: FelixApplied},
 		{Name: "ipipMTU", State: FelixApplied},
 
-		{Name: "allowVXLANPacketsFromWorkloads", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "allowIPIPPacketsFromWorkloads", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "allowVXLANPacketsFromWorkloads", State: FelixApplied},
+		{Name: "allowIPIPPacketsFromWorkloads", State: FelixApplied},
 
 		{Name: "natOutgoingAddress", State: FelixApplied},
 		{Name: "natPortRange", State: FelixApplied},
@@ -52,17 +52,17 @@ func FelixFields() []FelixField {
 		{Name: "mtuIfacePattern", State: FelixApplied},
 
 		{Name: "routeRefreshInterval", State: FelixApplied},
-		{Name: "iptablesRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "nftablesRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
-		{Name: "ipsetsRefreshInterval", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "iptablesRefreshInterval", State: FelixRefused, Reason: reasonFelixIptables},
+		{Name: "nftablesRefreshInterval", State: FelixRefused, Reason: "weft re-reads its nftables table at every full resync, whose period is routeRefreshInterval"},
+		{Name: "ipsetsRefreshInterval", State: FelixRefused, Reason: reasonFelixIptables},
 		{Name: "removeExternalRoutes", State: FelixApplied, refuseTrue: true,
 			Reason: "true is not supported: weft never removes routes it did not add (false is what weft does)"},
-		{Name: "maxIpsetSize", State: FelixRefused, Reason: reasonFelixPolicy},
+		{Name: "maxIpsetSize", State: FelixRefused, Reason: "weft's nftables sets have no fixed size to cap"},
 	}
 }
 
 const (
-	reasonFelixPolicy    = "network policy is not enforced yet, so weft has nothing to apply it to"
+	reasonFelixIptables  = "weft enforces policy with nftables (accept, drop, in its own table); the iptables backend is not built yet"
 	reasonFelixWireGuard = "WireGuard is not built yet"
 )
 

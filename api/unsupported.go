@@ -19,6 +19,7 @@ const (
 	reasonK8sServices  = "Kubernetes Services do not exist in weft"
 	reasonServiceAccts = "Kubernetes service accounts do not exist in weft"
 	reasonHTTP         = "HTTP match needs an application-layer proxy, which weft does not have"
+	reasonDomains      = "domain names in rules are a Calico Enterprise feature"
 )
 
 func unsupportedFields(kind string) []unsupportedField {
@@ -38,7 +39,8 @@ func unsupportedFields(kind string) []unsupportedField {
 			for _, side := range []string{"source", "destination"} {
 				fs = append(fs,
 					unsupportedField{"spec." + dir + "[]." + side + ".serviceAccounts", reasonServiceAccts},
-					unsupportedField{"spec." + dir + "[]." + side + ".services", reasonK8sServices})
+					unsupportedField{"spec." + dir + "[]." + side + ".services", reasonK8sServices},
+					unsupportedField{"spec." + dir + "[]." + side + ".domains", reasonDomains})
 			}
 		}
 	}

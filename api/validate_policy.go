@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Rule and policy limits (calico.md §1.1, §2.2).
@@ -18,6 +19,7 @@ const (
 
 func validateNetworkPolicy(p *problems, np *NetworkPolicy) {
 	s := &np.Spec
+	validateTieredName(p, np.Metadata.Name, s.Tier)
 	validatePolicyCommon(p, s.Tier, s.Order, s.Selector, s.Types, s.PerformanceHints)
 	validateRules(p, "spec.ingress", s.Ingress)
 	validateRules(p, "spec.egress", s.Egress)
@@ -25,6 +27,7 @@ func validateNetworkPolicy(p *problems, np *NetworkPolicy) {
 
 func validateGlobalNetworkPolicy(p *problems, gnp *GlobalNetworkPolicy) {
 	s := &gnp.Spec
+	validateTieredName(p, gnp.Metadata.Name, s.Tier)
 	validatePolicyCommon(p, s.Tier, s.Order, s.Selector, s.Types, s.PerformanceHints)
 	if s.NamespaceSelector != "" {
 		validateSelector(p, "spec.namespaceSelector", s.NamespaceSelector, false)
@@ -44,6 +47,25 @@ func validateGlobalNetworkPolicy(p *problems, gnp *GlobalNetworkPolicy) {
 	if (s.DoNotTrack || s.PreDNAT) && !s.ApplyOnForward {
 		p.add("spec.applyOnForward", "must be true when preDNAT or doNotTrack is true")
 	}
+}
+
+// validateTieredName applies Calico's naming rule for tiered policies: a
+// policy in a tier other than default is named "<tier>.<name>".
+func validateTieredName(p *problems, name, tier string) {
+	if tier == "" || tier == DefaultTierName || !IsDNSLabel(tier) {
+		return
+	}
+	if !strings.HasPrefix(name, tier+".") {
+		p.add("metadata.name", "a policy in tier %q must be named %q", tier, tier+"."+afterTierPrefix(name))
+	}
+}
+
+// afterTierPrefix drops a leading "<label>." from a policy name.
+func afterTierPrefix(name string) string {
+	if _, rest, ok := strings.Cut(name, "."); ok && rest != "" {
+		return rest
+	}
+	return name
 }
 
 func validatePolicyCommon(p *problems, tier string, order *float64, sel string, types, hints []string) {

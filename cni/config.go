@@ -26,8 +26,21 @@ const PluginType = "weft"
 const DefaultNamespace = "default"
 
 // Capability names weft accepts in "capabilities" (and so in
-// "runtimeConfig").
-const capabilityIPs = "ips"
+// "runtimeConfig"): "ips" (static addresses) and "portMappings" (host
+// ports, recorded on the workload's endpoint; the portmap plugin chained
+// after weft programs them).
+const (
+	capabilityIPs          = "ips"
+	capabilityPortMappings = "portMappings"
+)
+
+// PortMapping is one entry of runtimeConfig.portMappings.
+type PortMapping struct {
+	HostPort      uint16 `json:"hostPort"`
+	ContainerPort uint16 `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
 
 // NetConf is the weft plugin's section of a network configuration, after
 // validation.
@@ -55,6 +68,11 @@ type NetConf struct {
 	RuntimeIPs []string
 	ArgsIPs    []string
 	ArgsLabels map[string]string
+	// PortMappings are runtimeConfig.portMappings (capability
+	// "portMappings"); ArgsPorts are args.cni.ports, the named ports
+	// ([{"name": "http", "protocol": "tcp", "port": 8080}]).
+	PortMappings []PortMapping
+	ArgsPorts    []localapi.WorkloadPort
 
 	// PrevResult is the previous result (CHECK and DEL; ADD only when weft
 	// is wrongly chained after another plugin), converted to 1.x.
@@ -96,6 +114,7 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 				Key   string `json:"key"`
 				Value string `json:"value"`
 			} `json:"labels"`
+			Ports []localapi.WorkloadPort `json:"ports"`
 		} `json:"cni"`
 	}
 	var prev json.RawMessage
@@ -133,21 +152,28 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 			`network configuration: key "ipam" is not supported: weft assigns addresses from its own IP pools (remove "ipam"; use "pools" to choose pools)`, "")
 	}
 	for _, k := range sortedKeys(caps) {
-		if k != capabilityIPs {
+		if k != capabilityIPs && k != capabilityPortMappings {
 			return nil, types.NewError(types.ErrUnsupportedField,
-				fmt.Sprintf("network configuration: capability %q is not supported by weft (supported: %q)", k, capabilityIPs), "")
+				fmt.Sprintf("network configuration: capability %q is not supported by weft (supported: %q, %q)", k, capabilityIPs, capabilityPortMappings), "")
 		}
 	}
 	for _, k := range sortedKeys(runtimeConfig) {
-		if k != capabilityIPs {
+		switch k {
+		case capabilityIPs:
+			if err := json.Unmarshal(runtimeConfig[k], &c.RuntimeIPs); err != nil {
+				return nil, invalidConf("runtimeConfig.ips: want a list of addresses (%v)", err)
+			}
+		case capabilityPortMappings:
+			if err := json.Unmarshal(runtimeConfig[k], &c.PortMappings); err != nil {
+				return nil, invalidConf("runtimeConfig.portMappings: want a list of {hostPort, containerPort, protocol} (%v)", err)
+			}
+		default:
 			return nil, types.NewError(types.ErrUnsupportedField,
-				fmt.Sprintf("network configuration: runtimeConfig key %q is not supported by weft (supported: %q)", k, capabilityIPs), "")
-		}
-		if err := json.Unmarshal(runtimeConfig[k], &c.RuntimeIPs); err != nil {
-			return nil, invalidConf("runtimeConfig.ips: want a list of addresses (%v)", err)
+				fmt.Sprintf("network configuration: runtimeConfig key %q is not supported by weft (supported: %q, %q)", k, capabilityIPs, capabilityPortMappings), "")
 		}
 	}
 	c.ArgsIPs = args.CNI.IPs
+	c.ArgsPorts = args.CNI.Ports
 	for _, l := range args.CNI.Labels {
 		if c.ArgsLabels == nil {
 			c.ArgsLabels = map[string]string{}

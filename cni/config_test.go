@@ -57,8 +57,20 @@ func TestParseNetConf(t *testing.T) {
 			wantCode: types.ErrUnsupportedField, wantMsg: `unknown key "sokcet"`},
 		{name: "ipam is refused", conf: `{"cniVersion":"1.0.0","name":"n","type":"weft","ipam":{"type":"host-local"}}`,
 			wantCode: types.ErrUnsupportedField, wantMsg: `key "ipam" is not supported`},
-		{name: "unknown capability", conf: `{"cniVersion":"1.0.0","name":"n","type":"weft","capabilities":{"portMappings":true}}`,
-			wantCode: types.ErrUnsupportedField, wantMsg: `capability "portMappings"`},
+		{name: "unknown capability", conf: `{"cniVersion":"1.0.0","name":"n","type":"weft","capabilities":{"bandwidth":true}}`,
+			wantCode: types.ErrUnsupportedField, wantMsg: `capability "bandwidth"`},
+		{name: "named ports and port mappings", conf: `{"cniVersion":"1.0.0","name":"n","type":"weft","capabilities":{"portMappings":true},
+			"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]},
+			"args":{"cni":{"ports":[{"name":"http","protocol":"TCP","port":80}]}}}`,
+			check: func(t *testing.T, c *NetConf) {
+				if len(c.PortMappings) != 1 || c.PortMappings[0].HostPort != 8080 || len(c.ArgsPorts) != 1 || c.ArgsPorts[0].Name != "http" {
+					t.Errorf("ports: %+v %+v", c.PortMappings, c.ArgsPorts)
+				}
+				got := requestedPorts(c)
+				if len(got) != 2 || got[0].Name != "http" || got[1].HostPort != 8080 || got[1].Port != 80 || got[1].Protocol != "TCP" {
+					t.Errorf("requested ports: %+v", got)
+				}
+			}},
 		{name: "unknown runtimeConfig key", conf: `{"cniVersion":"1.0.0","name":"n","type":"weft","runtimeConfig":{"mac":"aa:bb:cc:dd:ee:ff"}}`,
 			wantCode: types.ErrUnsupportedField, wantMsg: `runtimeConfig key "mac"`},
 		{name: "pools of the wrong type", conf: `{"cniVersion":"1.0.0","name":"n","type":"weft","pools":"default-ipv4"}`,

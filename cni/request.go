@@ -137,7 +137,23 @@ func BuildAddRequest(cmd *skel.CmdArgs, conf *NetConf, args *Args) (*localapi.Wo
 		Pools:        conf.Pools,
 		Orchestrator: localapi.OrchestratorCNI,
 		ContainerID:  cmd.ContainerID,
+		Ports:        requestedPorts(conf),
 	}, nil
+}
+
+// requestedPorts are the named ports (args.cni.ports) and the host port
+// mappings (runtimeConfig.portMappings) to record on the endpoint; the
+// agent validates them with the endpoint.
+func requestedPorts(conf *NetConf) []localapi.WorkloadPort {
+	out := append([]localapi.WorkloadPort(nil), conf.ArgsPorts...)
+	for _, m := range conf.PortMappings {
+		proto := strings.ToUpper(m.Protocol)
+		if proto == "" {
+			proto = "TCP"
+		}
+		out = append(out, localapi.WorkloadPort{Protocol: proto, Port: m.ContainerPort, HostPort: m.HostPort, HostIP: m.HostIP})
+	}
+	return out
 }
 
 // BuildRef names the workload of a DEL or CHECK call.

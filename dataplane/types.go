@@ -35,6 +35,9 @@ type Desired struct {
 	VXLANPeers []VXLANPeer
 	// NAT is the outgoing NAT configuration.
 	NAT NATConfig
+	// Policy is the network policy of this node's endpoints (policy.go);
+	// nil means no policy is enforced.
+	Policy *PolicyState
 	// IPIP is the node's IP-in-IP device; nil means none (an existing one
 	// is removed).
 	IPIP *IPIPDevice
@@ -496,7 +499,13 @@ func (n NATConfig) Validate() error {
 // Validate checks the whole state, including uniqueness across items
 // (one workload per host interface, one owner per address, one route per
 // destination, one peer per tunnel address and per MAC).
-func (d *Desired) Validate() error {
+func (d *Desired) Validate() error { return d.ValidateSince(nil) }
+
+// ValidateSince is Validate, except that the policy section is checked
+// only where it differs from prevPolicy, the policy section of a state
+// that passed (see PolicyState.ValidateChanges): the calculation validates
+// every state it hands over at a cost in proportion to the change.
+func (d *Desired) ValidateSince(prevPolicy *PolicyState) error {
 	var errs []error
 	ifaces := map[string]bool{}
 	owners := map[netip.Addr]string{}
@@ -569,6 +578,9 @@ func (d *Desired) Validate() error {
 	if err := d.NAT.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.Policy.ValidateChanges(prevPolicy); err != nil {
+		errs = append(errs, err)
+	}
 	if d.IPIP != nil {
 		if err := d.IPIP.Validate(); err != nil {
 			errs = append(errs, err)
@@ -601,7 +613,7 @@ func (d *Desired) Equal(o *Desired) bool {
 		sameSet(d.Rules, o.Rules, func(r Rule) Rule { return r }, func(a, b Rule) bool { return a == b }) &&
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
-		d.NAT.Equal(o.NAT) && d.IPIP.Equal(o.IPIP) && d.Loop == o.Loop
+		d.NAT.Equal(o.NAT) && d.IPIP.Equal(o.IPIP) && d.Loop == o.Loop && d.Policy.Equal(o.Policy)
 }
 
 // sameSet compares two slices as sets of items identified by key. Slices

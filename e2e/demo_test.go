@@ -239,6 +239,10 @@ func checkWalkthrough(t *testing.T, out string) {
 		{"h1's VXLAN routes", `(?m)^  10\.250\.\d+\.\d+/26 via 10\.250\.\d+\.\d+ dev weft\.vxlan onlink$`},
 		{"a blackhole per host", `(?s)(blackhole 10\.250\.\d+\.\d+/26.*){3}`},
 		{"six workloads", `(?s)(h\d-w\d\s+h\d\s+10\.250\.\d+\.\d+\s+/run/netns/weft-demo-h\d-w\d\s+weft[0-9a-f]{11}.*){6}`},
+		{"the TCP matrix before the policy", `(?s)TCP to port 8080 between every pair.*\n30/30 pairs reachable`},
+		{"the policy applied", `(?s)apply -f .*deny-db-access.yaml\nSuccessfully applied 1 'GlobalNetworkPolicy' resource`},
+		{"ping and TCP after the policy", `(?s)After the policy: ping.*\n25/30 pairs reachable; not reachable: .*After the policy: TCP.*\n25/30 pairs reachable; not reachable: `},
+		{"the trace of a refused pair", `(?s)policy trace --from h1-w1 --to prod/h2-w2.*GlobalNetworkPolicy deny-db-access rule 0: Deny.*Verdict: DENY`},
 	}
 	for _, c := range checks {
 		if !regexp.MustCompile(c.re).MatchString(out) {

@@ -36,6 +36,7 @@ import (
 	"github.com/weftnet/weft/node/config"
 	"github.com/weftnet/weft/node/ipamsvc"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/node/policysvc"
 	"github.com/weftnet/weft/node/resources"
 	"github.com/weftnet/weft/node/tunnels"
 	"github.com/weftnet/weft/node/workloads"
@@ -256,6 +257,7 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	a.ipam.Register(a.api)
 	a.wl.Register(a.api)
 	a.cluster.Register(a.api)
+	policysvc.New(policysvc.Config{Node: a.cfg.Node.Name, Settings: calcCfg.Policy, Logger: log}, a.store, a.dp.Firewall).Register(a.api)
 	return nil
 }
 
@@ -421,7 +423,9 @@ func (a *Agent) unbuilt() []unbuiltSubsystem {
 	if c.WireGuard.Enabled {
 		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
 	}
-	out = append(out, unbuiltSubsystem{"policy", fmt.Sprintf("dataplane.backend %q is set but no network policy is enforced", c.Dataplane.Backend)})
+	if c.Dataplane.Backend != "nftables" {
+		out = append(out, unbuiltSubsystem{"policy-backend", fmt.Sprintf("dataplane.backend %q is set but only nftables is built: policy is enforced with nftables", c.Dataplane.Backend)})
+	}
 	return out
 }
 
@@ -469,6 +473,12 @@ func (a *Agent) status() localapi.NodeStatus {
 	}
 	// a.store is set before apiReady (atomic), so reading it after
 	// apiReady is safe.
+	if a.dp != nil && a.dp.Firewall != nil {
+		st.Policy = policyStatus(a.dp.Firewall.Status())
+		if rep, _ := a.dp.Loop.LatestReport(); st.Policy.InSync && rep.Err == nil {
+			st.Policy.AppliedRevision = rep.Revision
+		}
+	}
 	if a.apiReady.Load() {
 		st.Problems = a.runner.Problems()
 		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}

@@ -10,13 +10,16 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/dataplane/sysctls"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/calcrun"
+	"github.com/weftnet/weft/node/config"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/node/policy"
 )
 
 // underlayInfo finds the interface holding addr and its connected prefix.
@@ -76,6 +79,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		IPIPIface:       dataplane.DefaultIPIPIface,
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
+		Policy:          a.policySettings(),
 	}
 	return dp, cc, nil
 }
@@ -96,10 +100,38 @@ func (a *Agent) linuxConfig() linux.Config {
 		// IPv6 forwarding only on a node with an IPv6 underlay address:
 		// turning it on makes the kernel ignore router advertisements on
 		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls:  sysctls.Forwarding(a.addr6.IsValid()),
-		LogLevel: level,
+		Sysctls:         sysctls.Forwarding(a.addr6.IsValid()),
+		FirewallBackend: "nftables", // the only backend built (warnUnbuilt says so)
+		LogLevel:        level,
 		// The probe said yes but creating the device said no.
 		IPIPUnsupported: func(reason string) { a.setIPIPSupport(ipip.Support{Reason: reason}, "device creation") },
+	}
+}
+
+// policySettings are the node's policy settings from its config file.
+func (a *Agent) policySettings() dataplane.PolicySettings {
+	conv := func(in []config.ProtoPort) []dataplane.ProtoPort {
+		fs := make([]policy.FailsafePort, len(in))
+		for i, p := range in {
+			fs[i] = policy.FailsafePort{Protocol: p.Protocol, Port: p.Port, Net: p.Net}
+		}
+		return policy.ConfigFailsafe(fs)
+	}
+	return dataplane.PolicySettings{
+		FailsafeIn:  conv(a.cfg.Dataplane.InboundFailsafe()),
+		FailsafeOut: conv(a.cfg.Dataplane.OutboundFailsafe()),
+		// Calico's default: a workload reaches its host only if a
+		// FelixConfiguration says so (defaultEndpointToHostAction).
+		EndpointToHost: dataplane.EndpointToHostDrop,
+		VXLANPort:      uint16(a.cfg.VXLAN.Port),
+	}
+}
+
+// policyStatus is the firewall's sync state for `weft node status`.
+func policyStatus(s firewall.Status) *localapi.PolicyStatus {
+	return &localapi.PolicyStatus{
+		Backend: s.Backend, InSync: s.InSync, LastApply: s.Applied, LastError: s.LastError,
+		Chains: s.Chains, Rules: s.Rules, Sets: s.Sets, SetMembers: s.SetMembers,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/cluster"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/node/policysvc"
 	"github.com/weftnet/weft/node/workloads"
 	"github.com/weftnet/weft/store"
 )
@@ -23,6 +24,7 @@ func (a *Agent) registry() store.Registry {
 	cluster.Register(&reg)
 	workloads.Register(&reg)
 	ipam.Register(&reg, a.log.With("component", "ipam"))
+	policysvc.Register(&reg)
 	return reg
 }
 

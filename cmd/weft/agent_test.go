@@ -60,6 +60,8 @@ listen = %q
 level = "debug"
 [bgp]
 enabled = false
+[dataplane]
+backend = "iptables" # not built yet: the agent must say so (and enforce with nftables)
 `, agentAddress, filepath.Join(dir, "data"), agentAddress, a.socket, a.metrics)
 	if err := os.WriteFile(a.config, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)

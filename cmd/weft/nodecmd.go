@@ -50,6 +50,16 @@ func newNodeCommand(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "Datastore: %s, leader %s, revision %d, %s\n", d.Role, leader, d.Revision, sync)
 			}
+			if p := st.Policy; p != nil {
+				sync := "in sync"
+				if !p.InSync {
+					sync = "NOT in sync"
+					if p.LastError != "" {
+						sync += " (" + p.LastError + ")"
+					}
+				}
+				fmt.Fprintf(w, "Policy:   %s, %s: %d chains, %d rules, %d sets, %d set members\n", p.Backend, sync, p.Chains, p.Rules, p.Sets, p.SetMembers)
+			}
 			fmt.Fprintf(w, "Uptime:   %s\n\n", time.Since(st.Started).Truncate(time.Second))
 			t := newTable(w, "COMPONENT", "STATE", "LIVE", "READY", "DETAIL")
 			for _, cs := range st.Components {

@@ -156,6 +156,9 @@ func newGetCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if g.output == "wide" && (info.Kind == api.KindNetworkPolicy || info.Kind == api.KindGlobalNetworkPolicy) {
+				return printPoliciesWide(c, g, info, rs, name != "")
+			}
 			return printResources(c.OutOrStdout(), g.output, info, rs, name != "" && len(rs) == 1)
 		},
 	}

@@ -53,6 +53,8 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newSnapshotCommand(g),
 		newIPAMCommand(g),
 		newWorkloadCommand(g),
+		newLabelCommand(g),
+		newPolicyCommand(g),
 		newDemoCommand(),
 	)
 	return root

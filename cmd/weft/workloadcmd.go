@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 		labels []string
 		ip     []string
 		pool   []string
+		ports  []string
 	)
 	add := &cobra.Command{
 		Use:   "add NAME --netns PATH",
@@ -32,6 +34,14 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 					return fmt.Errorf("--label %q: want key=value", l)
 				}
 				req.Labels[k] = v
+			}
+			req.Ports = nil
+			for _, p := range ports {
+				wp, err := parseNamedPort(p)
+				if err != nil {
+					return err
+				}
+				req.Ports = append(req.Ports, wp)
 			}
 			w, err := g.client().AddWorkload(c.Context(), req)
 			if err != nil {
@@ -53,6 +63,7 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 	add.Flags().StringArrayVar(&ip, "ip", nil, "a specific address (at most one IPv4 and one IPv6)")
 	add.Flags().StringArrayVar(&pool, "pool", nil, "allocate from this IP pool")
 	add.Flags().StringVar(&req.Interface, "iface", "eth0", "interface name inside the namespace")
+	add.Flags().StringArrayVar(&ports, "port", nil, "a named port NAME:PROTO:PORT, e.g. http:tcp:8080 (repeatable; policy rules match named ports)")
 	cmd.AddCommand(add)
 
 	var delNS string
@@ -117,4 +128,22 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 	list.Flags().BoolVarP(&listAll, "all-namespaces", "A", false, "all namespaces")
 	cmd.AddCommand(list)
 	return cmd
+}
+
+// parseNamedPort reads NAME:PROTO:PORT.
+func parseNamedPort(s string) (localapi.WorkloadPort, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || parts[0] == "" {
+		return localapi.WorkloadPort{}, fmt.Errorf("--port %q: want NAME:PROTO:PORT (e.g. http:tcp:8080)", s)
+	}
+	port, err := strconv.ParseUint(parts[2], 10, 16)
+	if err != nil || port == 0 {
+		return localapi.WorkloadPort{}, fmt.Errorf("--port %q: port must be 1-65535", s)
+	}
+	switch strings.ToLower(parts[1]) {
+	case "tcp", "udp", "sctp":
+	default:
+		return localapi.WorkloadPort{}, fmt.Errorf("--port %q: protocol must be tcp, udp or sctp", s)
+	}
+	return localapi.WorkloadPort{Name: parts[0], Protocol: strings.ToUpper(parts[1]), Port: uint16(port)}, nil
 }

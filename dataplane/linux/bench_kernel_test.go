@@ -52,6 +52,7 @@ func BenchmarkApply100Workloads100Routes(b *testing.B) {
 			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i), 0}), 24), Class: dataplane.RouteClassBlock, Dev: "upl", Via: netip.MustParseAddr("192.168.95.2"),
 		})
 	}
+	desired.Policy = dataplane.AllowAll(desired.Workloads)
 	d, err := New(Config{NetNS: node.Path})
 	if err != nil {
 		b.Fatal(err)

@@ -2,14 +2,16 @@
 // dependency order under one apply loop. The loop is the only writer of
 // everything they own.
 //
-// Order of the update phase: sysctls (forwarding) → nat → links (workload
-// veths) → vxlan (device, then neighbours and FDB) → ipip (device) →
-// routes (every table) → rules. The removal phase runs in reverse: rules go before the routes
+// Order of the update phase: sysctls (forwarding) → firewall (policy and
+// outgoing NAT, one nftables table) → links (workload veths) → vxlan
+// (device, then neighbours and FDB) → ipip (device) → routes (every table)
+// → rules. The removal phase runs in reverse: rules go before the routes
 // they lead to, routes before the neighbours and interfaces they use, and
 // neighbours before their device. A new workload's traffic can flow only
-// once the whole pass that plumbs it has run: its host route comes after
-// its veth, and whatever a later manager adds for it (its policy) is in
-// place in the same pass before the loop reports the workload ready.
+// once the whole pass that plumbs it has run: its policy is programmed
+// before its veth exists (the firewall's base drops the traffic of any
+// workload interface it does not know), its host route after its veth,
+// and the loop reports the workload ready only after the pass.
 //
 // # Wiring (the agent)
 //
@@ -41,9 +43,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/links"
-	"github.com/weftnet/weft/dataplane/nat"
+	"github.com/weftnet/weft/dataplane/nft"
 	"github.com/weftnet/weft/dataplane/routes"
 	"github.com/weftnet/weft/dataplane/rules"
 	"github.com/weftnet/weft/dataplane/sysctls"
@@ -73,6 +76,9 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// Sysctls kept at fixed values; nil means sysctls.Forwarding(false).
 	Sysctls map[string]string
+	// FirewallBackend is "nftables" (the default and, until the iptables
+	// backend exists, the only one).
+	FirewallBackend string
 	// LogLevel is the agent's log level: the dataplane logs at it unless
 	// the desired state's Loop.LogLevel says otherwise (FelixConfiguration
 	// logSeverityScreen). The zero value is Info.
@@ -87,6 +93,9 @@ type Dataplane struct {
 	// Plumber offers the read-only workload checks (Precheck before an
 	// add is recorded, Check for CNI CHECK); only the loop writes.
 	Plumber *links.Plumber
+	// Firewall is the policy and NAT manager (its status and counters are
+	// read from other goroutines; only the loop writes).
+	Firewall *firewall.Manager
 	// Loop applies desired states; see dataplane.Loop.
 	Loop *dataplane.Loop
 	// Managers in update order (exposed for tests and diagnostics).
@@ -124,11 +133,12 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, sc.Close)
 
-	nm, err := nat.New(nat.Config{Logger: cfg.Logger, NetNS: cfg.NetNS})
+	fw, err := newFirewall(cfg)
 	if err != nil {
-		return fail(fmt.Errorf("nat: %w", err))
+		return fail(err)
 	}
-	d.closers = append(d.closers, nm.Close)
+	d.closers = append(d.closers, fw.Close)
+	d.Firewall = fw
 
 	p, err := links.NewPlumber(links.Config{Logger: cfg.Logger, HostNS: cfg.NetNS, Prefix: cfg.IfacePrefix})
 	if err != nil {
@@ -165,7 +175,7 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, rules.Close)
 
-	d.Managers = []dataplane.Manager{sc, nm, lm, vm, im, rm, rules}
+	d.Managers = []dataplane.Manager{sc, fw, lm, vm, im, rm, rules}
 	d.Loop, err = dataplane.NewLoop(dataplane.LoopConfig{
 		Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, ResyncPeriod: cfg.ResyncPeriod,
 		LogLevel: level, DefaultLogLevel: cfg.LogLevel,
@@ -174,6 +184,25 @@ func New(cfg Config) (*Dataplane, error) {
 		return fail(err)
 	}
 	return d, nil
+}
+
+// newFirewall builds the firewall manager over the configured backend.
+func newFirewall(cfg Config) (*firewall.Manager, error) {
+	switch cfg.FirewallBackend {
+	case "", "nftables":
+	default:
+		return nil, fmt.Errorf("firewall backend %q is not built", cfg.FirewallBackend)
+	}
+	be, err := nft.New(nft.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, IfacePrefix: cfg.IfacePrefix})
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	fw, err := firewall.New(firewall.Config{Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock}, be)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	return fw, nil
 }
 
 // Run applies desired states until ctx ends; see dataplane.Loop.Run.

@@ -116,6 +116,7 @@ func (n *testNode) desired(peer *testNode, vxlan bool) dataplane.Desired {
 			MasqPools: []netip.Prefix{netip.MustParsePrefix(pool)}, AllPools: []netip.Prefix{netip.MustParsePrefix(pool)},
 			ExcludeDests: []netip.Prefix{netip.PrefixFrom(n.under, 32), netip.PrefixFrom(peer.under, 32)},
 		},
+		Policy: dataplane.AllowAll([]dataplane.Workload{n.w}),
 	}
 	if vxlan {
 		d.VXLAN = &dataplane.VXLANDevice{TunnelAddr: n.tunnel, MAC: dataplane.VXLANMAC(n.name), Source: n.under}

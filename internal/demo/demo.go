@@ -237,7 +237,7 @@ func (d *demo) run(ctx context.Context) error {
 	if ok, total := m.Reachable(); ok != total {
 		return errors.New(summary)
 	}
-	return nil
+	return d.policy(ctx)
 }
 
 func (d *demo) hostList() string {
@@ -378,9 +378,10 @@ func (d *demo) addWorkloads(ctx context.Context) error {
 		client := localapi.NewClient(h.Socket())
 		for _, w := range h.Workloads {
 			req := localapi.WorkloadAddRequest{
-				Name:   w.Name,
-				NetNS:  w.NetnsPath(),
-				Labels: map[string]string{"app": "demo", "host": h.Name},
+				Name:      w.Name,
+				Namespace: w.Namespace,
+				NetNS:     w.NetnsPath(),
+				Labels:    w.Labels,
 			}
 			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			got, err := client.AddWorkload(rctx, req)
@@ -490,6 +491,10 @@ func (d *demo) instructions() {
 	p("    $ %s --socket %s get workloadendpoints -A", d.weft, h1.Socket())
 	p("    $ %s --socket %s ipam show --show-blocks", d.weft, h1.Socket())
 	p("    $ %s --socket %s workload list", d.weft, h1.Socket())
+	p("\n  Network policy: why a packet is refused, and what each rule counted on a node:")
+	p("    $ %s --socket %s policy trace --from %s --to %s/%s-%s --proto tcp --port %d", d.weft, h1.Socket(), w.Name, dbNamespace, dbHost, dbShort, demoTCPPort)
+	p("    $ %s --socket %s get globalnetworkpolicy deny-db-access -o wide", d.weft, h2.Socket())
+	p("    $ ip netns exec %s nft list table inet weft", h2.Netns)
 	p("\n  Inside a host (network namespaces %s):", strings.Join(hostNetnsNames(l), ", "))
 	p("    $ ip netns exec %s ip route show proto %d", h1.Netns, dataplane.RouteProtocol)
 	p("    $ ip netns exec %s ip -d link show weft.vxlan", h1.Netns)

@@ -67,7 +67,19 @@ type Workload struct {
 	Short string // its name on its host ("w1")
 	Host  string
 	Netns string // name under /run/netns
+	// Namespace is the workload's weft namespace and Labels its labels: one
+	// workload is the database the policy step protects.
+	Namespace string
+	Labels    map[string]string
 }
+
+// The policy step's database: a workload of namespace prod labelled
+// role=db (the others are in namespace default).
+const (
+	dbHost      = "h2"
+	dbShort     = "w2"
+	dbNamespace = "prod"
+)
 
 // NetnsPath is the workload namespace's bind mount, what `workload add
 // --netns` takes.
@@ -115,7 +127,12 @@ func NewLayout(underlay, pool netip.Prefix) (Layout, error) {
 		}
 		for j := 1; j <= workloadsPerHost; j++ {
 			short := "w" + strconv.Itoa(j)
-			h.Workloads = append(h.Workloads, Workload{Name: name + "-" + short, Short: short, Host: name, Netns: NetnsPrefix + name + "-" + short})
+			w := Workload{Name: name + "-" + short, Short: short, Host: name, Netns: NetnsPrefix + name + "-" + short,
+				Namespace: "default", Labels: map[string]string{"app": "demo", "host": name}}
+			if name == dbHost && short == dbShort {
+				w.Namespace, w.Labels = dbNamespace, map[string]string{"role": "db", "host": name}
+			}
+			h.Workloads = append(h.Workloads, w)
 		}
 		l.Hosts = append(l.Hosts, h)
 	}

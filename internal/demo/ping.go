@@ -67,6 +67,18 @@ func (m matrix) Reachable() (ok, total int) {
 	return ok, total
 }
 
+// Matches reports whether exactly the pairs refused says are unreachable.
+func (m matrix) Matches(refused func(from, to endpoint) bool) bool {
+	for i, from := range m.Endpoints {
+		for j, to := range m.Endpoints {
+			if r, found := m.Results[[2]int{i, j}]; found && r.OK == refused(from, to) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Summary is the one-line verdict, naming the pairs that failed.
 func (m matrix) Summary() string {
 	ok, total := m.Reachable()

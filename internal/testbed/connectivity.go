@@ -12,9 +12,11 @@ import (
 	"time"
 )
 
-// Probe is how a Check tests reachability: one ping, or a TCP handshake.
+// Probe is how a Check tests reachability: one ping, a TCP handshake, or
+// a UDP datagram answered by a ServeUDP echo.
 type Probe struct {
-	tcpPort int // 0 means ping
+	tcpPort int // 0 means ping (unless udpPort)
+	udpPort int
 }
 
 // Ping probes with ICMP echo requests sent from a raw socket inside the
@@ -26,7 +28,15 @@ func Ping() Probe { return Probe{} }
 // namespace (no external tool). Serve a target with Netns.ServeTCP.
 func TCP(port int) Probe { return Probe{tcpPort: port} }
 
+// UDP probes with one datagram to port, sent from inside the source
+// namespace and resent every 200 ms until the answer of a ServeUDP echo
+// comes back.
+func UDP(port int) Probe { return Probe{udpPort: port} }
+
 func (p Probe) String() string {
+	if p.udpPort != 0 {
+		return "udp:" + strconv.Itoa(p.udpPort)
+	}
 	if p.tcpPort == 0 {
 		return "ping"
 	}
@@ -41,6 +51,11 @@ const probeTimeout = time.Second
 func (p Probe) run(ctx context.Context, from *Netns, to string) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout+500*time.Millisecond)
 	defer cancel()
+	if p.udpPort != 0 {
+		uctx, ucancel := context.WithTimeout(ctx, probeTimeout)
+		defer ucancel()
+		return from.udpEcho(uctx, net.JoinHostPort(to, strconv.Itoa(p.udpPort)))
+	}
 	if p.tcpPort == 0 {
 		addr, err := netip.ParseAddr(to)
 		if err != nil {

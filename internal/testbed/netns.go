@@ -120,6 +120,61 @@ func (n *Netns) ServeTCP(address string) net.Addr {
 	return ln.Addr()
 }
 
+// ServeUDP answers every datagram to address (e.g. "[::]:53") inside the
+// namespace with the same bytes, until the test ends: the target of UDP
+// connectivity checks.
+func (n *Netns) ServeUDP(address string) {
+	n.site.t.Helper()
+	var pc net.PacketConn
+	err := n.Do(func() error {
+		c, err := net.ListenPacket("udp", address)
+		pc = c
+		return err
+	})
+	if err != nil {
+		n.site.t.Fatalf("testbed: listen on udp %s in %s: %v", address, n.label, err)
+	}
+	n.site.addCloser(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:k], from)
+		}
+	}()
+}
+
+// udpEcho sends a datagram from n to address and waits for its echo,
+// resending every 200 ms until ctx ends.
+func (n *Netns) udpEcho(ctx context.Context, address string) error {
+	c, err := n.DialContext(ctx, "udp", address)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := []byte("weft-testbed " + n.label)
+	buf := make([]byte, 1500)
+	for {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		k, err := c.Read(buf)
+		if err == nil && string(buf[:k]) == string(msg) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			if err == nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("no UDP echo from %s: %w", address, err)
+		}
+	}
+}
+
 // ReadTCPGreeting connects from n to address and returns the greeting line a
 // ServeTCP listener sends; useful to see which namespace answered.
 func (n *Netns) ReadTCPGreeting(ctx context.Context, address string) (string, error) {

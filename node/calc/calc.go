@@ -82,6 +82,9 @@ type Config struct {
 	// MTU is network.mtu: when positive, the workload MTU whatever the
 	// encapsulation.
 	MTU int
+	// Policy are the node's policy settings from its configuration
+	// (failsafe ports, ...); FelixConfiguration objects may override them.
+	Policy dataplane.PolicySettings
 }
 
 // Update is one change of a decoded object, handed to the resolvers that
@@ -129,6 +132,7 @@ type Env struct {
 func defaultResolvers(env Env) []Resolver {
 	return []Resolver{
 		newWorkloads(env),
+		newPolicy(env),
 		newVXLAN(env),
 		newIPIP(env),
 		newBlockRoutes(env),
@@ -150,6 +154,9 @@ type Dispatcher struct {
 	// treated as absent (validated at the store's entrance, so this is a
 	// safety net).
 	problems map[store.Key]string
+	// validPolicy is the policy section of the last state that passed
+	// validation: the next is validated where it differs.
+	validPolicy *dataplane.PolicyState
 }
 
 // New returns a dispatcher with the default resolvers and nothing cached.
@@ -193,6 +200,7 @@ func (d *Dispatcher) Kinds() []string {
 // Reset forgets everything (a watch RESET): the listing that follows
 // rebuilds the state.
 func (d *Dispatcher) Reset() {
+	d.validPolicy = nil
 	d.topo.reset()
 	clear(d.problems)
 	for _, r := range d.resolvers {
@@ -251,9 +259,12 @@ func (d *Dispatcher) Compute(rev uint64) (Output, error) {
 	}
 	sanitize(&out)
 	sort.Strings(out.Problems)
-	if err := out.Desired.Validate(); err != nil {
+	if err := out.Desired.ValidateSince(d.validPolicy); err != nil {
+		// The next state is checked whole again.
+		d.validPolicy = nil
 		return out, fmt.Errorf("calc produced an invalid desired state (a bug): %w", err)
 	}
+	d.validPolicy = out.Desired.Policy
 	return out, nil
 }
 

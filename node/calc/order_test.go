@@ -28,6 +28,7 @@ func sections(o Output) map[string]any {
 		"nat":          o.Desired.NAT,
 		"tunnels":      o.Tunnels,
 		"rules":        o.Desired.Rules,
+		"policy":       o.Desired.Policy,
 	}
 }
 

@@ -35,6 +35,8 @@ type NodeStatus struct {
 	// this node's desired state (a conflicting address, a bad Node), one
 	// line each.
 	Problems []string `json:"problems,omitempty"`
+	// Policy is the policy dataplane's sync state.
+	Policy *PolicyStatus `json:"policy,omitempty"`
 }
 
 // DatastoreStatus is this node's place in the replicated datastore.

@@ -23,6 +23,20 @@ type WorkloadAddRequest struct {
 	// Orchestrator is OrchestratorCLI or OrchestratorCNI; ContainerID is set by CNI.
 	Orchestrator string `json:"orchestrator,omitempty"`
 	ContainerID  string `json:"containerID,omitempty"`
+	// Ports are the workload's named ports (`--port NAME:PROTO:PORT`, CNI
+	// args.cni.ports) and host port mappings (CNI portMappings), recorded
+	// on its WorkloadEndpoint: policy rules match named ports against them.
+	Ports []WorkloadPort `json:"ports,omitempty"`
+}
+
+// WorkloadPort is one port of a workload: a named port (Name set) or a
+// host port mapping (HostPort set).
+type WorkloadPort struct {
+	Name     string `json:"name,omitempty"`
+	Protocol string `json:"protocol"` // TCP, UDP or SCTP
+	Port     uint16 `json:"port"`
+	HostPort uint16 `json:"hostPort,omitempty"`
+	HostIP   string `json:"hostIP,omitempty"`
 }
 
 // Workload describes an attached workload (answer of add, items of list).
@@ -41,8 +55,9 @@ type Workload struct {
 	MTU       int               `json:"mtu"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	// Orchestrator and ContainerID as given when it was added.
-	Orchestrator string `json:"orchestrator,omitempty"`
-	ContainerID  string `json:"containerID,omitempty"`
+	Orchestrator string         `json:"orchestrator,omitempty"`
+	ContainerID  string         `json:"containerID,omitempty"`
+	Ports        []WorkloadPort `json:"ports,omitempty"`
 }
 
 // WorkloadRef names a workload for delete and check. For CNI DEL, NetNS

@@ -199,16 +199,37 @@ func (s *Service) writePrepared(ctx context.Context, mode string, rs []api.Resou
 	if len(ops) == 0 {
 		return results, nil
 	}
+	ops, pos := tiersFirst(ops, true)
 	tr, err := s.st.Txn(ctx, ops)
 	if err != nil {
 		return nil, apierr.FromStore(err)
 	}
 	for i := range results {
-		if j := opIndex[i]; j >= 0 && j < len(tr.Objects) {
-			results[i].ResourceVersion = api.FormatRevision(tr.Objects[j].Revision)
+		if j := opIndex[i]; j >= 0 && pos[j] < len(tr.Objects) {
+			results[i].ResourceVersion = api.FormatRevision(tr.Objects[pos[j]].Revision)
 		}
 	}
 	return results, nil
+}
+
+// tiersFirst orders a transaction's operations so that Tiers come first
+// (first) or last (!first), keeping the order of the others: the store
+// checks that a policy's tier exists and that a deleted tier has no
+// policies as each operation applies, so a file holding a tier and its
+// policies applies and deletes whole. pos maps an operation's index in ops
+// to its index in the result.
+func tiersFirst(ops []store.Op, first bool) ([]store.Op, []int) {
+	out := make([]store.Op, 0, len(ops))
+	pos := make([]int, len(ops))
+	for _, pass := range []bool{first, !first} {
+		for i, op := range ops {
+			if (op.Key.Kind == api.KindTier) == pass {
+				pos[i] = len(out)
+				out = append(out, op)
+			}
+		}
+	}
+	return out, pos
 }
 
 // listResources reads resources of a kind from the local replica (or
@@ -389,13 +410,14 @@ func (s *Service) delete(ctx context.Context, req localapi.DeleteRequest) ([]loc
 		results[0].ResourceVersion = api.FormatRevision(o.Revision)
 		return results, nil
 	}
+	ops, pos := tiersFirst(ops, false)
 	tr, err := s.st.Txn(ctx, ops)
 	if err != nil {
 		return nil, apierr.FromStore(err)
 	}
 	for i := range results {
-		if i < len(tr.Objects) {
-			results[i].ResourceVersion = api.FormatRevision(tr.Objects[i].Revision)
+		if pos[i] < len(tr.Objects) {
+			results[i].ResourceVersion = api.FormatRevision(tr.Objects[pos[i]].Revision)
 		}
 	}
 	return results, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/localapi"
+	"github.com/weftnet/weft/node/policysvc"
 	"github.com/weftnet/weft/store"
 	"github.com/weftnet/weft/store/storetest"
 )
@@ -140,6 +141,46 @@ func TestResourceDelete(t *testing.T) {
 	}
 	if _, err := s.delete(ctx, localapi.DeleteRequest{Kind: "workloadendpoints", Name: "x", Namespace: "default"}); code(err) != localapi.CodeInvalid {
 		t.Fatalf("delete of a read-only kind: %v", err)
+	}
+}
+
+// A file with a tier after the policies in it applies whole, and deletes
+// whole: the tier is written first and deleted last.
+func TestTierOrderInOneFile(t *testing.T) {
+	st := storetest.Single(t, policysvc.Register)
+	s := New(st, nil)
+	ctx := context.Background()
+	const doc = `apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.deny-db}
+spec: {tier: security, selector: "role == 'db'", ingress: [{action: Deny}]}
+---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+`
+	res, err := s.write(ctx, localapi.ModeApply, []byte(doc))
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if res[0].Kind != api.KindGlobalNetworkPolicy || res[0].ResourceVersion == "" || res[1].Kind != api.KindTier || res[1].ResourceVersion == "" {
+		t.Fatalf("results not in input order with their revisions: %+v", res)
+	}
+	if _, err := s.delete(ctx, localapi.DeleteRequest{Kind: "tier", Name: "security"}); code(err) != localapi.CodeForbidden {
+		t.Fatalf("deleting a tier with a policy: got %v", err)
+	}
+	// The tier first in the file: it is still deleted last.
+	const rev = `apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.deny-db}
+`
+	if _, err := s.delete(ctx, localapi.DeleteRequest{Data: rev}); err != nil {
+		t.Fatalf("delete -f: %v", err)
 	}
 }
 

@@ -187,6 +187,11 @@ func (s *Service) endpointFor(req localapi.WorkloadAddRequest, hostIface string)
 		InterfaceName: hostIface,
 		Profiles:      []string{api.NamespaceProfileName(req.Namespace)},
 	}
+	for _, p := range req.Ports {
+		w.Spec.Ports = append(w.Spec.Ports, api.WorkloadEndpointPort{
+			Name: p.Name, Protocol: api.ProtocolFromString(p.Protocol), Port: p.Port, HostPort: p.HostPort, HostIP: p.HostIP,
+		})
+	}
 	api.Default(w)
 	return w
 }
@@ -502,7 +507,9 @@ func (s *Service) release(handle string) {
 
 // ensureNamespaceProfile creates the namespace's profile kns.<ns> when it
 // is missing: as in Calico on Kubernetes, a namespace's profile allows all
-// traffic until changed, and carries the namespace's labels.
+// traffic until changed. Its metadata.labels are the namespace's labels
+// (`weft label namespace`); projectcalico.org/name is always added by the
+// policy calculation, so the profile is created without labels.
 func (s *Service) ensureNamespaceProfile(ctx context.Context, ns string) error {
 	name := api.NamespaceProfileName(ns)
 	k := store.Key{Kind: api.KindProfile, Name: name}
@@ -511,7 +518,6 @@ func (s *Service) ensureNamespaceProfile(ctx context.Context, ns string) error {
 	}
 	p := &api.Profile{}
 	p.Metadata.Name = name
-	p.Spec.LabelsToApply = map[string]string{"projectcalico.org/name": ns}
 	p.Spec.Ingress = []api.Rule{{Action: "Allow"}}
 	p.Spec.Egress = []api.Rule{{Action: "Allow"}}
 	api.Default(p)
@@ -646,6 +652,9 @@ func (s *Service) describe(w *api.WorkloadEndpoint, rep *dataplane.Report) local
 		HostIface: w.Spec.InterfaceName, Interface: w.Spec.Endpoint, MAC: w.Spec.MAC,
 		IPs: w.Spec.IPNetworks, Labels: userLabels(w.Metadata.Labels),
 		Orchestrator: w.Spec.Orchestrator, ContainerID: w.Spec.ContainerID,
+	}
+	for _, p := range w.Spec.Ports {
+		out.Ports = append(out.Ports, localapi.WorkloadPort{Name: p.Name, Protocol: p.Protocol.Canonical(), Port: p.Port, HostPort: p.HostPort, HostIP: p.HostIP})
 	}
 	if applied, ok := rep.Workload(w.Spec.InterfaceName); ok {
 		out.MTU = applied.MTU

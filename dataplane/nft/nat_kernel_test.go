@@ -1,26 +1,17 @@
-package nat
+package nft
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 	"github.com/weftnet/weft/internal/netns/nstest"
 )
-
-func prefixes(ss ...string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		out = append(out, netip.MustParsePrefix(s))
-	}
-	return out
-}
 
 var testNAT = dataplane.NATConfig{
 	MasqPools:    prefixes("10.244.0.0/16", "fd00:244::/48"),
@@ -28,28 +19,22 @@ var testNAT = dataplane.NATConfig{
 	ExcludeDests: prefixes("192.168.70.1/32", "192.168.70.2/32"),
 }
 
-func newManager(t *testing.T, ns *nstest.NS) *Manager {
+func newManager(t *testing.T, ns *nstest.NS) *firewall.Manager {
 	t.Helper()
-	m, err := New(Config{NetNS: ns.Path})
+	m, err := firewall.New(firewall.Config{}, newBackend(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
 	return m
 }
 
-func apply(t *testing.T, m *Manager) {
+func applyManager(t *testing.T, m *firewall.Manager) {
 	t.Helper()
 	for _, ph := range []dataplane.Phase{dataplane.PhaseUpdate, dataplane.PhaseRemove} {
 		if err := m.Apply(context.Background(), ph); err != nil {
 			t.Fatalf("%s: %v", ph, err)
 		}
 	}
-}
-
-func listWeft(t *testing.T, ns *nstest.NS) string {
-	t.Helper()
-	return ns.Run("nft", "list", "table", "inet", "weft")
 }
 
 func mustContain(t *testing.T, out string, wants ...string) {
@@ -61,59 +46,50 @@ func mustContain(t *testing.T, out string, wants ...string) {
 	}
 }
 
-var handleRE = regexp.MustCompile(`# handle (\d+)`)
-
-func ruleHandles(t *testing.T, ns *nstest.NS) string {
-	t.Helper()
-	out := ns.Run("nft", "-a", "list", "chain", "inet", "weft", ChainName)
-	return fmt.Sprint(handleRE.FindAllString(out, -1))
-}
-
+// Outgoing NAT (moved here from the former dataplane/nat manager): the
+// rules, adoption, set updates without rule rewrites, drift repair, and
+// other tables left alone.
 func TestNATLifecycle(t *testing.T) {
 	ns := nstest.New(t, "n")
-	// Foreign state: another table, and another driver's object in weft's
-	// table. Both must survive everything below.
 	ns.Run("nft", "add table inet other; add chain inet other c { type filter hook forward priority 0; }; add rule inet other c counter accept")
-	ns.Run("nft", "add table inet weft; add set inet weft policy-x { type ipv4_addr; }")
 
 	m := newManager(t, ns)
 	m.Set(&dataplane.Desired{NAT: testNAT})
-	apply(t, m)
-	out := listWeft(t, ns)
-	mustContain(t, out,
+	applyManager(t, m)
+	list := func() string { return ns.Run("nft", "list", "table", "inet", "weft") }
+	mustContain(t, list(),
 		"set nat-masq-v4", "elements = { 10.244.0.0/16 }",
 		"elements = { 10.96.0.0/12, 10.244.0.0/16,", "192.168.70.1-192.168.70.2 }",
 		"elements = { fd00:244::/48 }",
 		"type nat hook postrouting priority srcnat; policy accept;",
 		"ip saddr @nat-masq-v4 ip daddr != @nat-nomasq-v4 counter packets 0 bytes 0 masquerade fully-random",
 		"ip6 saddr @nat-masq-v6 ip6 daddr != @nat-nomasq-v6 counter packets 0 bytes 0 masquerade fully-random",
-		"set policy-x",
 	)
 	if m.KernelWrites() != 1 {
 		t.Errorf("%d transactions for the first apply", m.KernelWrites())
 	}
 
 	// Idempotent, and adopted by a restarted agent.
-	apply(t, m)
+	applyManager(t, m)
 	m.QueueResync()
-	apply(t, m)
+	applyManager(t, m)
 	m2 := newManager(t, ns)
 	m2.Set(&dataplane.Desired{NAT: testNAT})
-	apply(t, m2)
+	applyManager(t, m2)
 	if m.KernelWrites() != 1 || m2.KernelWrites() != 0 {
 		t.Errorf("re-apply/adoption wrote: %d, %d", m.KernelWrites(), m2.KernelWrites())
 	}
 
 	// A pool change is a set update: the rules stay (same handles).
-	handles := ruleHandles(t, ns)
+	before := handles(t, ns, chainNAT)
 	changed := testNAT
 	changed.MasqPools = prefixes("10.244.0.0/16", "10.245.0.0/16", "fd00:244::/48")
 	changed.AllPools = append(prefixes("10.245.0.0/16"), testNAT.AllPools...)
 	m2.Set(&dataplane.Desired{NAT: changed})
-	apply(t, m2)
-	mustContain(t, listWeft(t, ns), "elements = { 10.244.0.0/15 }")
-	if h := ruleHandles(t, ns); h != handles {
-		t.Errorf("rules replaced for a set change: %s → %s", handles, h)
+	applyManager(t, m2)
+	mustContain(t, list(), "elements = { 10.244.0.0/15 }")
+	if h := handles(t, ns, chainNAT); h != before {
+		t.Errorf("rules replaced for a set change: %s → %s", before, h)
 	}
 	if m2.KernelWrites() != 1 {
 		t.Errorf("%d transactions for a set change", m2.KernelWrites())
@@ -127,16 +103,16 @@ func TestNATLifecycle(t *testing.T) {
 	} {
 		ns.Run("nft", damage)
 		m2.QueueResync()
-		apply(t, m2)
-		mustContain(t, listWeft(t, ns), "elements = { 10.244.0.0/15 }", "elements = { fd00:244::/48 }",
+		applyManager(t, m2)
+		mustContain(t, list(), "elements = { 10.244.0.0/15 }", "elements = { fd00:244::/48 }",
 			"ip saddr @nat-masq-v4 ip daddr != @nat-nomasq-v4", "ip6 saddr @nat-masq-v6")
 	}
 	mustContain(t, ns.Run("nft", "list", "table", "inet", "other"), "counter packets")
 
 	// No masquerading pools: the sets empty, nothing else touched.
 	m2.Set(&dataplane.Desired{})
-	apply(t, m2)
-	if out := listWeft(t, ns); strings.Contains(out, "10.244") {
+	applyManager(t, m2)
+	if out := list(); strings.Contains(out, "10.244") {
 		t.Errorf("elements left:\n%s", out)
 	}
 	mustContain(t, ns.Run("nft", "list", "ruleset"), "table inet other", "chain c")
@@ -144,7 +120,7 @@ func TestNATLifecycle(t *testing.T) {
 
 func TestNATLargeSetsArriveWhole(t *testing.T) {
 	ns := nstest.New(t, "n")
-	m := newManager(t, ns)
+	b := newBackend(t, ns)
 	// 3,000 separate /32s: 6,000 elements, far above what one message
 	// carries without truncation.
 	var excl []netip.Prefix
@@ -152,13 +128,12 @@ func TestNATLargeSetsArriveWhole(t *testing.T) {
 		excl = append(excl, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 50, byte(i / 100), byte(2 * (i % 100))}), 32))
 	}
 	cfg := dataplane.NATConfig{MasqPools: prefixes("10.244.0.0/16"), AllPools: prefixes("10.244.0.0/16"), ExcludeDests: excl}
-	m.Set(&dataplane.Desired{NAT: cfg})
-	apply(t, m)
-	k, err := m.read()
+	apply(t, b, &firewall.State{NAT: cfg}, nil)
+	s, err := b.readSet(b.nftSet(&nset{name: setNATNoMasq4, kind: setAddr4}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(k.sets.NoMasq4); got != 3001 {
+	if got := len(s.spans); got != 3001 {
 		t.Fatalf("kernel holds %d ranges, want 3001", got)
 	}
 }
@@ -214,7 +189,7 @@ func TestNATAddressAndPortRange(t *testing.T) {
 	set := func(c dataplane.NATConfig) {
 		t.Helper()
 		m.Set(&dataplane.Desired{NAT: c})
-		apply(t, m)
+		applyManager(t, m)
 	}
 	set(cfg)
 	if from := seen(); from.IP.String() != "192.168.70.1" {
@@ -223,14 +198,14 @@ func TestNATAddressAndPortRange(t *testing.T) {
 
 	cfg.SNATAddress = netip.MustParseAddr("192.168.71.9")
 	set(cfg)
-	mustContain(t, listWeft(t, node), "snat ip to 192.168.71.9 fully-random", "masquerade fully-random")
+	mustContain(t, node.Run("nft", "list", "table", "inet", "weft"), "snat ip to 192.168.71.9 fully-random", "masquerade fully-random")
 	if from := seen(); from.IP.String() != "192.168.71.9" {
 		t.Errorf("SNAT: the router saw %s, want 192.168.71.9", from)
 	}
 
 	cfg.PortMin, cfg.PortMax = 40000, 40010
 	set(cfg)
-	mustContain(t, listWeft(t, node), "meta l4proto tcp", "meta l4proto udp", "snat ip to 192.168.71.9:40000-40010")
+	mustContain(t, node.Run("nft", "list", "table", "inet", "weft"), "meta l4proto tcp", "meta l4proto udp", "snat ip to 192.168.71.9:40000-40010")
 	if from := seen(); from.IP.String() != "192.168.71.9" || from.Port < 40000 || from.Port > 40010 {
 		t.Errorf("SNAT with ports: the router saw %s, want 192.168.71.9:40000-40010", from)
 	}
@@ -238,14 +213,14 @@ func TestNATAddressAndPortRange(t *testing.T) {
 	// Adopted as it is by a restarted agent.
 	m2 := newManager(t, node)
 	m2.Set(&dataplane.Desired{NAT: cfg})
-	apply(t, m2)
+	applyManager(t, m2)
 	if m2.KernelWrites() != 0 {
 		t.Errorf("adoption wrote %d transactions", m2.KernelWrites())
 	}
 
 	cfg.PortMin, cfg.PortMax, cfg.SNATAddress = 0, 0, netip.Addr{}
 	set(cfg)
-	if out := listWeft(t, node); strings.Contains(out, "l4proto") || strings.Contains(out, "snat") {
+	if out := node.Run("nft", "list", "table", "inet", "weft"); strings.Contains(out, "l4proto") || strings.Contains(out, "snat") {
 		t.Errorf("back to masquerade, rules left:\n%s", out)
 	}
 }
