@@ -98,8 +98,8 @@ type Manager struct {
 	// extra are further weft routes to a key of actual (another metric: a
 	// destination whose class changed when the agent stopped between the
 	// add and the delete); the removal phase deletes them.
-	extra []kroute.Route
-	resync  resync.Flag                         // re-read the kernel before the next pass
+	extra  []kroute.Route
+	resync resync.Flag // re-read the kernel before the next pass
 	// linkNames maps interface indexes to names as of the last update
 	// phase.
 	linkNames map[int]string
