@@ -311,9 +311,6 @@ func (r Route) Validate() error {
 		if r.Recursive && (!r.Via.IsValid() || r.Dev != "" || r.OnLink) {
 			errs = append(errs, errors.New("a recursive route needs a gateway and no device or onlink"))
 		}
-		if r.Recursive && r.Via.IsValid() && r.Dst.Contains(r.Via) {
-			errs = append(errs, fmt.Errorf("gateway %s lies inside the destination: it cannot be resolved through it", r.Via))
-		}
 		if r.Src.IsValid() && r.Src.Is4() != r.Dst.Addr().Is4() {
 			errs = append(errs, fmt.Errorf("source %s is not of the destination's family", r.Src))
 		}
@@ -338,9 +335,7 @@ func (r Route) String() string {
 	if r.Via.IsValid() {
 		s += " via " + r.Via.String()
 	}
-	if r.Dev != "" {
-		s += " dev " + r.Dev
-	}
+	s += " dev " + r.Dev
 	if r.OnLink {
 		s += " onlink"
 	}

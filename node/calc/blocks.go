@@ -14,7 +14,9 @@ import (
 // borrowed from a block, over VXLAN (the pool's vxlanMode, once the VXLAN
 // device exists: it reads the vxlan resolver's section) or natively to a
 // node on this node's subnet. Without one of those a remote block has no
-// route here (BGP, when it runs, provides them).
+// route here (BGP, when it runs, provides them). A node the BGP speaker
+// found dead ([Topology.NodeDown]) gets no routes: its blocks must not stay
+// routed to it for minutes.
 type blockRoutes struct{ env Env }
 
 func newBlockRoutes(env Env) Resolver { return &blockRoutes{env: env} }
@@ -44,7 +46,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			if b.CIDR.Bits() < b.CIDR.Addr().BitLen() {
 				routes[b.CIDR] = dataplane.Route{Dst: b.CIDR, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}
 			}
-		case b.Owner != "" && pool != nil:
+		case b.Owner != "" && pool != nil && !topo.NodeDown(b.Owner):
 			if peer, ok := topo.Nodes[b.Owner]; ok {
 				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp); ok {
 					routes[b.CIDR] = rt
@@ -52,8 +54,8 @@ func (r *blockRoutes) Contribute(out *Output) {
 			}
 		}
 		for addr, holder := range b.Borrowed() {
-			if holder == me || local[addr] || pool == nil {
-				continue // our own workloads have host routes
+			if holder == me || local[addr] || pool == nil || topo.NodeDown(holder) {
+				continue // our own workloads have host routes; a dead node's go
 			}
 			peer, ok := topo.Nodes[holder]
 			if !ok {

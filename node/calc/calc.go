@@ -69,6 +69,8 @@ type Config struct {
 	// MTU is network.mtu: when positive, the workload MTU whatever the
 	// encapsulation.
 	MTU int
+	// BGP is bgp.enabled: this node runs a BGP speaker ([Output.BGP]).
+	BGP bool
 }
 
 // Update is one change of a decoded object, handed to the resolvers that
@@ -97,6 +99,8 @@ type Output struct {
 	Desired dataplane.Desired
 	// Tunnels is what the node's tunnel-address controller must do.
 	Tunnels TunnelNeeds
+	// BGP is the BGP speaker's desired configuration (nil: no speaker).
+	BGP *BGPConfig
 	// Problems lists objects skipped and items dropped, for the logs.
 	Problems []string
 }
@@ -120,6 +124,7 @@ func defaultResolvers(env Env) []Resolver {
 		newBlockRoutes(env),
 		newNAT(env),
 		newTunnels(env),
+		newBGP(env),
 	}
 }
 
@@ -172,6 +177,13 @@ func (d *Dispatcher) Kinds() []string {
 	}
 	sort.Strings(kinds)
 	return kinds
+}
+
+// SetBGPSpeakerState takes what the BGP speaker reports (not a store
+// input: the learned routes, the dead peers, the graceful-restart sync).
+// The caller computes afterwards as after a store change.
+func (d *Dispatcher) SetBGPSpeakerState(s *BGPSpeakerState) {
+	d.topo.Speaker = s
 }
 
 // Reset forgets everything (a watch RESET): the listing that follows

@@ -25,6 +25,10 @@ type Topology struct {
 	Pools     map[string]*PoolView
 	Blocks    map[string]ipam.BlockSummary
 	Endpoints map[store.Key]*EndpointView
+	// Speaker is what this node's BGP speaker last reported (nil: nothing
+	// yet, or no speaker). It does not come from the store: a store reset
+	// keeps it.
+	Speaker *BGPSpeakerState
 }
 
 // NodeView is what the calculation needs of a Node.
@@ -40,6 +44,10 @@ type NodeView struct {
 	// RawTunnelMAC is the Node's vxlanTunnelMACAddr as written.
 	RawTunnelMAC string
 	Labels       map[string]string
+	// ASNumber is spec.bgp.asNumber (0: the cluster's AS) and RRClusterID
+	// spec.bgp.routeReflectorClusterID ("": not a route reflector).
+	ASNumber    uint32
+	RRClusterID string
 }
 
 // PoolView is a decoded IPPool.
@@ -137,6 +145,12 @@ func decodeNode(name string, n *api.Node) *NodeView {
 			v.Underlay, v.Subnet = a, netip.PrefixFrom(a, 32)
 		}
 	}
+	if b := n.Spec.BGP; b != nil {
+		if b.ASNumber != nil {
+			v.ASNumber = uint32(*b.ASNumber)
+		}
+		v.RRClusterID = b.RouteReflectorClusterID
+	}
 	if n.Spec.BGP != nil && n.Spec.BGP.IPv6Address != "" {
 		if p, err := netip.ParsePrefix(n.Spec.BGP.IPv6Address); err == nil {
 			v.Underlay6 = p.Addr()
@@ -155,6 +169,23 @@ func decodeNode(name string, n *api.Node) *NodeView {
 		v.TunnelMAC = dataplane.VXLANMAC(name)
 	}
 	return v
+}
+
+// NodeDown reports whether the BGP speaker found the node dead: its
+// sessions went silent (a cut cable, a power loss), unlike an agent
+// restart, which closes them. The routes this node derives to the node's
+// blocks go (docs/design.md, "A dead node's routes").
+func (t *Topology) NodeDown(name string) bool {
+	n := t.Nodes[name]
+	if t.Speaker == nil || n == nil {
+		return false
+	}
+	for _, a := range t.Speaker.Dead {
+		if a.IsValid() && (a == n.Underlay || a == n.Underlay6) {
+			return true
+		}
+	}
+	return false
 }
 
 // Self is this node's view, nil until its Node exists.
