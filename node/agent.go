@@ -28,6 +28,7 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/internal/version"
+	"github.com/weftnet/weft/node/bgpsvc"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/calcrun"
 	"github.com/weftnet/weft/node/cluster"
@@ -68,6 +69,7 @@ type Agent struct {
 	ipam    *ipamsvc.Service
 	tunnel  *tunnels.Controller
 	wl      *workloads.Service
+	bgp     *bgpsvc.Service
 
 	// bg counts the background goroutines Run waits for before closing
 	// the datastore and the dataplane.
@@ -219,8 +221,11 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	})
 	a.tunnel = tunnels.New(tunnels.Config{Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, Logger: log}, a.store, a.cluster)
 	a.box = dataplane.NewMailbox()
+	a.bgp = bgpsvc.New(bgpsvc.Config{Node: a.cfg.Node.Name, Logger: log, Registerer: a.reg, BGP: a.cfg.BGP, DataDir: a.cfg.Node.DataDir},
+		a.store, a.dp.Loop)
 	var err error
-	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir},
+	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir,
+		Inputs: a.bgp.Inputs(), Outputs: []calcrun.OutputSink{a.bgp}},
 		a.store, calc.New(calcCfg), a.box, a.tunnel)
 	if err != nil {
 		return err
@@ -232,6 +237,8 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	a.ipam.Register(a.api)
 	a.wl.Register(a.api)
 	a.cluster.Register(a.api)
+	a.bgp.Register(a.api)
+	a.health.probe("bgp", a.bgp.Health)
 	return nil
 }
 
@@ -255,6 +262,7 @@ func (a *Agent) subsystems() []subsystem {
 		{"tunnels", a.tunnel.Run},
 		{"ipam-housekeeping", a.ipam.Run},
 		{"workload-cleanup", a.wl.Run},
+		{"bgp", a.bgp.Run},
 	}
 }
 
@@ -390,9 +398,6 @@ type unbuiltSubsystem struct{ name, why string }
 func (a *Agent) unbuilt() []unbuiltSubsystem {
 	var out []unbuiltSubsystem
 	c := a.cfg
-	if c.BGP.Enabled {
-		out = append(out, unbuiltSubsystem{"bgp", "bgp.enabled is set but no BGP speaker runs"})
-	}
 	if c.WireGuard.Enabled {
 		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
 	}
@@ -446,6 +451,7 @@ func (a *Agent) status() localapi.NodeStatus {
 	// apiReady is safe.
 	if a.apiReady.Load() {
 		st.Problems = a.runner.Problems()
+		st.BGP = a.bgp.Status(context.Background())
 		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}
 		st.Datastore.Leader, _ = a.store.Leader()
 		switch {

@@ -77,6 +77,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		UnderlayPrefix6: a.underlay6.Masked(),
 		UnderlayIface:   a.underlayIface,
 		VXLANIface:      a.cfg.VXLAN.Interface,
+		BGP:             a.cfg.BGP.Enabled,
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
 	}

@@ -53,6 +53,9 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newSnapshotCommand(g),
 		newIPAMCommand(g),
 		newWorkloadCommand(g),
+		newBGPCommand(g),
+		newPatchCommand(g),
+		newLabelCommand(g),
 		newDemoCommand(),
 	)
 	return root

@@ -46,7 +46,27 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// StateDir holds the applied-revision mark; "" keeps none.
 	StateDir string
+	// Inputs are calculation inputs that do not come from the store (the
+	// BGP speaker's learned routes): they enter the dispatcher on the
+	// runner's goroutine, so the calculation keeps one state.
+	Inputs []Input
+	// Outputs take every published output (the BGP speaker takes its
+	// configuration from it).
+	Outputs []OutputSink
 }
+
+// Input is a calculation input that does not come from the store.
+type Input interface {
+	// Watch calls notify whenever the input has something new, until
+	// ctx ends.
+	Watch(ctx context.Context, notify func())
+	// Apply hands the latest value to the dispatcher; the runner calls
+	// it on its goroutine, then computes as after a store change.
+	Apply(d *calc.Dispatcher)
+}
+
+// OutputSink takes each published output. It must not block.
+type OutputSink interface{ SetOutput(calc.Output) }
 
 // Runner is the calculation's goroutine.
 type Runner struct {
@@ -66,6 +86,8 @@ type Runner struct {
 
 	problems prometheus.Gauge
 	held     prometheus.Gauge
+	// poked is signalled when an input has something new.
+	poked chan struct{}
 }
 
 // New returns a runner.
@@ -75,6 +97,7 @@ func New(cfg Config, st store.Store, disp *calc.Dispatcher, sink Sink, tunnels T
 	}
 	r := &Runner{
 		cfg: cfg, log: cfg.Logger.With("component", "calc"), st: st, disp: disp, sink: sink, tunnels: tunnels,
+		poked: make(chan struct{}, 1),
 		problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_calc_problems",
 			Help: "Objects or items the calculation had to leave out of this node's desired state (see the agent's log and `weft node status`).",
@@ -111,6 +134,9 @@ func (r *Runner) Problems() []string { return slices.Clone(r.lastProblems.Load()
 // watch ends (a slow consumer is cut off by the store) from the last
 // revision it saw.
 func (r *Runner) Run(ctx context.Context) {
+	for _, in := range r.cfg.Inputs {
+		go in.Watch(ctx, r.poke)
+	}
 	var rev uint64
 	for ctx.Err() == nil {
 		events, err := r.st.Watch(ctx, rev, store.WatchFilter{Kinds: r.disp.Kinds()})
@@ -123,22 +149,47 @@ func (r *Runner) Run(ctx context.Context) {
 			}
 			continue
 		}
-		r.consume(events, &rev)
+		r.consume(ctx, events, &rev)
 	}
 }
 
-// consume feeds a watch's events to the calculation until the channel
-// closes, publishing after each batch of changes, but only a complete
-// state: after a RESET the listing that follows is partial until its SYNC,
-// and a partial state would tear down the workloads not yet listed.
-func (r *Runner) consume(events <-chan store.Event, rev *uint64) {
-	for ev := range events {
-		r.apply(ev, rev)
-		// Coalesce: take everything already queued before computing.
-		r.drain(events, rev)
+func (r *Runner) poke() {
+	select {
+	case r.poked <- struct{}{}:
+	default:
+	}
+}
+
+// consume feeds a watch's events and the inputs' news to the calculation
+// until the channel closes, publishing after each batch of changes, but
+// only a complete state: after a RESET the listing that follows is
+// partial until its SYNC, and a partial state would tear down the
+// workloads not yet listed.
+func (r *Runner) consume(ctx context.Context, events <-chan store.Event, rev *uint64) {
+	r.applyInputs()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			r.apply(ev, rev)
+			// Coalesce: take everything already queued before computing.
+			r.drain(events, rev)
+		case <-r.poked:
+			r.applyInputs()
+		case <-ctx.Done():
+			return
+		}
 		if r.synced.Load() {
 			r.publish(*rev)
 		}
+	}
+}
+
+func (r *Runner) applyInputs() {
+	for _, in := range r.cfg.Inputs {
+		in.Apply(r.disp)
 	}
 }
 
@@ -206,6 +257,9 @@ func (r *Runner) publish(rev uint64) {
 	// the revision it reports, which is what a writer waiting for its
 	// write watches.
 	r.sink.Send(out.Desired)
+	for _, o := range r.cfg.Outputs {
+		o.SetOutput(out)
+	}
 	r.last, r.published = out, true
 }
 

@@ -210,3 +210,9 @@ func (c *Client) IPAMGC(ctx context.Context, req ipam.GCRequest) (ipam.GCRespons
 	var resp ipam.GCResponse
 	return resp, c.do(ctx, "POST", "/v1/ipam/gc", req, &resp)
 }
+
+// Patch is POST /v1/resources/patch.
+func (c *Client) Patch(ctx context.Context, req PatchRequest) (WriteResponse, error) {
+	var resp WriteResponse
+	return resp, c.do(ctx, "POST", "/v1/resources/patch", req, &resp)
+}

@@ -199,3 +199,15 @@ type BGPRoute struct {
 type BGPRoutesResponse struct {
 	Routes []BGPRoute `json:"routes"`
 }
+
+// PatchRequest is the body of POST /v1/resources/patch (`weft patch`,
+// `weft label node`): a JSON merge patch (RFC 7386, calicoctl's patch) of
+// one resource. A metadata.resourceVersion in the patch makes it a
+// compare-and-swap against that version; without one the patch applies
+// to the version read, atomically.
+type PatchRequest struct {
+	Kind      string          `json:"kind"`
+	Namespace string          `json:"namespace,omitempty"`
+	Name      string          `json:"name"`
+	Patch     json.RawMessage `json:"patch"`
+}
