@@ -137,7 +137,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if a.cfg.Metrics.Listen != "" {
 		l, err := net.Listen("tcp", a.cfg.Metrics.Listen)
 		if err != nil {
-			apiSrv.shutdown(context.Background())
+			apiSrv.shutdown(context.Background(), 0)
 			return fmt.Errorf("metrics.listen %s: %w", a.cfg.Metrics.Listen, err)
 		}
 		metricsSrv = startHTTP("metrics", l, metricsHandler(a.reg, a.health), a.log)
@@ -145,8 +145,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
-		apiSrv.shutdown(sctx)
-		metricsSrv.shutdown(sctx)
+		apiSrv.shutdown(sctx, 0)
+		metricsSrv.shutdown(sctx, 0)
 	}()
 	a.watchAgentReadiness()
 
@@ -183,14 +183,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	// Stopping runs in this order (this defer runs before the ones above):
-	// no new local API requests and the in-flight ones finished, then the
-	// background work stopped and waited for, then the datastore and the
-	// dataplane closed. A CNI call during SIGTERM either completes or is
-	// refused whole, never cut off half-way.
+	// no new local API requests; the in-flight ones finish, or are told to
+	// stop and undo what they did (a workload add waiting for the
+	// dataplane deletes its endpoint and releases its addresses) and answer;
+	// then the background work stopped and waited for, then the datastore
+	// and the dataplane closed. A CNI call during SIGTERM either completes
+	// or is refused whole, never cut off half-way.
 	defer func() {
 		a.apiReady.Store(false)
-		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout/2)
-		apiSrv.shutdown(sctx)
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout*3/8)
+		apiSrv.shutdown(sctx, ShutdownTimeout*3/8)
 		cancel()
 		stopRun()
 		a.bg.Wait()

@@ -52,20 +52,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		return nil, calc.Config{}, fmt.Errorf("detecting the underlay MTU: %w", err)
 	}
 	a.log.Info("underlay MTU", "mtu", under.MTU, "from", under.How, "iface", under.Iface)
-	dp, err := linux.New(linux.Config{
-		Logger:                 a.log.With("component", "dataplane"),
-		Registerer:             a.reg,
-		IfacePrefix:            a.cfg.Network.InterfacePrefix,
-		VXLANName:              a.cfg.VXLAN.Interface,
-		VXLANVNI:               a.cfg.VXLAN.VNI,
-		VXLANPort:              a.cfg.VXLAN.Port,
-		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
-		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
-		// IPv6 forwarding only on a node with an IPv6 underlay address:
-		// turning it on makes the kernel ignore router advertisements on
-		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls: sysctls.Forwarding(a.addr6.IsValid()),
-	})
+	dp, err := linux.New(a.linuxConfig())
 	if err != nil {
 		return nil, calc.Config{}, err
 	}
@@ -82,6 +69,24 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		MTU:             a.cfg.Network.MTU,
 	}
 	return dp, cc, nil
+}
+
+// linuxConfig is the dataplane's static configuration.
+func (a *Agent) linuxConfig() linux.Config {
+	return linux.Config{
+		Logger:                 a.log.With("component", "dataplane"),
+		Registerer:             a.reg,
+		IfacePrefix:            a.cfg.Network.InterfacePrefix,
+		VXLANName:              a.cfg.VXLAN.Interface,
+		VXLANVNI:               a.cfg.VXLAN.VNI,
+		VXLANPort:              a.cfg.VXLAN.Port,
+		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
+		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
+		// IPv6 forwarding only on a node with an IPv6 underlay address:
+		// turning it on makes the kernel ignore router advertisements on
+		// interfaces with accept_ra=1, which a v4-only host may rely on.
+		Sysctls: sysctls.Forwarding(a.addr6.IsValid()),
+	}
 }
 
 // dataplaneHealth reports the dataplane: ready after its first complete

@@ -142,3 +142,25 @@ func TestResourceDelete(t *testing.T) {
 		t.Fatalf("delete of a read-only kind: %v", err)
 	}
 }
+
+// noQuorum is a store whose linearizable barrier fails (no leader): its
+// local replica may lag the cluster.
+type noQuorum struct{ store.Store }
+
+func (noQuorum) ConsistentRevision(context.Context) (uint64, error) { return 0, store.ErrNoLeader }
+
+// A write compares against the cluster's current state, never a replica
+// that may lag or be cut off: without quorum it is refused whole, rather
+// than reporting "unchanged" for a write the cluster never saw.
+func TestWriteNeedsAConsistentRead(t *testing.T) {
+	st := singleStore(t)
+	s := New(noQuorum{st}, nil)
+	before := st.Revision()
+	_, err := s.write(context.Background(), localapi.ModeApply, []byte(poolYAML))
+	if code(err) != localapi.CodeUnavailable {
+		t.Fatalf("apply without quorum: %v, want unavailable", err)
+	}
+	if st.Revision() != before {
+		t.Fatal("something was written")
+	}
+}
