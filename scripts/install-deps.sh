@@ -24,6 +24,7 @@ declare -A want=(
 	[etcd]=etcd-server
 	[etcdctl]=etcd-client
 	[bird]=bird2
+	[vtysh]=frr
 	[portmap]=containernetworking-plugins
 	[bc]=bc
 	[curl]=curl
@@ -45,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get update -qq
 		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-		for svc in bird etcd; do
+		for svc in bird etcd frr; do
 			systemctl disable --now "$svc" >/dev/null 2>&1 || true
 			pkill -x "$svc" >/dev/null 2>&1 || true
 		done
