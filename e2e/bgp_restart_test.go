@@ -137,3 +137,96 @@ func TestBGPGracefulRestartKill9(t *testing.T) {
 		}
 	}
 }
+
+// watchGone polls cond every 20 ms from start and reports how long after
+// start it first held (cond reports whether the route is gone).
+func watchGone(start time.Time, timeout time.Duration, cond func() bool) <-chan time.Duration {
+	ch := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(start) < timeout {
+			if cond() {
+				ch <- time.Since(start)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		ch <- -1
+	}()
+	return ch
+}
+
+// A node that dies (its cable cut: it goes silent, unlike a restarting
+// agent) loses its routes within the hold time everywhere: the routes the
+// other nodes derive from the store (h2 routes h1's block natively on
+// their shared subnet), the routes they learned over BGP (h3 on the other
+// subnet), and the site's router, BIRD on its defaults (it offers a 240 s
+// hold time; the node's 3 s wins). When the cable is back, so are they.
+func TestBGPNodeDeathRoutesGoWithinHoldTime(t *testing.T) {
+	site := wlStartCluster(t, testbed.Options{Hosts: 3, Subnets: 2, ExtraTOML: bgpNativeTOML, HostTOML: rackTOML})
+	hosts := site.Hosts()
+	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
+	w1 := wlAttach(t, site, h1, "w1")
+	w2 := wlAttach(t, site, h2, "w2")
+	w3 := wlAttach(t, site, h3, "w3")
+	r := startBIRD(t, site.Router(), "bird-router",
+		birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), nodePeers(hosts, false)))
+	applyYAML(t, h1, rackPeers(site, false))
+	sn := site.Subnets()
+	waitSessions(t, h1, 30*time.Second, sn[0].RouterAddr().String(), h2.Address(), h3.Address())
+	waitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
+	site.ExpectWithin(30*time.Second,
+		testbed.Reach(w3.Netns(), w1.ip, testbed.Ping()),
+		testbed.Reach(w2.Netns(), w1.ip, testbed.Ping()),
+		testbed.Reach(w2.Netns(), w3.ip, testbed.Ping()))
+	block := blockOf(w1.ip)
+	if via, _ := routeVia(h2, block); via != h1.Address() {
+		t.Fatalf("h2's route to h1's block: via %q, want the native route via %s", via, h1.Address())
+	}
+	if via, _ := routeVia(h3, block); via != h3.Gateway() {
+		t.Fatalf("h3's route to h1's block: via %q, want the learned route via %s", via, h3.Gateway())
+	}
+
+	if err := h1.CutLink(); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	gone := func(h *testbed.Host) func() bool {
+		return func() bool { via, err := routeVia(h, block); return err == nil && via == "" }
+	}
+	onH2 := watchGone(cut, 30*time.Second, gone(h2))
+	onH3 := watchGone(cut, 30*time.Second, gone(h3))
+	onBIRD := watchGone(cut, 30*time.Second, func() bool {
+		routes, err := r.routes()
+		_, has := routes[block]
+		return err == nil && !has
+	})
+	d2, d3, dr := <-onH2, <-onH3, <-onBIRD
+	t.Logf("h1's cable cut: its block's routes gone from h2 (derived) after %s, from h3 (learned) after %s, from BIRD after %s",
+		d2.Round(10*time.Millisecond), d3.Round(10*time.Millisecond), dr.Round(10*time.Millisecond))
+	for what, d := range map[string]time.Duration{"h2 (derived route)": d2, "h3 (learned route)": d3, "BIRD": dr} {
+		if d < 0 {
+			t.Errorf("%s: the dead node's route never went", what)
+		} else if d > 4*time.Second {
+			t.Errorf("%s: the dead node's route went only after %s (hold time 3 s)", what, d)
+		}
+	}
+	// The other routes stay; the dead peer shows as such.
+	if via, _ := routeVia(h2, blockOf(w3.ip)); via == "" {
+		t.Error("h2 lost its route to h3's block")
+	}
+	st, err := bgpStatusOf(h2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := peerOf(st, h1.Address()); p.State == "up" || !regexp.MustCompile(`peer dead`).MatchString(p.Info) {
+		t.Errorf("h2's session to the dead h1: %+v", p)
+	}
+
+	if err := h1.HealLink(); err != nil {
+		t.Fatal(err)
+	}
+	waitSessions(t, h2, 60*time.Second, h1.Address())
+	site.ExpectWithin(60*time.Second,
+		testbed.Reach(w3.Netns(), w1.ip, testbed.Ping()),
+		testbed.Reach(w2.Netns(), w1.ip, testbed.Ping()))
+}
