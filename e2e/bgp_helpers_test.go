@@ -406,3 +406,13 @@ func bgpRoutesOf(h *testbed.Host) ([]localapi.BGPRoute, error) {
 	}
 	return r.Routes, nil
 }
+
+// netipPrefix is the /bits prefix holding addr, as a string.
+func netipPrefix(addr string, bits int) (string, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := a.Prefix(bits)
+	return p.String(), err
+}
