@@ -416,3 +416,133 @@ func netipPrefix(addr string, bits int) (string, error) {
 	p, err := a.Prefix(bits)
 	return p.String(), err
 }
+
+// frr is FRR (zebra and bgpd) as the site's router, run by the test in
+// the foreground with its own config, sockets and pid files.
+type frr struct {
+	t    *testing.T
+	dir  string
+	cmds []*exec.Cmd
+	done []chan struct{}
+}
+
+// startFRR starts zebra then bgpd in ns with config; both are killed (by
+// PID) when the test ends.
+func startFRR(t *testing.T, ns *testbed.Netns, config string) *frr {
+	t.Helper()
+	// FRR drops to its own user: its directory must be reachable by it
+	// (t.TempDir's parent is root's alone).
+	dir, err := os.MkdirTemp("", "weft-e2e-frr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("chown", "frr:frr", dir).Run(); err != nil {
+		t.Fatalf("chown frr: %v", err)
+	}
+	conf := filepath.Join(dir, "frr.conf")
+	config = strings.Replace(config, "log file frr.log", "log file "+filepath.Join(dir, "frr.log"), 1)
+	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &frr{t: t, dir: dir}
+	t.Cleanup(f.stop)
+	var stderr lockedWriter
+	stderr.mu, stderr.w = &sync.Mutex{}, &bytes.Buffer{}
+	for _, d := range []string{"zebra", "bgpd"} {
+		cmd := exec.Command("/usr/lib/frr/"+d, "-f", conf, "-i", filepath.Join(dir, d+".pid"), "-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir)
+		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		if err := ns.Launch(cmd); err != nil {
+			t.Fatalf("start FRR %s: %v", d, err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		f.cmds, f.done = append(f.cmds, cmd), append(f.done, done)
+		eventually(t, "FRR "+d+" answers", 15*time.Second, func() error {
+			select {
+			case <-done:
+				stderr.mu.Lock()
+				defer stderr.mu.Unlock()
+				return fmt.Errorf("%s exited: %s", d, stderr.w.String())
+			default:
+			}
+			_, err := f.vtysh("show version")
+			return err
+		})
+	}
+	return f
+}
+
+func (f *frr) stop() {
+	for i := len(f.cmds) - 1; i >= 0; i-- {
+		select {
+		case <-f.done[i]:
+			continue
+		default:
+		}
+		_ = f.cmds[i].Process.Kill()
+		<-f.done[i]
+	}
+	if f.t.Failed() {
+		log, _ := os.ReadFile(filepath.Join(f.dir, "frr.log"))
+		f.t.Logf("FRR log (tail):\n%s", lastLines(string(log), 40))
+	}
+}
+
+func (f *frr) vtysh(cmd string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "vtysh", "--vty_socket", f.dir, "-c", cmd).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("vtysh -c %q: %w: %s", cmd, err, out)
+	}
+	return string(out), nil
+}
+
+// routes lists FRR's best IPv4 BGP routes: prefix → the peer it came from
+// ("" for its own).
+func (f *frr) routes() (map[string]string, error) {
+	out, err := f.vtysh("show bgp ipv4 unicast json")
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Routes map[string][]struct {
+			Valid    bool   `json:"valid"`
+			Bestpath bool   `json:"bestpath"`
+			PeerID   string `json:"peerId"`
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return nil, fmt.Errorf("show bgp json: %w", err)
+	}
+	routes := map[string]string{}
+	for p, paths := range doc.Routes {
+		for _, path := range paths {
+			if path.Valid && path.Bestpath {
+				routes[p] = path.PeerID
+			}
+		}
+	}
+	return routes, nil
+}
+
+// frrRouterConfig is FRR's configuration as the site's router: eBGP with
+// the nodes on FRR's defaults (180 s hold offered), graceful restart, and
+// networks of its own announced.
+func frrRouterConfig(routerID, log string, peers []birdPeer, networks ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "frr version 8.4\nhostname router\nlog file %s informational\n!\nrouter bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n", log, routerAS, routerID)
+	for _, p := range peers {
+		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", p.Addr, p.AS)
+	}
+	b.WriteString(" address-family ipv4 unicast\n")
+	for _, n := range networks {
+		fmt.Fprintf(&b, "  network %s\n", n)
+	}
+	b.WriteString(" exit-address-family\n!\n")
+	return b.String()
+}
