@@ -284,6 +284,8 @@ type birdPeer struct {
 	AS       int
 	V6       bool
 	Password string
+	// Export is the BIRD export filter toward the node ("all" if empty).
+	Export string
 }
 
 // birdRouterConfig is the site router's BIRD configuration: eBGP with the
@@ -291,6 +293,12 @@ type birdPeer struct {
 // BFD), the learned routes programmed into the router's kernel, and
 // extraStatic routes of its own announced to the nodes.
 func birdRouterConfig(routerID string, log string, peers []birdPeer, extraStatic ...string) string {
+	return birdRouterConfigFlood(routerID, log, peers, 0, extraStatic...)
+}
+
+// birdRouterConfigFlood is birdRouterConfig with a static protocol "flood"
+// of n /32 routes in 100.64.0.0/10 (none when n is 0).
+func birdRouterConfigFlood(routerID string, log string, peers []birdPeer, n int, extraStatic ...string) string {
 	var b strings.Builder
 	tmpl := template.Must(template.New("bird").Parse(`router id {{.RouterID}};
 log "{{.Log}}" all;
@@ -325,9 +333,9 @@ protocol bgp {{.Name}} {
 	password "{{.Password}}";
 {{- end}}
 {{- if .V6}}
-	ipv6 { import all; export all; };
+	ipv6 { import all; export {{if .Export}}{{.Export}}{{else}}all{{end}}; };
 {{- else}}
-	ipv4 { import all; export all; };
+	ipv4 { import all; export {{if .Export}}{{.Export}}{{else}}all{{end}}; };
 {{- end}}
 }
 {{end}}`))
@@ -346,6 +354,13 @@ protocol bgp {{.Name}} {
 	}
 	if err := tmpl.Execute(&b, data); err != nil {
 		panic(err)
+	}
+	if n > 0 {
+		b.WriteString("protocol static flood {\n\tipv4;\n")
+		for i := range n {
+			fmt.Fprintf(&b, "\troute 100.%d.%d.%d/32 blackhole;\n", 64+i>>16, (i>>8)&0xff, i&0xff)
+		}
+		b.WriteString("}\n")
 	}
 	return b.String()
 }

@@ -47,7 +47,6 @@ func toAPIPeer(p calc.BGPPeerConfig, rrCluster netip.Addr, password string, rest
 			LocalAsn:        p.LocalAS,
 			AuthPassword:    password,
 			AllowOwnAsn:     uint32(p.AllowOwnAS),
-			Description:     string(p.Type),
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			ConnectRetry: connectRetry, IdleHoldTimeAfterReset: idleHold,

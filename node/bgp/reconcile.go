@@ -130,21 +130,22 @@ func (s *Speaker) reconcilePeers(ctx context.Context, c *calc.BGPConfig) {
 			}
 			continue
 		}
-		if ok && cur.cfg.Equal(pc) && cur.password == pw {
+		if ok && sameSession(cur.cfg, pc) && cur.password == pw && cur.rrCluster == c.RRClusterID {
+			cur.cfg = pc // what only the status shows (type, sources) changes in place
+			s.applied[a] = cur
 			continue
 		}
 		if ok {
 			s.deletePeer(ctx, a)
 		}
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(pc, c.RRClusterID, pw, restarting, s.cfg.SyncTimeout)}); err != nil {
+		ap := toAPIPeer(pc, c.RRClusterID, pw, restarting, s.cfg.SyncTimeout)
+		ap.Conf.AdminDown = paused
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			s.setLastErr(a, "configuring the session: "+err.Error())
 			s.log.Warn("BGP session could not be configured", "peer", a, "err", err)
 			continue
 		}
-		s.applied[a] = appliedPeer{cfg: pc, password: pw}
-		if paused {
-			_ = s.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: a.String()})
-		}
+		s.applied[a] = appliedPeer{cfg: pc, password: pw, rrCluster: c.RRClusterID}
 		verb := "added"
 		if ok {
 			verb = "changed"
@@ -152,6 +153,14 @@ func (s *Speaker) reconcilePeers(ctx context.Context, c *calc.BGPConfig) {
 		s.log.Info("BGP session "+verb, "peer", netip.AddrPortFrom(a, pc.Port), "as", pc.AS, "type", string(pc.Type),
 			"passive", pc.Passive, "graceful_restart_restarting", restarting)
 	}
+}
+
+// sameSession reports whether two session configurations make the same
+// gobgp peer: a change of what only the status shows (the peer type, the
+// BGPPeers asking for it, the node it is) must not reset the session.
+func sameSession(a, b calc.BGPPeerConfig) bool {
+	a.Type, a.Sources, a.Node = b.Type, b.Sources, b.Node
+	return a.Equal(b)
 }
 
 func (s *Speaker) deletePeer(ctx context.Context, a netip.Addr) {
@@ -223,12 +232,14 @@ func (s *Speaker) handle(ctx context.Context, ev peerEvent) {
 	case pause:
 		s.log.Warn("BGP peer sent more prefixes than its limit: session shut down, its routes dropped; the other sessions are not affected",
 			"peer", ev.peer, "max_prefixes", limit, "retry_in", s.cfg.PrefixLimitPause)
-		if err := s.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: ev.peer.String(),
-			Communication: fmt.Sprintf("prefix limit %d exceeded", limit)}); err != nil {
-			s.log.Debug("disabling a BGP session", "peer", ev.peer, "err", err)
+		// Deleted (which drops its routes: the session may have ended as
+		// a closed connection, which graceful restart would keep), then
+		// re-added shut down by reconcilePeers until the pause ends.
+		if _, ok := s.applied[ev.peer]; ok {
+			s.deletePeer(ctx, ev.peer)
 		}
 	}
-	if readd {
+	if readd || pause {
 		s.wake()
 	}
 }

@@ -113,8 +113,9 @@ type Speaker struct {
 
 // appliedPeer is a session as gobgp runs it.
 type appliedPeer struct {
-	cfg      calc.BGPPeerConfig
-	password string
+	cfg       calc.BGPPeerConfig
+	password  string
+	rrCluster netip.Addr
 }
 
 // peerRuntime is what the speaker knows of one desired session.
@@ -220,6 +221,15 @@ func (s *Speaker) State() (*calc.BGPSpeakerState, <-chan struct{}) {
 	return s.snapshot, s.changed
 }
 
+// Changed returns a channel closed when the state changes; unlike State it
+// builds nothing (a burst of learned routes must not rebuild the snapshot
+// once per change).
+func (s *Speaker) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
 // stateChanged invalidates the snapshot and wakes State's waiters; s.mu
 // is held.
 func (s *Speaker) stateChanged() {
@@ -317,6 +327,12 @@ func (s *Speaker) onWatchEvent(r *api.WatchEventResponse) {
 			st := pe.Peer.State.SessionState
 			if p.state == api.PeerState_ESTABLISHED && st != api.PeerState_ESTABLISHED {
 				p.flaps++
+			}
+			if (p.state == api.PeerState_OPENSENT || p.state == api.PeerState_OPENCONFIRM) &&
+				(st == api.PeerState_IDLE || st == api.PeerState_ACTIVE) && p.lastErr == "" {
+				// gobgp says nothing more about a peer that closes or
+				// answers nonsense before the session is up.
+				p.lastErr = "the connection ended in " + sessionState(p.state)
 			}
 			if st != p.state {
 				p.state, p.since = st, s.cfg.Now()

@@ -133,7 +133,7 @@ type speakerInput struct{ s *bgp.Speaker }
 
 func (i speakerInput) Watch(ctx context.Context, notify func()) {
 	for {
-		_, changed := i.s.State()
+		changed := i.s.Changed()
 		select {
 		case <-ctx.Done():
 			return
