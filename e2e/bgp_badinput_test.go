@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/bgptest"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -24,11 +25,11 @@ func TestBGPBadInput(t *testing.T) {
 	site := wlStartCluster(t, testbed.Options{Hosts: 2, ExtraTOML: bgpNativeTOML})
 	hosts := site.Hosts()
 	h1, h2 := hosts[0], hosts[1]
-	peers := []birdPeer{
+	peers := []bgptest.Peer{
 		{Name: "h1", Addr: h1.Address(), AS: 64512, Export: "where proto != \"flood\""},
 		{Name: "h2", Addr: h2.Address(), AS: 64512},
 	}
-	startBIRD(t, site.Router(), "bird-router", birdRouterConfigFlood(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), peers, 100000, "198.51.100.0/24"))
+	bgptest.StartBIRD(t, site.Router(), "bird-router", bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: peers, Flood: 100000, Static: []string{"198.51.100.0/24"}}.Config())
 	router := site.RouterAddress()
 
 	// Refused, naming the field, and nothing written.
@@ -96,8 +97,8 @@ kind: BGPPeer
 metadata: {name: to-h2}
 spec: {peerIP: %[3]q, node: h1}
 `, router, h1.Address(), h2.Address(), garbage.String(), resets.String()))
-	waitSessions(t, h1, 30*time.Second, router, h2.Address())
-	eventually(t, "h1 reports its own address", 10*time.Second, func() error {
+	bgptest.WaitSessions(t, h1, 30*time.Second, router, h2.Address())
+	bgptest.Eventually(t, "h1 reports its own address", 10*time.Second, func() error {
 		out, err := h1.Weft("node", "status")
 		if err != nil {
 			return err
@@ -111,22 +112,22 @@ spec: {peerIP: %[3]q, node: h1}
 	// not flap, and the router's route stays in the kernel.
 	deadline := time.Now().Add(8 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := bgpStatusOf(h1)
+		st, err := bgptest.Status(h1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p, _ := peerOf(st, router); p.State != "up" {
+		if p, _ := bgptest.PeerOf(st, router); p.State != "up" {
 			t.Fatalf("the router's session went down: %+v", p)
 		}
-		if p, _ := peerOf(st, h2.Address()); p.State != "up" || p.PeerType != "node specific" {
+		if p, _ := bgptest.PeerOf(st, h2.Address()); p.State != "up" || p.PeerType != "node specific" {
 			t.Fatalf("the session to h2 (a BGPPeer to a node's address): %+v", p)
 		}
 		for _, a := range []string{garbage.String(), resets.String()} {
-			if p, ok := peerOf(st, a); !ok || p.State == "up" {
+			if p, ok := bgptest.PeerOf(st, a); !ok || p.State == "up" {
 				t.Fatalf("the bad peer %s: %+v", a, p)
 			}
 		}
-		ls, err := learnedRoutesOf(h1)
+		ls, err := bgptest.LearnedRoutes(h1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,9 +136,9 @@ spec: {peerIP: %[3]q, node: h1}
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	st, _ := bgpStatusOf(h1)
+	st, _ := bgptest.Status(h1)
 	for _, a := range []string{garbage.String(), resets.String()} {
-		p, _ := peerOf(st, a)
+		p, _ := bgptest.PeerOf(st, a)
 		t.Logf("bad peer %s: %s %s", a, p.State, p.Info)
 	}
 	metrics := scrapeMetrics(t, h1)
@@ -154,20 +155,20 @@ spec: {peerIP: %[3]q, node: h1}
 
 	// The flood: h2's router session gets 100,000 prefixes; the limit
 	// (20,000 by default) shuts it down, h2's mesh session to h1 stays.
-	eventually(t, "h2 shuts the flooding router's session down", 60*time.Second, func() error {
+	bgptest.Eventually(t, "h2 shuts the flooding router's session down", 60*time.Second, func() error {
 		if !strings.Contains(h2.Logs(), "BGP peer sent more prefixes than its limit") {
 			return fmt.Errorf("no log line yet")
 		}
-		st, err := bgpStatusOf(h2)
+		st, err := bgptest.Status(h2)
 		if err != nil {
 			return err
 		}
-		if p, _ := peerOf(st, router); p.State != "down" || !strings.Contains(p.Info, "limit of 20000 prefixes") {
+		if p, _ := bgptest.PeerOf(st, router); p.State != "down" || !strings.Contains(p.Info, "limit of 20000 prefixes") {
 			return fmt.Errorf("h2's router session: %+v", p)
 		}
 		return nil
 	})
-	eventually(t, "h2 keeps none of the flood in its kernel", 30*time.Second, func() error {
+	bgptest.Eventually(t, "h2 keeps none of the flood in its kernel", 30*time.Second, func() error {
 		out, err := h2.Exec("ip", "route", "show", "proto", "88")
 		if err != nil {
 			return err
@@ -177,8 +178,8 @@ spec: {peerIP: %[3]q, node: h1}
 		}
 		return nil
 	})
-	waitSessions(t, h2, 10*time.Second, h1.Address())
-	waitSessions(t, h1, 10*time.Second, router)
+	bgptest.WaitSessions(t, h2, 10*time.Second, h1.Address())
+	bgptest.WaitSessions(t, h1, 10*time.Second, router)
 }
 
 // serveReset accepts connections on address inside ns and resets each at

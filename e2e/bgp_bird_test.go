@@ -3,11 +3,11 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/bgptest"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -32,9 +32,9 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 
 	// The mesh crosses the router: h1 has h3's block via the router,
 	// but the router knows no block yet, so nothing crosses subnets.
-	waitSessions(t, h1, 30*time.Second, h2.Address(), h3.Address())
-	eventually(t, "h1 routes h3's block via the router (recursive next hop)", 20*time.Second, func() error {
-		via, err := routeVia(h1, blockOf(w3.ip))
+	bgptest.WaitSessions(t, h1, 30*time.Second, h2.Address(), h3.Address())
+	bgptest.Eventually(t, "h1 routes h3's block via the router (recursive next hop)", 20*time.Second, func() error {
+		via, err := bgptest.RouteVia(h1, blockOf(w3.ip))
 		if err != nil || via != h1.Gateway() {
 			return fmt.Errorf("via %q (%v), want %s", via, err, h1.Gateway())
 		}
@@ -47,12 +47,12 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 
 	// The router: BIRD with every node as an eBGP neighbour, on its
 	// defaults; the nodes peer with it through BGPPeers applied now.
-	r := startBIRD(t, site.Router(), "bird-router",
-		birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), nodePeers(hosts, false), "198.51.100.0/24"))
+	r := bgptest.StartBIRD(t, site.Router(), "bird-router",
+		bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: bgptest.NodePeers(hosts, false), Static: []string{"198.51.100.0/24"}}.Config())
 	applyYAML(t, h1, rackPeers(site, false))
 	sn := site.Subnets()
-	waitSessions(t, h1, 30*time.Second, sn[0].RouterAddr().String())
-	waitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
+	bgptest.WaitSessions(t, h1, 30*time.Second, sn[0].RouterAddr().String())
+	bgptest.WaitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
 	site.ExpectWithin(30*time.Second,
 		testbed.Reach(w1.Netns(), w3.ip, testbed.Ping()),
 		testbed.Reach(w3.Netns(), w1.ip, testbed.Ping()),
@@ -60,7 +60,7 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 
 	// BIRD has each node's block from that node only: no node passes
 	// another's blocks to an eBGP peer.
-	routes, err := r.routes()
+	routes, err := r.Routes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 		if got := routes[blockOf(w.ip)]; got != w.host.Name() {
 			t.Errorf("BIRD's best route to %s (%s's block) comes from %q", blockOf(w.ip), w.host.Name(), got)
 		}
-		out, err := r.birdc("show", "route", "protocol", w.host.Name())
+		out, err := r.Birdc("show", "route", "protocol", w.host.Name())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,8 +85,8 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 	// protocol, via the router on its subnet.
 	for _, h := range hosts {
 		h := h
-		eventually(t, h.Name()+" installs the router's route", 10*time.Second, func() error {
-			ls, err := learnedRoutesOf(h)
+		bgptest.Eventually(t, h.Name()+" installs the router's route", 10*time.Second, func() error {
+			ls, err := bgptest.LearnedRoutes(h)
 			if err != nil {
 				return err
 			}
@@ -141,18 +141,18 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 	if out, err := h1.Weft("delete", "bgppeer", "rack-1"); err != nil {
 		t.Fatalf("delete: %v %s", err, out)
 	}
-	eventually(t, "h3's session to the router removed", 10*time.Second, func() error {
-		st, err := bgpStatusOf(h3)
+	bgptest.Eventually(t, "h3's session to the router removed", 10*time.Second, func() error {
+		st, err := bgptest.Status(h3)
 		if err != nil {
 			return err
 		}
-		if _, ok := peerOf(st, sn[1].RouterAddr().String()); ok {
+		if _, ok := bgptest.PeerOf(st, sn[1].RouterAddr().String()); ok {
 			return fmt.Errorf("still a session: %+v", st.Peers)
 		}
 		return nil
 	})
-	eventually(t, "the router forgot h3's block", 10*time.Second, func() error {
-		routes, err := r.routes()
+	bgptest.Eventually(t, "the router forgot h3's block", 10*time.Second, func() error {
+		routes, err := r.Routes()
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,7 @@ func TestBGPWithBIRDRouterBetweenSubnets(t *testing.T) {
 	})
 	site.ExpectWithin(20*time.Second, testbed.NoReach(w1.Netns(), w3.ip, testbed.Ping()))
 	applyYAML(t, h1, rackPeers(site, false))
-	waitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
+	bgptest.WaitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
 	site.ExpectWithin(30*time.Second, testbed.Reach(w1.Netns(), w3.ip, testbed.Ping()))
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/bgptest"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -19,23 +20,23 @@ func TestBGPWithFRRRouter(t *testing.T) {
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
 	w1 := wlAttach(t, site, h1, "w1")
 	w3 := wlAttach(t, site, h3, "w3")
-	f := startFRR(t, site.Router(), frrRouterConfig(site.RouterAddress(), "frr.log", nodePeers(hosts, false), "198.51.100.0/24"))
+	f := bgptest.StartFRR(t, site.Router(), bgptest.FRRConfig(site.RouterAddress(), bgptest.NodePeers(hosts, false), "198.51.100.0/24"))
 	applyYAML(t, h1, rackPeers(site, false))
 	sn := site.Subnets()
-	waitSessions(t, h1, 60*time.Second, sn[0].RouterAddr().String(), h2.Address(), h3.Address())
-	waitSessions(t, h3, 60*time.Second, sn[1].RouterAddr().String())
+	bgptest.WaitSessions(t, h1, 60*time.Second, sn[0].RouterAddr().String(), h2.Address(), h3.Address())
+	bgptest.WaitSessions(t, h3, 60*time.Second, sn[1].RouterAddr().String())
 	site.ExpectWithin(30*time.Second,
 		testbed.Reach(w1.Netns(), w3.ip, testbed.Ping()),
 		testbed.Reach(w3.Netns(), w1.ip, testbed.TCP(wlPort)))
-	routes, err := f.routes()
+	routes, err := f.Routes()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if routes[blockOf(w1.ip)] != h1.Address() || routes[blockOf(w3.ip)] != h3.Address() {
 		t.Errorf("FRR's routes: %v", routes)
 	}
-	eventually(t, "FRR's network installed on h3", 10*time.Second, func() error {
-		ls, err := learnedRoutesOf(h3)
+	bgptest.Eventually(t, "FRR's network installed on h3", 10*time.Second, func() error {
+		ls, err := bgptest.LearnedRoutes(h3)
 		if err != nil {
 			return err
 		}
@@ -54,7 +55,7 @@ func TestBGPWithFRRRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	if routes, err := f.routes(); err != nil || routes[blockOf(w1.ip)] != h1.Address() {
+	if routes, err := f.Routes(); err != nil || routes[blockOf(w1.ip)] != h1.Address() {
 		t.Errorf("FRR dropped the restarting h1's block: %v %v", routes, err)
 	}
 	if err := h1.StartAgent(); err != nil {
@@ -75,7 +76,7 @@ func TestBGPWithFRRRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := <-watchGone(time.Now(), 30*time.Second, func() bool {
-		routes, err := f.routes()
+		routes, err := f.Routes()
 		_, has := routes[blockOf(w1.ip)]
 		return err == nil && !has
 	})

@@ -3,12 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/bgptest"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -52,9 +52,9 @@ func (p *pingFlow) result() (sent, received int, err error) {
 func waitSynced(t *testing.T, h *testbed.Host, timeout time.Duration, addrs ...string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	waitSessions(t, h, timeout, addrs...)
-	eventually(t, h.Name()+" synced", timeout, func() error {
-		st, err := bgpStatusOf(h)
+	bgptest.WaitSessions(t, h, timeout, addrs...)
+	bgptest.Eventually(t, h.Name()+" synced", timeout, func() error {
+		st, err := bgptest.Status(h)
 		if err != nil {
 			return err
 		}
@@ -79,8 +79,8 @@ func TestBGPGracefulRestartKill9(t *testing.T) {
 	w1 := wlAttach(t, site, h1, "w1")
 	w2 := wlAttach(t, site, h2, "w2")
 	w3 := wlAttach(t, site, h3, "w3")
-	r := startBIRD(t, site.Router(), "bird-router",
-		birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), nodePeers(hosts, false), "198.51.100.0/24"))
+	r := bgptest.StartBIRD(t, site.Router(), "bird-router",
+		bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: bgptest.NodePeers(hosts, false), Static: []string{"198.51.100.0/24"}}.Config())
 	applyYAML(t, h1, rackPeers(site, false))
 	sn := site.Subnets()
 	peersOf := map[*testbed.Host][]string{
@@ -89,7 +89,7 @@ func TestBGPGracefulRestartKill9(t *testing.T) {
 		h3: {sn[1].RouterAddr().String(), h1.Address(), h2.Address()},
 	}
 	for _, h := range hosts {
-		waitSessions(t, h, 30*time.Second, peersOf[h]...)
+		bgptest.WaitSessions(t, h, 30*time.Second, peersOf[h]...)
 	}
 	site.ExpectWithin(30*time.Second,
 		testbed.Reach(w3.Netns(), w1.ip, testbed.Ping()),
@@ -110,7 +110,7 @@ func TestBGPGracefulRestartKill9(t *testing.T) {
 		// Meanwhile the router keeps the victim's block (stale) and the
 		// other nodes keep their routes to it.
 		time.Sleep(2 * time.Second)
-		routes, err := r.routes()
+		routes, err := r.Routes()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,21 +168,21 @@ func TestBGPNodeDeathRoutesGoWithinHoldTime(t *testing.T) {
 	w1 := wlAttach(t, site, h1, "w1")
 	w2 := wlAttach(t, site, h2, "w2")
 	w3 := wlAttach(t, site, h3, "w3")
-	r := startBIRD(t, site.Router(), "bird-router",
-		birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), nodePeers(hosts, false)))
+	r := bgptest.StartBIRD(t, site.Router(), "bird-router",
+		bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: bgptest.NodePeers(hosts, false)}.Config())
 	applyYAML(t, h1, rackPeers(site, false))
 	sn := site.Subnets()
-	waitSessions(t, h1, 30*time.Second, sn[0].RouterAddr().String(), h2.Address(), h3.Address())
-	waitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
+	bgptest.WaitSessions(t, h1, 30*time.Second, sn[0].RouterAddr().String(), h2.Address(), h3.Address())
+	bgptest.WaitSessions(t, h3, 30*time.Second, sn[1].RouterAddr().String())
 	site.ExpectWithin(30*time.Second,
 		testbed.Reach(w3.Netns(), w1.ip, testbed.Ping()),
 		testbed.Reach(w2.Netns(), w1.ip, testbed.Ping()),
 		testbed.Reach(w2.Netns(), w3.ip, testbed.Ping()))
 	block := blockOf(w1.ip)
-	if via, _ := routeVia(h2, block); via != h1.Address() {
+	if via, _ := bgptest.RouteVia(h2, block); via != h1.Address() {
 		t.Fatalf("h2's route to h1's block: via %q, want the native route via %s", via, h1.Address())
 	}
-	if via, _ := routeVia(h3, block); via != h3.Gateway() {
+	if via, _ := bgptest.RouteVia(h3, block); via != h3.Gateway() {
 		t.Fatalf("h3's route to h1's block: via %q, want the learned route via %s", via, h3.Gateway())
 	}
 
@@ -191,12 +191,12 @@ func TestBGPNodeDeathRoutesGoWithinHoldTime(t *testing.T) {
 	}
 	cut := time.Now()
 	gone := func(h *testbed.Host) func() bool {
-		return func() bool { via, err := routeVia(h, block); return err == nil && via == "" }
+		return func() bool { via, err := bgptest.RouteVia(h, block); return err == nil && via == "" }
 	}
 	onH2 := watchGone(cut, 30*time.Second, gone(h2))
 	onH3 := watchGone(cut, 30*time.Second, gone(h3))
 	onBIRD := watchGone(cut, 30*time.Second, func() bool {
-		routes, err := r.routes()
+		routes, err := r.Routes()
 		_, has := routes[block]
 		return err == nil && !has
 	})
@@ -211,21 +211,21 @@ func TestBGPNodeDeathRoutesGoWithinHoldTime(t *testing.T) {
 		}
 	}
 	// The other routes stay; the dead peer shows as such.
-	if via, _ := routeVia(h2, blockOf(w3.ip)); via == "" {
+	if via, _ := bgptest.RouteVia(h2, blockOf(w3.ip)); via == "" {
 		t.Error("h2 lost its route to h3's block")
 	}
-	st, err := bgpStatusOf(h2)
+	st, err := bgptest.Status(h2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := peerOf(st, h1.Address()); p.State == "up" || !regexp.MustCompile(`peer dead`).MatchString(p.Info) {
+	if p, _ := bgptest.PeerOf(st, h1.Address()); p.State == "up" || !regexp.MustCompile(`peer dead`).MatchString(p.Info) {
 		t.Errorf("h2's session to the dead h1: %+v", p)
 	}
 
 	if err := h1.HealLink(); err != nil {
 		t.Fatal(err)
 	}
-	waitSessions(t, h2, 60*time.Second, h1.Address())
+	bgptest.WaitSessions(t, h2, 60*time.Second, h1.Address())
 	site.ExpectWithin(60*time.Second,
 		testbed.Reach(w3.Netns(), w1.ip, testbed.Ping()),
 		testbed.Reach(w2.Netns(), w1.ip, testbed.Ping()))

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/bgptest"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -29,8 +31,8 @@ func TestBGPRouteReflectors(t *testing.T) {
 	}
 	w2 := wlAttach(t, site, h2, "w2")
 	w4 := wlAttach(t, site, h4, "w4")
-	startBIRD(t, site.Router(), "bird-router",
-		birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), nodePeers(hosts, false)))
+	bgptest.StartBIRD(t, site.Router(), "bird-router",
+		bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: bgptest.NodePeers(hosts, false)}.Config())
 	applyYAML(t, h1, rackPeers(site, false))
 
 	weft := func(h *testbed.Host, args ...string) string {
@@ -56,8 +58,8 @@ spec: {nodeSelector: all(), peerSelector: route-reflector == 'true'}
 	for _, c := range []*testbed.Host{h2, h4} {
 		c := c
 		router := sn[c.Subnet()].RouterAddr().String()
-		eventually(t, c.Name()+": sessions to the reflectors and the router only", 60*time.Second, func() error {
-			st, err := bgpStatusOf(c)
+		bgptest.Eventually(t, c.Name()+": sessions to the reflectors and the router only", 60*time.Second, func() error {
+			st, err := bgptest.Status(c)
 			if err != nil {
 				return err
 			}
@@ -69,25 +71,25 @@ spec: {nodeSelector: all(), peerSelector: route-reflector == 'true'}
 				got = append(got, p.PeerAddress+" "+p.PeerType)
 			}
 			want := []string{router + " node specific", h1.Address() + " node specific", h3.Address() + " node specific"}
-			if strings.Join(sortedCopy(got), ",") != strings.Join(sortedCopy(want), ",") {
+			if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
 				return fmt.Errorf("sessions %v, want %v", got, want)
 			}
 			return nil
 		})
 	}
 	// The reflectors see the clients as such.
-	waitSessions(t, h1, 60*time.Second, h2.Address(), h4.Address(), h3.Address())
-	st, err := bgpStatusOf(h1)
+	bgptest.WaitSessions(t, h1, 60*time.Second, h2.Address(), h4.Address(), h3.Address())
+	st, err := bgptest.Status(h1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*testbed.Host{h2, h4} {
-		if p, _ := peerOf(st, c.Address()); p.PeerType != "route reflector client" {
+		if p, _ := bgptest.PeerOf(st, c.Address()); p.PeerType != "route reflector client" {
 			t.Errorf("h1's session to %s: type %q", c.Name(), p.PeerType)
 		}
 	}
 	// h2 learned h4's block from a reflector, next hop h4.
-	eventually(t, "h2 learns h4's block through a reflector", 30*time.Second, func() error {
+	bgptest.Eventually(t, "h2 learns h4's block through a reflector", 30*time.Second, func() error {
 		rs, err := bgpRoutesOf(h2)
 		if err != nil {
 			return err
@@ -121,18 +123,6 @@ spec: {nodeSelector: all(), peerSelector: route-reflector == 'true'}
 	}
 }
 
-func sortedCopy(s []string) []string {
-	c := append([]string(nil), s...)
-	for i := range c {
-		for j := i + 1; j < len(c); j++ {
-			if c[j] < c[i] {
-				c[i], c[j] = c[j], c[i]
-			}
-		}
-	}
-	return c
-}
-
 // Passwords (TCP MD5): a BGPPeer's password.secretKeyRef names a file in
 // each node's bgp.secrets_dir. With the router's password the session
 // comes up; with a wrong one it does not; without the file the status says
@@ -143,11 +133,11 @@ func TestBGPPasswords(t *testing.T) {
 	}})
 	hosts := site.Hosts()
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
-	var peers []birdPeer
+	var peers []bgptest.Peer
 	for _, h := range hosts {
-		peers = append(peers, birdPeer{Name: h.Name(), Addr: h.Address(), AS: 64512, Password: "s3cret-site"})
+		peers = append(peers, bgptest.Peer{Name: h.Name(), Addr: h.Address(), AS: 64512, Password: "s3cret-site"})
 	}
-	startBIRD(t, site.Router(), "bird-router", birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), peers, "198.51.100.0/24"))
+	bgptest.StartBIRD(t, site.Router(), "bird-router", bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: peers, Static: []string{"198.51.100.0/24"}}.Config())
 	secret := func(h *testbed.Host, value string) {
 		t.Helper()
 		dir := filepath.Join(h.Dir(), "secrets", "bgp")
@@ -164,31 +154,31 @@ func TestBGPPasswords(t *testing.T) {
 kind: BGPPeer
 metadata: {name: tor}
 spec: {peerIP: %q, asNumber: %d, password: {secretKeyRef: {name: bgp, key: tor}}}
-`, site.RouterAddress(), routerAS))
-	waitSessions(t, h1, 30*time.Second, site.RouterAddress())
-	eventually(t, "h3 says its password file is missing", 20*time.Second, func() error {
-		st, err := bgpStatusOf(h3)
+`, site.RouterAddress(), bgptest.RouterAS))
+	bgptest.WaitSessions(t, h1, 30*time.Second, site.RouterAddress())
+	bgptest.Eventually(t, "h3 says its password file is missing", 20*time.Second, func() error {
+		st, err := bgptest.Status(h3)
 		if err != nil {
 			return err
 		}
-		p, ok := peerOf(st, site.RouterAddress())
+		p, ok := bgptest.PeerOf(st, site.RouterAddress())
 		if !ok || p.State != "down" || !strings.Contains(p.Info, "secrets/bgp/tor does not exist") {
 			return fmt.Errorf("h3's session to the router: %+v", p)
 		}
 		return nil
 	})
 	time.Sleep(5 * time.Second)
-	st, err := bgpStatusOf(h2)
+	st, err := bgptest.Status(h2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := peerOf(st, site.RouterAddress()); p.State == "up" {
+	if p, _ := bgptest.PeerOf(st, site.RouterAddress()); p.State == "up" {
 		t.Fatalf("h2's session came up with a wrong password: %+v", p)
 	}
 	secret(h2, "s3cret-site")
 	secret(h3, "s3cret-site")
-	waitSessions(t, h2, 60*time.Second, site.RouterAddress())
-	waitSessions(t, h3, 60*time.Second, site.RouterAddress())
+	bgptest.WaitSessions(t, h2, 60*time.Second, site.RouterAddress())
+	bgptest.WaitSessions(t, h3, 60*time.Second, site.RouterAddress())
 }
 
 // IPv6: sessions over the nodes' IPv6 underlay (the mesh and the router),
@@ -219,19 +209,19 @@ vxlan_mode = "Never"
 		return ""
 	}
 	a1, a2 := v6(w1), v6(w2)
-	waitSessions(t, h1, 30*time.Second, h2.Address(), h2.Address6())
+	bgptest.WaitSessions(t, h1, 30*time.Second, h2.Address(), h2.Address6())
 	site.ExpectWithin(20*time.Second, testbed.NoReach(w1.Netns(), a2, testbed.Ping()))
-	r := startBIRD(t, site.Router(), "bird-router",
-		birdRouterConfig(site.RouterAddress(), filepath.Join(t.TempDir(), "bird.log"), nodePeers(hosts, true), "2001:db8:99::/48"))
+	r := bgptest.StartBIRD(t, site.Router(), "bird-router",
+		bgptest.RouterConfig{RouterID: site.RouterAddress(), Peers: bgptest.NodePeers(hosts, true), Static: []string{"2001:db8:99::/48"}}.Config())
 	applyYAML(t, h1, rackPeers(site, true))
 	sn := site.Subnets()
-	waitSessions(t, h1, 30*time.Second, sn[0].RouterAddr6().String())
-	waitSessions(t, h2, 30*time.Second, sn[1].RouterAddr6().String())
+	bgptest.WaitSessions(t, h1, 30*time.Second, sn[0].RouterAddr6().String())
+	bgptest.WaitSessions(t, h2, 30*time.Second, sn[1].RouterAddr6().String())
 	site.ExpectWithin(30*time.Second,
 		testbed.Reach(w1.Netns(), a2, testbed.Ping()),
 		testbed.Reach(w2.Netns(), a1, testbed.Ping()),
 		testbed.Reach(w1.Netns(), w2.ip, testbed.Ping()))
-	routes, err := r.routes()
+	routes, err := r.Routes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,8 +232,8 @@ vxlan_mode = "Never"
 	if routes[blk(a1)] != "h1_v6" || routes[blk(a2)] != "h2_v6" {
 		t.Errorf("BIRD's IPv6 routes: %v", routes)
 	}
-	eventually(t, "the router's IPv6 route installed on h1", 10*time.Second, func() error {
-		ls, err := learnedRoutesOf(h1)
+	bgptest.Eventually(t, "the router's IPv6 route installed on h1", 10*time.Second, func() error {
+		ls, err := bgptest.LearnedRoutes(h1)
 		if err != nil {
 			return err
 		}
