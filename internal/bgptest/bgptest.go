@@ -422,7 +422,7 @@ func ClientConfig(routerID, neighbor string, neighborAS int) string {
 log "@LOG@" { warning, error, fatal };
 protocol device { scan time 1; }
 protocol kernel k4 { ipv4 { import none; export all; }; merge paths on; }
-protocol bgp router {
+protocol bgp uplink {
 	local as %d;
 	neighbor %s as %d;
 	graceful restart on;

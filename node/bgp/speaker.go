@@ -201,15 +201,10 @@ func (s *Speaker) State() (*calc.BGPSpeakerState, <-chan struct{}) {
 	if s.snapshot == nil {
 		st := &calc.BGPSpeakerState{Syncing: s.syncing, Advertised: slices.Clone(s.advertised)}
 		st.Learned = make([]calc.LearnedRoute, 0, len(s.learned))
+		// In map order: the calculation orders what it makes of them.
 		for _, lr := range s.learned {
 			st.Learned = append(st.Learned, lr)
 		}
-		slices.SortFunc(st.Learned, func(a, b calc.LearnedRoute) int {
-			if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-				return c
-			}
-			return a.Prefix.Bits() - b.Prefix.Bits()
-		})
 		for a, p := range s.peers {
 			if p.dead {
 				st.Dead = append(st.Dead, a)

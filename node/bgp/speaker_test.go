@@ -223,6 +223,7 @@ func learned(s *Speaker) []string {
 	for _, lr := range st.Learned {
 		out = append(out, fmt.Sprintf("%s via %s from %s", lr.Prefix, lr.NextHop, lr.Peer))
 	}
+	slices.Sort(out)
 	return out
 }
 

@@ -77,7 +77,7 @@ func sanitize(out *Output) {
 		if a.TableID() != b.TableID() {
 			return a.TableID() < b.TableID()
 		}
-		return a.Dst.String() < b.Dst.String()
+		return comparePrefix(a.Dst, b.Dst) < 0
 	})
 	keys := map[dataplane.RouteKey]dataplane.RouteClass{}
 	var routes []dataplane.Route
@@ -108,7 +108,7 @@ func sanitize(out *Output) {
 		if a.Table != b.Table {
 			return a.Table < b.Table
 		}
-		return a.Dst.String() < b.Dst.String()
+		return comparePrefix(a.Dst, b.Dst) < 0
 	})
 	d.Routes = routes
 
