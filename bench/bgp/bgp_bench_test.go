@@ -26,6 +26,8 @@ var (
 	rounds   = flag.Int("bgp.rounds", 5, "rounds of BenchmarkBGPImport10k")
 	prefixes = flag.Int("bgp.prefixes", 10000, "prefixes BIRD announces in BenchmarkBGPImport10k and BenchmarkBGPScale49")
 	peers    = flag.Int("bgp.peers", 49, "peers of BenchmarkBGPScale49")
+	heapProf = flag.String("bgp.heapprofile", "", "BenchmarkBGPScale49 saves the agent's heap profile in the steady state here")
+	agentEnv = flag.String("bgp.agent-env", "", "extra environment of the agents, comma-separated (e.g. GOGC=50)")
 )
 
 // benchTOML: production log level (the test bed defaults to debug).
@@ -33,8 +35,12 @@ const benchTOML = "[log]\nlevel = \"info\"\n"
 
 func newSite(b *testing.B, hosts int, extra string) *testbed.Site {
 	b.Helper()
+	var env []string
+	if *agentEnv != "" {
+		env = strings.Split(*agentEnv, ",")
+	}
 	return testbed.New(b, testbed.Options{Hosts: hosts, NoStart: true, ReadyTimeout: 90 * time.Second,
-		ExtraTOML: benchTOML + extra})
+		ExtraTOML: benchTOML + extra, AgentEnv: env})
 }
 
 func apply(b *testing.B, h *testbed.Host, docs string) {
@@ -319,6 +325,19 @@ func BenchmarkBGPScale49(b *testing.B) {
 	loaded := time.Since(start)
 	time.Sleep(5 * time.Second)
 	rss, cpu := sample(b, h, 30*time.Second)
+	if sm, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", h.PID())); err == nil {
+		for _, l := range strings.Split(string(sm), "\n") {
+			if strings.HasPrefix(l, "Rss:") || strings.HasPrefix(l, "Anonymous:") || strings.HasPrefix(l, "Pss_File:") || strings.HasPrefix(l, "Pss_Anon:") {
+				fmt.Println("agent", strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	if *heapProf != "" {
+		out, err := exec.Command("curl", "-sf", "--unix-socket", h.Socket(), "-o", *heapProf, "http://weft/debug/pprof/heap").CombinedOutput()
+		if err != nil {
+			b.Logf("heap profile: %v %s", err, out)
+		}
+	}
 	fmt.Printf("\nOne agent with %d iBGP peers and %d learned prefixes (load %s)\n\n", *peers, *prefixes, loadavg())
 	fmt.Printf("| state | RSS (MB) | CPU (%% of one core) |\n| --- | --- | --- |\n")
 	fmt.Printf("| idle, no peers (baseline) | %.1f | %.2f |\n", idleRSS, idleCPU)

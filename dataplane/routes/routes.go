@@ -159,15 +159,18 @@ func (m *Manager) KernelWrites() uint64 { return m.writes.Load() }
 
 // Set implements dataplane.Manager: the desired routes are d.Routes.
 func (m *Manager) Set(d *dataplane.Desired) {
-	m.desired = make(map[dataplane.RouteKey]dataplane.Route, len(d.Routes))
+	// The maps are refilled rather than replaced: with thousands of
+	// learned routes a new pair per state is most of the agent's garbage.
+	clear(m.desired)
 	m.holdBGP = d.HoldBGPRoutes
-	wanted := make(map[dataplane.RouteKey]bool, len(d.Routes))
 	for _, r := range d.Routes {
 		m.desired[r.Key()] = r
-		wanted[r.Key()] = true
 	}
 	m.mu.Lock()
-	m.wanted = wanted
+	clear(m.wanted)
+	for k := range m.desired {
+		m.wanted[k] = true
+	}
 	m.mu.Unlock()
 }
 

@@ -79,8 +79,11 @@ func sanitize(out *Output) {
 		}
 		return comparePrefix(a.Dst, b.Dst) < 0
 	})
-	keys := map[dataplane.RouteKey]dataplane.RouteClass{}
+	keys := make(map[dataplane.RouteKey]dataplane.RouteClass, len(d.Routes))
 	var routes []dataplane.Route
+	if len(d.Routes) > 0 {
+		routes = make([]dataplane.Route, 0, len(d.Routes))
+	}
 	for _, r := range d.Routes {
 		if r.Class == dataplane.RouteClassWorkload && !hostIfaces[r.Dev] {
 			continue
