@@ -59,11 +59,11 @@ func TestBGPBadInput(t *testing.T) {
 	// and one resetting every connection (1791); h1's own address; h2's
 	// address; and the router.
 	// Each on an address of its own: one session per peer address.
-	garbage, resets := site.Subnet().Addr(), site.Subnet().Addr()
+	garbage := site.Subnet().Addr()
 	for range 250 {
 		garbage = garbage.Next()
 	}
-	resets = garbage.Next()
+	resets := garbage.Next()
 	for _, a := range []string{garbage.String(), resets.String()} {
 		if _, err := site.Router().Exec("ip", "addr", "add", a+"/24", "dev", "br0"); err != nil {
 			t.Fatal(err)

@@ -344,20 +344,25 @@ func (m *Manager) resolve(via netip.Addr) firstHop {
 	if err != nil {
 		return firstHop{err: fmt.Errorf("next hop %s is unreachable: %w", via, err)}
 	}
-	for _, nr := range nrs {
-		if nr.Type != unix.RTN_UNICAST || nr.LinkIndex == 0 {
-			return firstHop{err: fmt.Errorf("next hop %s is not reachable through a unicast route (%s)", via, kroute.Describe(nr, m.linkName))}
-		}
-		gw := kroute.Addr(nr.Gw)
-		if !gw.IsValid() {
-			gw = via // on a connected subnet
-		}
-		if gw.Is4() != via.Is4() {
-			return firstHop{err: fmt.Errorf("next hop %s resolves through a gateway of another family (%s)", via, gw)}
-		}
-		return firstHop{gw: gw, link: nr.LinkIndex}
+	if len(nrs) == 0 {
+		return firstHop{err: fmt.Errorf("next hop %s is unreachable: no route", via)}
 	}
-	return firstHop{err: fmt.Errorf("next hop %s is unreachable: no route", via)}
+	nr := nrs[0]
+	gwIP, link := nr.Gw, nr.LinkIndex
+	if len(nr.MultiPath) > 0 { // a multipath route: its first hop
+		gwIP, link = nr.MultiPath[0].Gw, nr.MultiPath[0].LinkIndex
+	}
+	if nr.Type != unix.RTN_UNICAST || link == 0 {
+		return firstHop{err: fmt.Errorf("next hop %s is not reachable through a unicast route (%s)", via, kroute.Describe(nr, m.linkName))}
+	}
+	gw := kroute.Addr(gwIP)
+	if !gw.IsValid() {
+		gw = via // on a connected subnet
+	}
+	if gw.Is4() != via.Is4() {
+		return firstHop{err: fmt.Errorf("next hop %s resolves through a gateway of another family (%s)", via, gw)}
+	}
+	return firstHop{gw: gw, link: link}
 }
 
 func (m *Manager) applyRemovals() error {
