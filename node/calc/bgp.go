@@ -468,6 +468,7 @@ func (r *bgp) learned(out *Output, c *BGPConfig) {
 			mine[a] = true
 		}
 	}
+	out.Desired.Routes = slices.Grow(out.Desired.Routes, len(st.Learned))
 	for _, lr := range st.Learned {
 		if !lr.Prefix.IsValid() || !lr.NextHop.IsValid() || mine[lr.NextHop] || lr.NextHop.Is4() != lr.Prefix.Addr().Is4() {
 			continue

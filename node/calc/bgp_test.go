@@ -363,3 +363,27 @@ func TestBGPOrderIndependence(t *testing.T) {
 		t.Fatal("Equal is not reflexive")
 	}
 }
+
+// BenchmarkComputeWithLearnedRoutes: one computation with 10,000 learned
+// routes (what the calculation redoes while a router's table arrives).
+func BenchmarkComputeWithLearnedRoutes(b *testing.B) {
+	t := &testing.T{}
+	d := New(bgpCfg)
+	for _, o := range scenario(t, api.EncapNever) {
+		d.OnEvent(store.Event{Type: store.EventPut, Object: o})
+	}
+	st := &BGPSpeakerState{}
+	for i := range 10000 {
+		st.Learned = append(st.Learned, LearnedRoute{
+			Prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), byte(i)}), 32),
+			NextHop: netip.MustParseAddr("192.168.7.254"), Peer: netip.MustParseAddr("192.168.7.254"),
+		})
+	}
+	d.SetBGPSpeakerState(st)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := d.Compute(1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
