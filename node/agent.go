@@ -26,7 +26,9 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/linux"
+	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/node/bgpsvc"
 	"github.com/weftnet/weft/node/calc"
@@ -71,6 +73,11 @@ type Agent struct {
 	wl      *workloads.Service
 	bgp     *bgpsvc.Service
 
+	// ipipSupport is whether this node can do IP-in-IP (set at start by
+	// the probe, and by the driver should creating the device fail).
+	ipipSupport   atomic.Pointer[ipip.Support]
+	ipipAvailable prometheus.Gauge
+
 	// bg counts the background goroutines Run waits for before closing
 	// the datastore and the dataplane.
 	bg sync.WaitGroup
@@ -96,13 +103,19 @@ func New(cfg *config.Config, log *slog.Logger) *Agent {
 	}, []string{"version", "commit", "goversion"})
 	buildInfo.WithLabelValues(info.Version, info.Commit, info.GoVersion).Set(1)
 	reg.MustRegister(buildInfo)
+	ipipAvailable := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_ipip_available",
+		Help: "1 when this node's kernel can create IP-in-IP devices; 0 when it cannot: traffic to other nodes' blocks of ipipMode pools is dropped on this node.",
+	})
+	reg.MustRegister(ipipAvailable)
 	return &Agent{
-		cfg:    cfg,
-		log:    log,
-		reg:    reg,
-		health: newHealth(),
-		notify: notifier{log: log},
-		api:    http.NewServeMux(),
+		cfg:           cfg,
+		log:           log,
+		reg:           reg,
+		health:        newHealth(),
+		notify:        notifier{log: log},
+		api:           http.NewServeMux(),
+		ipipAvailable: ipipAvailable,
 	}
 }
 
@@ -223,19 +236,28 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	})
 	a.tunnel = tunnels.New(tunnels.Config{Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, Logger: log}, a.store, a.cluster)
 	a.box = dataplane.NewMailbox()
-	a.bgp = bgpsvc.New(bgpsvc.Config{Node: a.cfg.Node.Name, Logger: log, Registerer: a.reg, BGP: a.cfg.BGP, DataDir: a.cfg.Node.DataDir},
-		a.store, a.dp.Loop)
+	a.bgp = bgpsvc.New(bgpsvc.Config{Node: a.cfg.Node.Name, Logger: log, Registerer: a.reg, BGP: a.cfg.BGP, DataDir: a.cfg.Node.DataDir,
+		Local: func(in calc.LocalInput) { a.runner.SetLocal(in) }}, a.store, a.dp.Loop)
 	var err error
 	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir,
-		Inputs: a.bgp.Inputs(), Outputs: []calcrun.OutputSink{a.bgp}},
+		Outputs: []calcrun.OutputSink{a.bgp}},
 		a.store, calc.New(calcCfg), a.box, a.tunnel)
 	if err != nil {
 		return err
 	}
+	// What the node observed before the calculation existed, so that its
+	// first state already has it (the links watch keeps them current).
+	if s := a.ipipSupport.Load(); s != nil {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindIPIP, Value: calc.Support{Available: s.Available, Reason: s.Reason}})
+	}
+	if links, err := mtu.Links(a.linksConfig(), a.nodeAddrs()...); err == nil {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindLinks, Value: links})
+	}
 	a.wl = workloads.New(workloads.Config{
 		Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, IfacePrefix: a.cfg.Network.InterfacePrefix, Logger: log,
 	}, a.store, a.dp.Plumber, a.dp.Loop)
-	resources.New(a.store, map[string]resources.DeleteHook{api.KindIPPool: a.ipam.DeletePool}).Register(a.api)
+	resources.New(a.store, map[string]resources.DeleteHook{api.KindIPPool: a.ipam.DeletePool}).
+		AddWarner(a.ipipWarnings).Register(a.api)
 	a.ipam.Register(a.api)
 	a.wl.Register(a.api)
 	a.cluster.Register(a.api)
@@ -262,6 +284,7 @@ func (a *Agent) subsystems() []subsystem {
 		{"calc", a.runner.Run},
 		{"applied-revision", func(ctx context.Context) { a.runner.RecordApplied(ctx, a.dp.Loop) }},
 		{"tunnels", a.tunnel.Run},
+		{"underlay-links", a.watchLinks},
 		{"ipam-housekeeping", a.ipam.Run},
 		{"workload-cleanup", a.wl.Run},
 		{"bgp", a.bgp.Run},

@@ -27,7 +27,6 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/node/bgp"
 	"github.com/weftnet/weft/node/calc"
-	"github.com/weftnet/weft/node/calcrun"
 	"github.com/weftnet/weft/node/config"
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/store"
@@ -47,6 +46,9 @@ type Config struct {
 	// BootIDFile is the kernel's boot ID (default
 	// /proc/sys/kernel/random/boot_id).
 	BootIDFile string
+	// Local takes the speaker's state for the calculation (the local input
+	// calc.LocalKindBGP; calcrun.Runner.SetLocal).
+	Local func(calc.LocalInput)
 }
 
 // Service is this node's BGP service.
@@ -107,18 +109,41 @@ func (s *Service) Run(ctx context.Context) {
 			}
 		}
 	}()
+	go s.feed(ctx)
 	if err := s.speaker.Run(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("BGP speaker stopped", "err", err)
 	}
 }
 
-// Inputs are the calculation inputs the service provides (the speaker's
-// state), for calcrun.Config.Inputs.
-func (s *Service) Inputs() []calcrun.Input {
-	if s.speaker == nil {
-		return nil
+// feedEvery bounds how often the speaker's state is copied for the
+// calculation: a burst of learned routes changes it thousands of times.
+const feedEvery = 10 * time.Millisecond
+
+// feed hands the speaker's state to the calculation whenever it changes,
+// at most every feedEvery.
+func (s *Service) feed(ctx context.Context) {
+	if s.cfg.Local == nil {
+		return
 	}
-	return []calcrun.Input{speakerInput{s.speaker}}
+	var last time.Time
+	for {
+		changed := s.speaker.Changed()
+		st, _ := s.speaker.State()
+		s.cfg.Local(calc.LocalInput{Kind: calc.LocalKindBGP, Value: st})
+		last = time.Now()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if wait := feedEvery - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}
 }
 
 // SetOutput implements calcrun.OutputSink: the speaker's configuration.
@@ -126,26 +151,6 @@ func (s *Service) SetOutput(out calc.Output) {
 	if s.speaker != nil {
 		s.speaker.Set(out.BGP)
 	}
-}
-
-// speakerInput feeds the speaker's state into the calculation.
-type speakerInput struct{ s *bgp.Speaker }
-
-func (i speakerInput) Watch(ctx context.Context, notify func()) {
-	for {
-		changed := i.s.Changed()
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-			notify()
-		}
-	}
-}
-
-func (i speakerInput) Apply(d *calc.Dispatcher) {
-	st, _ := i.s.State()
-	d.SetBGPSpeakerState(st)
 }
 
 // Status is the BGP part of `weft node status`.

@@ -456,7 +456,7 @@ func communitiesFor(p netip.Prefix, global *api.BGPConfiguration) ([]uint32, [][
 // keeps the blackhole of a prefix still advertised until it is withdrawn.
 func (r *bgp) learned(out *Output, c *BGPConfig) {
 	cfg, topo := r.env.Config, r.env.Topology
-	st := topo.Speaker
+	st := topo.Speaker()
 	// No report from the speaker yet: the kernel's learned routes stay.
 	out.Desired.HoldBGPRoutes = st == nil || st.Syncing
 	if st == nil {

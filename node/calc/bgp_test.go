@@ -51,7 +51,9 @@ func computeBGP(t *testing.T, cfg Config, objs []store.Object, speaker *BGPSpeak
 		d.OnEvent(store.Event{Type: store.EventPut, Object: o})
 	}
 	if speaker != nil {
-		d.SetBGPSpeakerState(speaker)
+		if err := d.OnLocal(LocalInput{Kind: LocalKindBGP, Value: speaker}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out, err := d.Compute(1)
 	if err != nil {
@@ -379,7 +381,9 @@ func BenchmarkComputeWithLearnedRoutes(b *testing.B) {
 			NextHop: netip.MustParseAddr("192.168.7.254"), Peer: netip.MustParseAddr("192.168.7.254"),
 		})
 	}
-	d.SetBGPSpeakerState(st)
+	if err := d.OnLocal(LocalInput{Kind: LocalKindBGP, Value: st}); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for range b.N {
 		if _, err := d.Compute(1); err != nil {

@@ -11,8 +11,8 @@ import (
 // This file is the contract between the calculation and the BGP speaker
 // (node/bgp): the speaker's whole desired configuration, computed by the
 // bgp resolver ([BGPConfig], in [Output.BGP]), and what the speaker tells
-// the calculation back ([BGPSpeakerState], through
-// [Dispatcher.SetBGPSpeakerState]): the best paths it learned, the peers
+// the calculation back ([BGPSpeakerState], the local input
+// [LocalKindBGP]): the best paths it learned, the peers
 // it found dead, whether it is still relearning after a restart, and what
 // it advertises.
 

@@ -12,8 +12,10 @@ import (
 // workloads is the resolver of this node's workloads: the plumbing of each
 // local WorkloadEndpoint (its veth, addresses and MTU) and its host routes.
 // The MTU follows the pools' encapsulation (calico.md §5.5): the underlay
-// MTU, less the VXLAN overhead when some pool uses VXLAN; network.mtu
-// overrides.
+// MTU (as the node observes it, FelixConfiguration mtuIfacePattern
+// applied), or the smallest MTU of the encapsulations in use (VXLAN:
+// vxlanMTU or underlay − 50; IP-in-IP: ipipMTU or underlay − 20);
+// network.mtu overrides.
 type workloads struct{ env Env }
 
 func newWorkloads(env Env) Resolver { return &workloads{env: env} }
@@ -21,26 +23,34 @@ func newWorkloads(env Env) Resolver { return &workloads{env: env} }
 func (r *workloads) Name() string { return "workloads" }
 
 func (r *workloads) Kinds() []string {
-	return []string{api.KindWorkloadEndpoint, api.KindIPPool}
+	return []string{api.KindWorkloadEndpoint, api.KindIPPool, api.KindFelixConfiguration, LocalKindLinks}
 }
 
 func (r *workloads) OnUpdate(Update) {}
 
-// MTU is the workload MTU the current pools call for (0: kernel default).
-func (r *workloads) MTU() int {
-	cfg := r.env.Config
+// MTU is the workload MTU the current pools call for (0: kernel default),
+// and a problem with the underlay MTU's detection ("" if none).
+func (r *workloads) MTU() (int, string) {
+	cfg, topo := r.env.Config, r.env.Topology
+	underlay, problem := topo.UnderlayMTU(cfg.UnderlayMTU)
 	if cfg.MTU > 0 {
-		return cfg.MTU
+		return cfg.MTU, problem
 	}
-	if cfg.UnderlayMTU <= 0 {
-		return 0
+	if underlay <= 0 {
+		return 0, problem
 	}
-	return dataplane.WorkloadMTU(cfg.UnderlayMTU, dataplane.Encaps{VXLANv4: r.env.Topology.VXLANWanted()}, 0)
+	return dataplane.WorkloadMTU(underlay, dataplane.Encaps{
+		VXLANv4: topo.VXLANWanted(), IPIP: topo.IPIPWanted(),
+		VXLANMTU: deref(topo.Felix.VXLANMTU), IPIPMTU: deref(topo.Felix.IPIPMTU),
+	}, 0), problem
 }
 
 func (r *workloads) Contribute(out *Output) {
 	me := r.env.Config.NodeName
-	mtu := r.MTU()
+	mtu, problem := r.MTU()
+	if problem != "" {
+		out.problem("%s", problem)
+	}
 	var local []*EndpointView
 	for _, e := range r.env.Topology.Endpoints {
 		if e.Spec.Node == me {

@@ -3,6 +3,14 @@
 // dataplane loop (through a mailbox that keeps only the latest) and each
 // new tunnel need to the tunnel controller.
 //
+// # Local inputs
+//
+// What the node observes of itself (its links, its kernel's IP-in-IP
+// support; later the routes its BGP speaker learns) reaches the
+// calculation through [Runner.SetLocal], from any goroutine: the runner
+// applies it on its own goroutine, in order with the store's changes, and
+// publishes the new state (once the store listing is complete).
+//
 // # Never less than what was applied
 //
 // The runner records, in the data directory, the store revision of the
@@ -18,11 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,26 +56,13 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// StateDir holds the applied-revision mark; "" keeps none.
 	StateDir string
-	// Inputs are calculation inputs that do not come from the store (the
-	// BGP speaker's learned routes): they enter the dispatcher on the
-	// runner's goroutine, so the calculation keeps one state.
-	Inputs []Input
-	// Outputs take every published output (the BGP speaker takes its
-	// configuration from it).
+	// Outputs take every published output besides the dataplane and the
+	// tunnel controller (the BGP speaker takes its configuration from it).
 	Outputs []OutputSink
 }
 
-// Input is a calculation input that does not come from the store.
-type Input interface {
-	// Watch calls notify whenever the input has something new, until
-	// ctx ends.
-	Watch(ctx context.Context, notify func())
-	// Apply hands the latest value to the dispatcher; the runner calls
-	// it on its goroutine, then computes as after a store change.
-	Apply(d *calc.Dispatcher)
-}
-
-// OutputSink takes each published output. It must not block.
+// OutputSink takes each published output and reads its own section of it.
+// It must not block.
 type OutputSink interface{ SetOutput(calc.Output) }
 
 // Runner is the calculation's goroutine.
@@ -79,15 +76,20 @@ type Runner struct {
 
 	synced       atomic.Bool
 	lastProblems atomic.Value // []string
-	floor        uint64       // the applied-revision mark found at start
-	waiting      bool         // a state was held back because of floor
-	last         calc.Output
-	published    bool
+
+	// Local inputs waiting for the runner's goroutine: the latest value
+	// of each key, and a kick.
+	localMu      sync.Mutex
+	localPending map[store.Key]calc.LocalInput
+	localKick    chan struct{}
+
+	floor     uint64 // the applied-revision mark found at start
+	waiting   bool   // a state was held back because of floor
+	last      calc.Output
+	published bool
 
 	problems prometheus.Gauge
 	held     prometheus.Gauge
-	// poked is signalled when an input has something new.
-	poked chan struct{}
 }
 
 // New returns a runner.
@@ -97,7 +99,7 @@ func New(cfg Config, st store.Store, disp *calc.Dispatcher, sink Sink, tunnels T
 	}
 	r := &Runner{
 		cfg: cfg, log: cfg.Logger.With("component", "calc"), st: st, disp: disp, sink: sink, tunnels: tunnels,
-		poked: make(chan struct{}, 1),
+		localPending: map[store.Key]calc.LocalInput{}, localKick: make(chan struct{}, 1),
 		problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_calc_problems",
 			Help: "Objects or items the calculation had to leave out of this node's desired state (see the agent's log and `weft node status`).",
@@ -130,13 +132,38 @@ func (r *Runner) Synced() bool { return r.synced.Load() }
 // Problems are the problems of the last computation.
 func (r *Runner) Problems() []string { return slices.Clone(r.lastProblems.Load().([]string)) }
 
+// SetLocal hands the calculation a local input (calc.LocalInput). It never
+// blocks and may be called from any goroutine, also before Run; of several
+// values of one input not yet taken only the latest counts.
+func (r *Runner) SetLocal(in calc.LocalInput) {
+	r.localMu.Lock()
+	r.localPending[in.Key()] = in
+	r.localMu.Unlock()
+	select {
+	case r.localKick <- struct{}{}:
+	default:
+	}
+}
+
+// takeLocal applies the pending local inputs; it reports whether there
+// were any.
+func (r *Runner) takeLocal() bool {
+	r.localMu.Lock()
+	pending := r.localPending
+	r.localPending = map[store.Key]calc.LocalInput{}
+	r.localMu.Unlock()
+	for _, k := range slices.SortedFunc(maps.Keys(pending), func(a, b store.Key) int { return strings.Compare(a.String(), b.String()) }) {
+		if err := r.disp.OnLocal(pending[k]); err != nil {
+			r.log.Error("local input refused", "err", err)
+		}
+	}
+	return len(pending) > 0
+}
+
 // Run watches the store and publishes until ctx ends. It resumes after a
 // watch ends (a slow consumer is cut off by the store) from the last
 // revision it saw.
 func (r *Runner) Run(ctx context.Context) {
-	for _, in := range r.cfg.Inputs {
-		go in.Watch(ctx, r.poke)
-	}
 	var rev uint64
 	for ctx.Err() == nil {
 		events, err := r.st.Watch(ctx, rev, store.WatchFilter{Kinds: r.disp.Kinds()})
@@ -149,24 +176,17 @@ func (r *Runner) Run(ctx context.Context) {
 			}
 			continue
 		}
-		r.consume(ctx, events, &rev)
+		r.consume(events, &rev)
 	}
 }
 
-func (r *Runner) poke() {
-	select {
-	case r.poked <- struct{}{}:
-	default:
-	}
-}
-
-// consume feeds a watch's events and the inputs' news to the calculation
+// consume feeds a watch's events and the local inputs to the calculation
 // until the channel closes, publishing after each batch of changes, but
-// only a complete state: after a RESET the listing that follows is
-// partial until its SYNC, and a partial state would tear down the
-// workloads not yet listed.
-func (r *Runner) consume(ctx context.Context, events <-chan store.Event, rev *uint64) {
-	r.applyInputs()
+// only a complete state: after a RESET the listing that follows is partial
+// until its SYNC, and a partial state would tear down the workloads not
+// yet listed.
+func (r *Runner) consume(events <-chan store.Event, rev *uint64) {
+	r.takeLocal()
 	for {
 		select {
 		case ev, ok := <-events:
@@ -176,20 +196,15 @@ func (r *Runner) consume(ctx context.Context, events <-chan store.Event, rev *ui
 			r.apply(ev, rev)
 			// Coalesce: take everything already queued before computing.
 			r.drain(events, rev)
-		case <-r.poked:
-			r.applyInputs()
-		case <-ctx.Done():
-			return
+			r.takeLocal()
+		case <-r.localKick:
+			if !r.takeLocal() {
+				continue
+			}
 		}
 		if r.synced.Load() {
 			r.publish(*rev)
 		}
-	}
-}
-
-func (r *Runner) applyInputs() {
-	for _, in := range r.cfg.Inputs {
-		in.Apply(r.disp)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -67,11 +66,11 @@ func TestPublishesOnlyCompleteStates(t *testing.T) {
 	a, b := wepObject(t, "a", "10.244.0.5", 3), wepObject(t, "b", "10.244.0.6", 4)
 	var rev uint64
 	// The initial listing, then a change: one state with a, one with a+b.
-	r.consume(context.Background(), events(put(a), store.Event{Type: store.EventSync, Revision: 3}), &rev)
+	r.consume(events(put(a), store.Event{Type: store.EventSync, Revision: 3}), &rev)
 	// A snapshot restore: RESET in the middle of a batch, a partial
 	// listing (only a), then the rest and SYNC.
-	r.consume(context.Background(), events(put(b), store.Event{Type: store.EventReset}, put(a)), &rev)
-	r.consume(context.Background(), events(put(b), store.Event{Type: store.EventSync, Revision: 4}), &rev)
+	r.consume(events(put(b), store.Event{Type: store.EventReset}, put(a)), &rev)
+	r.consume(events(put(b), store.Event{Type: store.EventSync, Revision: 4}), &rev)
 	if len(s.states) != 2 || s.workloads(0) != 1 || s.workloads(1) != 2 {
 		t.Fatalf("published %d states: want a state with a, then one with a and b (never the partial listing)", len(s.states))
 	}
@@ -93,11 +92,11 @@ func TestHoldsBackAReplicaOlderThanTheAppliedState(t *testing.T) {
 	}
 	r, s := newRunner(t, dir)
 	var rev uint64
-	r.consume(context.Background(), events(put(wepObject(t, "a", "10.244.0.5", 5)), store.Event{Type: store.EventSync, Revision: 5}), &rev)
+	r.consume(events(put(wepObject(t, "a", "10.244.0.5", 5)), store.Event{Type: store.EventSync, Revision: 5}), &rev)
 	if len(s.states) != 0 {
 		t.Fatalf("published a state from revision 5 while the dataplane had applied 10: %+v", s.states)
 	}
-	r.consume(context.Background(), events(put(wepObject(t, "b", "10.244.0.6", 11))), &rev)
+	r.consume(events(put(wepObject(t, "b", "10.244.0.6", 11))), &rev)
 	if len(s.states) != 1 || s.workloads(0) != 2 {
 		t.Fatalf("after catching up: %d states", len(s.states))
 	}
@@ -155,68 +154,27 @@ func TestRecordApplied(t *testing.T) {
 	<-done
 }
 
-// fakeInput is a speaker's state fed into the calculation.
-type fakeInput struct {
-	state  *calc.BGPSpeakerState
-	notify chan func()
-}
+type outputs struct{ got []calc.Output }
 
-func (f *fakeInput) Watch(ctx context.Context, notify func()) { f.notify <- notify; <-ctx.Done() }
-func (f *fakeInput) Apply(d *calc.Dispatcher)                 { d.SetBGPSpeakerState(f.state) }
+func (o *outputs) SetOutput(out calc.Output) { o.got = append(o.got, out) }
 
-type outputs struct {
-	mu  sync.Mutex
-	got []calc.Output
-}
-
-func (o *outputs) SetOutput(out calc.Output) { o.mu.Lock(); o.got = append(o.got, out); o.mu.Unlock() }
-func (o *outputs) snapshot() []calc.Output {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]calc.Output(nil), o.got...)
-}
-
-// An input that does not come from the store (the BGP speaker's learned
-// routes) enters the one calculation and comes out as its routes; the
-// outputs see every published output.
-func TestInputsAndOutputs(t *testing.T) {
-	s := &sinks{}
-	in := &fakeInput{notify: make(chan func(), 1), state: &calc.BGPSpeakerState{}}
-	out := &outputs{}
-	r, err := New(Config{Inputs: []Input{in}, Outputs: []OutputSink{out}}, nil,
-		calc.New(calc.Config{NodeName: "n1", BGP: true}), s, s)
+// The BGP speaker's report is a local input: its learned routes come out
+// as the dataplane's routes, and the speaker's configuration reaches the
+// output sinks with every published state.
+func TestBGPLocalInputAndOutputs(t *testing.T) {
+	s, out := &sinks{}, &outputs{}
+	r, err := New(Config{Outputs: []OutputSink{out}}, nil, calc.New(calc.Config{NodeName: "n1", BGP: true}), s, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	for _, i := range r.cfg.Inputs {
-		go i.Watch(ctx, r.poke)
-	}
-	notify := <-in.notify
-	evs := make(chan store.Event, 1)
-	evs <- store.Event{Type: store.EventSync, Revision: 1}
-	done := make(chan struct{})
+	r.SetLocal(calc.LocalInput{Kind: calc.LocalKindBGP, Value: &calc.BGPSpeakerState{Learned: []calc.LearnedRoute{{
+		Prefix: netip.MustParsePrefix("198.51.100.0/24"), NextHop: netip.MustParseAddr("192.0.2.1")}}}})
 	var rev uint64
-	go func() { r.consume(ctx, evs, &rev); close(done) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(out.snapshot()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	r.consume(events(store.Event{Type: store.EventSync, Revision: 1}), &rev)
+	if len(out.got) != 1 || out.got[0].BGP == nil {
+		t.Fatalf("outputs %+v", out.got)
 	}
-	in.state = &calc.BGPSpeakerState{Learned: []calc.LearnedRoute{{
-		Prefix: netip.MustParsePrefix("198.51.100.0/24"), NextHop: netip.MustParseAddr("192.0.2.1")}}}
-	notify()
-	for time.Now().Before(deadline) {
-		got := out.snapshot()
-		if n := len(got); n > 0 && len(got[n-1].Desired.Routes) == 1 {
-			if got[n-1].BGP == nil {
-				t.Fatal("no BGP configuration in the output")
-			}
-			close(evs)
-			<-done
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+	if rs := s.states[0].Routes; len(rs) != 1 || rs[0].Class != dataplane.RouteClassBGP || s.states[0].HoldBGPRoutes {
+		t.Fatalf("routes %+v (hold %v)", rs, s.states[0].HoldBGPRoutes)
 	}
-	t.Fatalf("the learned route never reached the desired state: %+v", out.snapshot())
 }

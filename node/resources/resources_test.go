@@ -143,6 +143,29 @@ func TestResourceDelete(t *testing.T) {
 	}
 }
 
+// A write's warnings come from the warners, for every resource written
+// (also one left unchanged), after the write succeeded.
+func TestWriteWarnings(t *testing.T) {
+	st := singleStore(t)
+	s := New(st, nil).AddWarner(func(r api.Resource) []string {
+		if p, ok := r.(*api.IPPool); ok && p.Spec.IPIPMode == api.EncapAlways {
+			return []string{"IPPool " + p.Metadata.Name + ": no IP-in-IP here"}
+		}
+		return nil
+	})
+	ctx := context.Background()
+	doc := strings.Replace(poolYAML, "cidr: 10.20.0.0/16", "cidr: 10.20.0.0/16\n  ipipMode: Always", 1)
+	for range 2 {
+		res, warnings, err := s.writeWarn(ctx, localapi.ModeApply, []byte(doc))
+		if err != nil || len(res) != 2 || len(warnings) != 1 || warnings[0] != "IPPool p1: no IP-in-IP here" {
+			t.Fatalf("results %+v, warnings %q, err %v", res, warnings, err)
+		}
+	}
+	if _, warnings, err := s.writeWarn(ctx, localapi.ModeApply, []byte("kind: IPPool\n")); err == nil || warnings != nil {
+		t.Errorf("a refused write warned %q (err %v)", warnings, err)
+	}
+}
+
 // noQuorum is a store whose linearizable barrier fails (no leader): its
 // local replica may lag the cluster.
 type noQuorum struct{ store.Store }
