@@ -35,6 +35,13 @@ type BGPConfigurationSpec struct {
 	NodeMeshMaxRestartTime *Duration             `json:"nodeMeshMaxRestartTime,omitempty"`
 	Communities            []Community           `json:"communities,omitempty"`
 	PrefixAdvertisements   []PrefixAdvertisement `json:"prefixAdvertisements,omitempty"`
+	// KeepaliveTime and HoldTime are weft extensions: the timers every
+	// session offers unless its BGPPeer sets its own (defaults 1s and 3s:
+	// a node that dies silently loses its routes within the hold time;
+	// an agent that restarts closes its sessions and graceful restart
+	// keeps its routes). A hold time is 0 (no keepalives) or at least 3s.
+	KeepaliveTime *Duration `json:"keepaliveTime,omitempty"`
+	HoldTime      *Duration `json:"holdTime,omitempty"`
 }
 
 // Community names a BGP community value "aa:nn" or "aa:nn:mm".
@@ -100,4 +107,27 @@ type BGPPeerSpec struct {
 	ReachableBy string `json:"reachableBy,omitempty"`
 	// ReversePeering (Auto, Manual) applies to PeerSelector peerings.
 	ReversePeering string `json:"reversePeering,omitempty"`
+	// Password is the TCP MD5 password of the session (RFC 2385). Its
+	// secretKeyRef names a file on each node:
+	// <bgp.secrets_dir>/<name>/<key> (docs/bgp.md).
+	Password *BGPPassword `json:"password,omitempty"`
+	// HoldTime is a weft extension: the hold time this session offers
+	// (default: the BGPConfiguration's, 3s); 0 or at least 3s.
+	HoldTime *Duration `json:"holdTime,omitempty"`
+	// MaxPrefixes is a weft extension: the most prefixes accepted from
+	// the peer per address family (default 20000); a peer that sends more
+	// is shut down for a while and the log says why.
+	MaxPrefixes *uint32 `json:"maxPrefixes,omitempty"`
+}
+
+// BGPPassword is where a session's password comes from.
+type BGPPassword struct {
+	SecretKeyRef *SecretKeySelector `json:"secretKeyRef,omitempty"`
+}
+
+// SecretKeySelector names one key of a secret (Kubernetes' shape; in weft
+// a file per key, see [BGPPassword]).
+type SecretKeySelector struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
 }

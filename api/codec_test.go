@@ -77,8 +77,8 @@ spec:
 		},
 		{
 			name: "BGP password",
-			in:   "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: 10.0.0.1, asNumber: 65000, password: {secretKeyRef: {name: s, key: k}}}\n",
-			want: `document 1 (BGPPeer p): field "spec.password" is not supported by weft: Kubernetes secrets do not exist in weft`,
+			in:   "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: 10.0.0.1, asNumber: 65000, password: {secretKeyRef: {name: s, key: k, optional: true}}}\n",
+			want: `document 1 (BGPPeer p): field "spec.password.secretKeyRef.optional" is not supported by weft: a missing password file is an error in weft`,
 		},
 		{
 			name: "node mesh password",

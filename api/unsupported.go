@@ -73,7 +73,7 @@ func unsupportedFields(kind string) []unsupportedField {
 			unsupportedField{"spec.ipv6NormalRoutePriority", "weft's route priorities are fixed"})
 	case KindBGPPeer:
 		fs = append(fs,
-			unsupportedField{"spec.password", reasonK8sSecret},
+			unsupportedField{"spec.password.secretKeyRef.optional", "a missing password file is an error in weft"},
 			unsupportedField{"spec.filters", "BGPFilter is not implemented"},
 			unsupportedField{"spec.localWorkloadSelector", "peering with local workloads is not implemented"})
 	case KindFelixConfiguration:

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // BGP limits.
@@ -48,6 +49,7 @@ func validateBGPConfiguration(p *problems, c *BGPConfiguration) {
 			p.add("spec.nodeMeshMaxRestartTime", "cannot be set when nodeToNodeMeshEnabled is false")
 		}
 	}
+	validateBGPTimers(p, "spec", s.KeepaliveTime, s.HoldTime)
 	if len(s.Communities) > maxCommunities {
 		p.add("spec.communities", "has %d entries, the limit is %d", len(s.Communities), maxCommunities)
 	}
@@ -136,6 +138,47 @@ func splitPeerIP(s string) (ip net.IP, port int, err error) {
 	return ip, port, nil
 }
 
+// validateBGPTimers checks a keepalive and hold time pair: whole seconds
+// (the OPEN message carries seconds), a hold time of 0 (no keepalives) or
+// 3..65535 s (RFC 4271 4.2), a keepalive of at least 1 s and below the
+// hold time.
+func validateBGPTimers(p *problems, prefix string, keepalive, hold *Duration) {
+	if hold != nil {
+		h := hold.Duration
+		switch {
+		case h%time.Second != 0:
+			p.add(prefix+".holdTime", "must be whole seconds, got %s", h)
+		case h != 0 && (h < 3*time.Second || h > 65535*time.Second):
+			p.add(prefix+".holdTime", "must be 0 or between 3s and 65535s, got %s", h)
+		}
+	}
+	if keepalive != nil {
+		k := keepalive.Duration
+		switch {
+		case k%time.Second != 0:
+			p.add(prefix+".keepaliveTime", "must be whole seconds, got %s", k)
+		case k < time.Second || k > 65535*time.Second:
+			p.add(prefix+".keepaliveTime", "must be between 1s and 65535s, got %s", k)
+		case hold != nil && hold.Duration != 0 && k >= hold.Duration:
+			p.add(prefix+".keepaliveTime", "must be shorter than holdTime %s, got %s", hold.Duration, k)
+		}
+	}
+}
+
+// validSecretKey is Kubernetes' rule for a secret's data key, which weft
+// uses as a file name.
+func validSecretKey(k string) bool {
+	if k == "" || k == "." || k == ".." || len(k) > 253 {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func validateBGPPeer(p *problems, b *BGPPeer) {
 	s := &b.Spec
 	if s.Node != "" && !IsDNSSubdomain(s.Node) {
@@ -165,9 +208,10 @@ func validateBGPPeer(p *problems, b *BGPPeer) {
 		p.add("spec", "one of peerIP or peerSelector is required")
 	case s.PeerSelector != "" && s.ASNumber != 0:
 		p.add("spec.asNumber", "must be empty when peerSelector is set (the remote node's AS is used)")
-	case s.PeerIP != "" && s.ASNumber == 0:
-		p.add("spec.asNumber", "is required with peerIP")
 	}
+	// asNumber may be left out with a peerIP that is a weft node's address
+	// (that node's AS is used, as in Calico); the calculation reports a
+	// peerIP of no node without asNumber.
 	if s.LocalASNumber != nil && *s.LocalASNumber == 0 {
 		p.add("spec.localASNumber", "must not be 0")
 	}
@@ -194,12 +238,29 @@ func validateBGPPeer(p *problems, b *BGPPeer) {
 	if s.ReversePeering != "" && !oneOf(s.ReversePeering, ReversePeeringAuto, ReversePeeringManual) {
 		p.add("spec.reversePeering", "must be Auto or Manual, got %q", s.ReversePeering)
 	}
-	for _, d := range []struct {
-		field string
-		d     *Duration
-	}{{"spec.maxRestartTime", s.MaxRestartTime}, {"spec.keepaliveTime", s.KeepaliveTime}} {
-		if d.d != nil && d.d.Duration < 0 {
-			p.add(d.field, "must not be negative")
+	if d := s.MaxRestartTime; d != nil {
+		switch {
+		case d.Duration < 0:
+			p.add("spec.maxRestartTime", "must not be negative")
+		case d.Duration%time.Second != 0 || d.Duration > 4095*time.Second:
+			p.add("spec.maxRestartTime", "must be whole seconds up to 4095s (the graceful-restart capability's 12 bits), got %s", d.Duration)
+		}
+	}
+	validateBGPTimers(p, "spec", s.KeepaliveTime, s.HoldTime)
+	if m := s.MaxPrefixes; m != nil && *m == 0 {
+		p.add("spec.maxPrefixes", "must be at least 1")
+	}
+	if pw := s.Password; pw != nil {
+		switch ref := pw.SecretKeyRef; {
+		case ref == nil:
+			p.add("spec.password.secretKeyRef", "is required")
+		default:
+			if !IsDNSSubdomain(ref.Name) {
+				p.add("spec.password.secretKeyRef.name", "%q is not a valid secret name", ref.Name)
+			}
+			if !validSecretKey(ref.Key) {
+				p.add("spec.password.secretKeyRef.key", "%q is not a valid key (letters, digits, '-', '_' and '.', not \".\" or \"..\")", ref.Key)
+			}
 		}
 	}
 	if n := s.NumAllowedLocalASNumbers; n != nil && *n < 0 {

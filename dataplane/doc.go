@@ -20,8 +20,9 @@
 // Everything weft writes carries a mark, and weft never touches anything
 // without it:
 //
-//   - routes: protocol [RouteProtocol] (0x57 = 87, "weft"; Calico uses 80)
-//     in the main table;
+//   - routes: protocol [RouteProtocol] (0x57 = 87, "weft"; Calico uses 80),
+//     and [RouteProtocolBGP] (0x58 = 88) for the routes learned over BGP,
+//     in any table;
 //   - workload interfaces: the configured prefix (default "weft") followed by
 //     11 hex characters ([WorkloadIfaceName]);
 //   - the VXLAN device: the name from the configuration (default

@@ -327,7 +327,16 @@ func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 // publishPass publishes the report of a pass that applied d.
 func (l *Loop) publishPass(d *Desired, err error) {
 	problems := map[string]error{}
+	var routeProblems map[RouteKey]error
 	for _, m := range l.managers {
+		if rr, ok := m.(RouteReporter); ok {
+			for k, perr := range rr.RouteProblems() {
+				if routeProblems == nil {
+					routeProblems = map[RouteKey]error{}
+				}
+				routeProblems[k] = errors.Join(routeProblems[k], perr)
+			}
+		}
 		wr, ok := m.(WorkloadReporter)
 		if !ok {
 			continue
@@ -339,7 +348,7 @@ func (l *Loop) publishPass(d *Desired, err error) {
 	// The report must not share the state the loop goes on using: the
 	// revision of current may advance (republish).
 	applied := *d
-	l.reports.publish(Report{Revision: d.Revision, PassRevision: d.Revision, Applied: &applied, Problems: problems, Err: err})
+	l.reports.publish(Report{Revision: d.Revision, PassRevision: d.Revision, Applied: &applied, Problems: problems, RouteProblems: routeProblems, Err: err})
 }
 
 // republish publishes the last report again with d's newer revision.

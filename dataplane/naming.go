@@ -17,6 +17,22 @@ import (
 // routes carrying it. `ip route show proto 87` lists them.
 const RouteProtocol = 0x57
 
+// RouteProtocolBGP is the protocol number on the routes weft learned over
+// BGP ([RouteClassBGP]): 0x58 (88), next to [RouteProtocol], so `ip route
+// show proto 88` lists what the site's routers and the other nodes told
+// this node. The route driver owns routes of both protocols.
+const RouteProtocolBGP = 0x58
+
+// Metrics of BGP-learned routes: a route the host already has to the same
+// destination (connected, static, DHCP: metric 0 for IPv4, 256 or 1024 for
+// IPv6) stays preferred, and a learned route never collides with one.
+// Routes of the other classes take the kernel's default (0, and 1024 for
+// IPv6). 32 is BIRD's kernel-protocol default.
+const (
+	RouteMetricBGP4 = 32
+	RouteMetricBGP6 = 1024 + 32
+)
+
 // ErrForeignRoute: a destination weft wants to route is already routed, at
 // the metric weft would use, by a route weft does not own (another
 // protocol). weft never replaces or removes such a route; it reports the

@@ -51,8 +51,29 @@ type Report struct {
 	// Interfaces of workloads no longer desired that could not be removed
 	// are listed too.
 	Problems map[string]error
+	// RouteProblems are the routes of Applied the last pass could not
+	// program, with why: a route of Applied not listed is in the kernel
+	// (what the BGP speaker checks before it advertises a block).
+	RouteProblems map[RouteKey]error
 	// Err is the whole pass's error (nil when everything applied).
 	Err error
+}
+
+// RouteInKernel reports whether the last pass programmed the route with
+// key k of its Applied state.
+func (r *Report) RouteInKernel(k RouteKey) bool {
+	if r == nil || r.Applied == nil {
+		return false
+	}
+	if _, failed := r.RouteProblems[k]; failed {
+		return false
+	}
+	for _, rt := range r.Applied.Routes {
+		if rt.Key() == k {
+			return true
+		}
+	}
+	return false
 }
 
 // Workload returns the applied workload with that host interface.
@@ -75,6 +96,13 @@ type WorkloadReporter interface {
 	// WorkloadProblems maps host interfaces to errors. The loop does not
 	// keep the map.
 	WorkloadProblems() map[string]error
+}
+
+// RouteReporter is implemented by the manager of routes: the routes the
+// last pass could not program. The loop merges the answer into
+// [Report.RouteProblems].
+type RouteReporter interface {
+	RouteProblems() map[RouteKey]error
 }
 
 // reports holds the latest report and wakes waiters when it changes.

@@ -43,6 +43,11 @@ type Desired struct {
 	IPIP *IPIPDevice
 	// Loop are the settings of the apply loop itself.
 	Loop LoopSettings
+	// HoldBGPRoutes keeps the routes of [RouteClassBGP] that the kernel
+	// holds but Routes no longer lists (they are not removed; listed ones
+	// are still written): graceful restart after this agent restarted,
+	// while its BGP speaker has not relearned the routes yet.
+	HoldBGPRoutes bool
 }
 
 // Workload is one local workload: a network namespace attached with a veth
@@ -237,6 +242,34 @@ type Route struct {
 	OnLink bool
 	// Src is the preferred source address; zero means none.
 	Src netip.Addr
+	// Recursive says Via may lie beyond the connected subnets (an iBGP
+	// next hop; BIRD's "gateway recursive"): the route driver resolves it
+	// through the kernel's routing table to the first hop and its device.
+	// It needs Via and no Dev or OnLink.
+	Recursive bool
+}
+
+// Protocol is the rtnetlink protocol the route is programmed with.
+func (r Route) Protocol() int {
+	if r.Class == RouteClassBGP {
+		return RouteProtocolBGP
+	}
+	return RouteProtocol
+}
+
+// Metric is the metric the kernel keeps for the route: the kernel's
+// default (0 for IPv4, 1024 for IPv6) except for learned routes.
+func (r Route) Metric() int {
+	v4 := r.Dst.Addr().Is4()
+	switch {
+	case r.Class == RouteClassBGP && v4:
+		return RouteMetricBGP4
+	case r.Class == RouteClassBGP:
+		return RouteMetricBGP6
+	case v4:
+		return 0
+	}
+	return 1024
 }
 
 // TableID is the routing table the route goes into (0 means main).
@@ -267,7 +300,7 @@ func (r Route) Validate() error {
 	}
 	switch r.Type {
 	case RouteBlackhole:
-		if r.Dev != "" || r.Via.IsValid() || r.OnLink || r.Src.IsValid() {
+		if r.Dev != "" || r.Via.IsValid() || r.OnLink || r.Src.IsValid() || r.Recursive {
 			errs = append(errs, errors.New("a blackhole route has no device, gateway or source"))
 		}
 	case RouteUnicast:
@@ -282,6 +315,9 @@ func (r Route) Validate() error {
 		}
 		if r.OnLink && !r.Via.IsValid() {
 			errs = append(errs, errors.New("onlink needs a gateway"))
+		}
+		if r.Recursive && (!r.Via.IsValid() || r.Dev != "" || r.OnLink) {
+			errs = append(errs, errors.New("a recursive route needs a gateway and no device or onlink"))
 		}
 		if r.Src.IsValid() && r.Src.Is4() != r.Dst.Addr().Is4() {
 			errs = append(errs, fmt.Errorf("source %s is not of the destination's family", r.Src))
@@ -313,6 +349,9 @@ func (r Route) String() string {
 	}
 	if r.Src.IsValid() {
 		s += " src " + r.Src.String()
+	}
+	if r.Recursive {
+		s += " recursive"
 	}
 	return s + table
 }
@@ -613,7 +652,8 @@ func (d *Desired) Equal(o *Desired) bool {
 		sameSet(d.Rules, o.Rules, func(r Rule) Rule { return r }, func(a, b Rule) bool { return a == b }) &&
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
-		d.NAT.Equal(o.NAT) && d.IPIP.Equal(o.IPIP) && d.Loop == o.Loop && d.Policy.Equal(o.Policy)
+		d.NAT.Equal(o.NAT) && d.IPIP.Equal(o.IPIP) && d.Loop == o.Loop && d.Policy.Equal(o.Policy) &&
+		d.HoldBGPRoutes == o.HoldBGPRoutes
 }
 
 // sameSet compares two slices as sets of items identified by key. Slices

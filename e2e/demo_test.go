@@ -27,7 +27,7 @@ func TestDemoRun(t *testing.T) {
 	bin := demoBinary(t)
 	out := runWeft(t, bin, "demo")
 	checkWalkthrough(t, out)
-	if !strings.Contains(out, "Removed: 3 agents stopped, 10 network namespaces deleted, "+demo.StateDir+" removed.") {
+	if !strings.Contains(out, "Removed: 3 agents stopped, the BIRD router stopped, 10 network namespaces deleted, "+demo.StateDir+" removed.") {
 		t.Errorf("no teardown report in:\n%s", out)
 	}
 	assertNoDemoLeft(t)
@@ -239,6 +239,9 @@ func checkWalkthrough(t *testing.T, out string) {
 		{"h1's VXLAN routes", `(?m)^  10\.250\.\d+\.\d+/26 via 10\.250\.\d+\.\d+ dev weft\.vxlan onlink$`},
 		{"a blackhole per host", `(?s)(blackhole 10\.250\.\d+\.\d+/26.*){3}`},
 		{"six workloads", `(?s)(h\d-w\d\s+h\d\s+10\.250\.\d+\.\d+\s+/run/netns/weft-demo-h\d-w\d\s+weft[0-9a-f]{11}.*){6}`},
+		{"the BGP sessions in calicoctl's layout", `(?s)IPv4 BGP status\n.*PEER ADDRESS.*node-to-node mesh.*global\s+\| up`},
+		{"BIRD's table with the hosts' blocks", `(?s)show route\):\n.*(10\.250\.8\d\.\d+/26\s+unicast \[h\d.*){3}`},
+		{"the router's network in every host's kernel", `(?s)(h\d: 198\.51\.100\.0/24 via 10\.250\.77\.1 dev eth0 metric 32.*){3}`},
 		{"the TCP matrix before the policy", `(?s)TCP to port 8080 between every pair.*\n30/30 pairs reachable`},
 		{"the policy applied", `(?s)apply -f .*deny-db-access.yaml\nSuccessfully applied 1 'GlobalNetworkPolicy' resource`},
 		{"ping and TCP after the policy", `(?s)After the policy: ping.*\n25/30 pairs reachable; not reachable: .*After the policy: TCP.*\n25/30 pairs reachable; not reachable: `},

@@ -30,6 +30,7 @@ import (
 	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/internal/version"
+	"github.com/weftnet/weft/node/bgpsvc"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/calcrun"
 	"github.com/weftnet/weft/node/cluster"
@@ -71,6 +72,7 @@ type Agent struct {
 	ipam    *ipamsvc.Service
 	tunnel  *tunnels.Controller
 	wl      *workloads.Service
+	bgp     *bgpsvc.Service
 
 	// ipipSupport is whether this node can do IP-in-IP (set at start by
 	// the probe, and by the driver should creating the device fail).
@@ -235,8 +237,11 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	})
 	a.tunnel = tunnels.New(tunnels.Config{Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, Logger: log}, a.store, a.cluster)
 	a.box = dataplane.NewMailbox()
+	a.bgp = bgpsvc.New(bgpsvc.Config{Node: a.cfg.Node.Name, Logger: log, Registerer: a.reg, BGP: a.cfg.BGP, DataDir: a.cfg.Node.DataDir,
+		Local: func(in calc.LocalInput) { a.runner.SetLocal(in) }}, a.store, a.dp.Loop)
 	var err error
-	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir},
+	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir,
+		Outputs: []calcrun.OutputSink{a.bgp}},
 		a.store, calc.New(calcCfg), a.box, a.tunnel)
 	if err != nil {
 		return err
@@ -258,6 +263,8 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	a.wl.Register(a.api)
 	a.cluster.Register(a.api)
 	policysvc.New(policysvc.Config{Node: a.cfg.Node.Name, Settings: calcCfg.Policy, Logger: log}, a.store, a.dp.Firewall).Register(a.api)
+	a.bgp.Register(a.api)
+	a.health.probe("bgp", a.bgp.Health)
 	return nil
 }
 
@@ -282,6 +289,7 @@ func (a *Agent) subsystems() []subsystem {
 		{"underlay-links", a.watchLinks},
 		{"ipam-housekeeping", a.ipam.Run},
 		{"workload-cleanup", a.wl.Run},
+		{"bgp", a.bgp.Run},
 	}
 }
 
@@ -417,9 +425,6 @@ type unbuiltSubsystem struct{ name, why string }
 func (a *Agent) unbuilt() []unbuiltSubsystem {
 	var out []unbuiltSubsystem
 	c := a.cfg
-	if c.BGP.Enabled {
-		out = append(out, unbuiltSubsystem{"bgp", "bgp.enabled is set but no BGP speaker runs"})
-	}
 	if c.WireGuard.Enabled {
 		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
 	}
@@ -481,6 +486,7 @@ func (a *Agent) status() localapi.NodeStatus {
 	}
 	if a.apiReady.Load() {
 		st.Problems = a.runner.Problems()
+		st.BGP = a.bgp.Status(context.Background())
 		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}
 		st.Datastore.Leader, _ = a.store.Leader()
 		switch {

@@ -77,6 +77,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		VXLANVNI:        a.cfg.VXLAN.VNI,
 		VXLANPort:       a.cfg.VXLAN.Port,
 		IPIPIface:       dataplane.DefaultIPIPIface,
+		BGP:             a.cfg.BGP.Enabled,
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
 		Policy:          a.policySettings(),

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/node/bgpsvc"
 	"github.com/weftnet/weft/node/cluster"
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/node/policysvc"
@@ -22,6 +23,7 @@ import (
 func (a *Agent) registry() store.Registry {
 	var reg store.Registry
 	cluster.Register(&reg)
+	bgpsvc.Register(&reg)
 	workloads.Register(&reg)
 	ipam.Register(&reg, a.log.With("component", "ipam"))
 	policysvc.Register(&reg)

@@ -13,7 +13,7 @@ import (
 func newLabelCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "label",
-		Short: "Change the labels of a workload or a namespace (kubectl's semantics: k=v sets, k- removes)",
+		Short: "Change the labels of a workload, a namespace or a node (kubectl's semantics: k=v sets, k- removes)",
 	}
 	var (
 		namespace string
@@ -38,7 +38,19 @@ func newLabelCommand(g *globals) *cobra.Command {
 		},
 	}
 	ns.Flags().BoolVar(&overwrite, "overwrite", false, "allow changing the value of an existing label")
-	cmd.AddCommand(workload, ns)
+	node := &cobra.Command{
+		Use:   "node NAME k=v... k-...",
+		Short: "Label a node (nodeSelector, peerSelector, pools' nodeSelector); takes effect at once",
+		Long: `Label a node: k=v sets a label (an existing one only with --overwrite), k- removes one.
+The labels of a node's [node] labels in its TOML are applied again at its every start and win
+for their keys; labels on other keys stay across restarts (docs/bgp.md).`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runLabel(c, g, "node", "", args[0], args[1:], overwrite)
+		},
+	}
+	node.Flags().BoolVar(&overwrite, "overwrite", false, "allow changing the value of an existing label")
+	cmd.AddCommand(workload, ns, node)
 	return cmd
 }
 

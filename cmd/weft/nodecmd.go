@@ -74,6 +74,10 @@ func newNodeCommand(g *globals) *cobra.Command {
 					fmt.Fprintf(w, "  %s\n", p)
 				}
 			}
+			if st.BGP != nil {
+				fmt.Fprintln(w)
+				printBGPStatus(w, st.BGP)
+			}
 			return nil
 		},
 	})

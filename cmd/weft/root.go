@@ -55,6 +55,8 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newWorkloadCommand(g),
 		newLabelCommand(g),
 		newPolicyCommand(g),
+		newBGPCommand(g),
+		newPatchCommand(g),
 		newDemoCommand(),
 	)
 	return root

@@ -685,12 +685,12 @@ func workloadRoutes(linkIndex int, has4, has6 bool) []kroute.Route {
 	if has4 {
 		gw := dataplane.WorkloadGatewayV4
 		rs = append(rs,
-			kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(gw, 32), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Scope: netlink.SCOPE_LINK},
-			kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("0.0.0.0/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: gw},
+			kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(gw, 32), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_STATIC},
+			kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("0.0.0.0/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: gw, Protocol: unix.RTPROT_STATIC},
 		)
 	}
 	if has6 {
-		rs = append(rs, kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("::/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: dataplane.WorkloadGatewayV6})
+		rs = append(rs, kroute.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("::/0"), Type: unix.RTN_UNICAST, LinkIndex: linkIndex, Gw: dataplane.WorkloadGatewayV6, Protocol: unix.RTPROT_STATIC, Priority: 1024})
 	}
 	return rs
 }

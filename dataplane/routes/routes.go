@@ -22,6 +22,15 @@
 // route event, so a link going down or away also makes the next pass
 // re-read the routes.
 //
+// Routes learned over BGP ([dataplane.RouteClassBGP]) carry their own
+// protocol ([dataplane.RouteProtocolBGP]) and metric, so they never collide
+// with a route the host already has. Their next hop may be several hops
+// away (Recursive, BIRD's "gateway recursive"): each pass resolves every
+// such next hop once through the kernel's routing table and programs the
+// first hop and its device. While the desired state says HoldBGPRoutes
+// (graceful restart: the speaker has not relearned its routes yet), learned
+// routes in the kernel that are no longer listed are kept.
+//
 // Workload host routes (/32 and /128 to a workload interface) are desired
 // like any other route. The loop runs this manager's update phase after the
 // links manager's (the interface exists before its route) and its removal
@@ -36,6 +45,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +78,8 @@ type Kernel interface {
 	RouteReplace(*netlink.Route) error
 	RouteDel(*netlink.Route) error
 	LinkList() ([]netlink.Link, error)
+	// RouteGet resolves a recursive route's gateway (`ip route get`).
+	RouteGet(destination net.IP) ([]netlink.Route, error)
 }
 
 // Manager is the route manager; see the package comment.
@@ -80,8 +92,13 @@ type Manager struct {
 	writes atomic.Uint64
 
 	desired map[dataplane.RouteKey]dataplane.Route
+	holdBGP bool                                // keep undesired learned routes
 	actual  map[dataplane.RouteKey]kroute.Route // weft routes in the kernel
-	resync  resync.Flag                         // re-read the kernel before the next pass
+	// extra are further weft routes to a key of actual (another metric: a
+	// destination whose class changed when the agent stopped between the
+	// add and the delete); the removal phase deletes them.
+	extra  []kroute.Route
+	resync resync.Flag // re-read the kernel before the next pass
 	// linkNames maps interface indexes to names as of the last update
 	// phase.
 	linkNames map[int]string
@@ -142,14 +159,18 @@ func (m *Manager) KernelWrites() uint64 { return m.writes.Load() }
 
 // Set implements dataplane.Manager: the desired routes are d.Routes.
 func (m *Manager) Set(d *dataplane.Desired) {
-	m.desired = make(map[dataplane.RouteKey]dataplane.Route, len(d.Routes))
-	wanted := make(map[dataplane.RouteKey]bool, len(d.Routes))
+	// The maps are refilled rather than replaced: with thousands of
+	// learned routes a new pair per state is most of the agent's garbage.
+	clear(m.desired)
+	m.holdBGP = d.HoldBGPRoutes
 	for _, r := range d.Routes {
 		m.desired[r.Key()] = r
-		wanted[r.Key()] = true
 	}
 	m.mu.Lock()
-	m.wanted = wanted
+	clear(m.wanted)
+	for k := range m.desired {
+		m.wanted[k] = true
+	}
 	m.mu.Unlock()
 }
 
@@ -164,6 +185,19 @@ func (m *Manager) WorkloadProblems() map[string]error {
 		if r, ok := m.desired[k]; ok && r.Class == dataplane.RouteClassWorkload && r.Dev != "" {
 			out[r.Dev] = errors.Join(out[r.Dev], err)
 		}
+	}
+	return out
+}
+
+// RouteProblems implements dataplane.RouteReporter: the desired routes the
+// last pass could not program.
+func (m *Manager) RouteProblems() map[dataplane.RouteKey]error {
+	if len(m.failed) == 0 {
+		return nil
+	}
+	out := make(map[dataplane.RouteKey]error, len(m.failed))
+	for k, err := range m.failed {
+		out[k] = err
 	}
 	return out
 }
@@ -195,6 +229,7 @@ func (m *Manager) applyUpdates() error {
 	}
 	var errs []error
 	m.failed = map[dataplane.RouteKey]error{}
+	hops := map[netip.Addr]firstHop{} // recursive gateways resolved in this pass
 	for key, r := range m.desired {
 		idx := 0
 		if r.Type == dataplane.RouteUnicast && r.Dev != "" {
@@ -207,6 +242,20 @@ func (m *Manager) applyUpdates() error {
 			}
 		}
 		want := kroute.FromDesired(r, idx)
+		if r.Recursive {
+			hop, ok := hops[r.Via]
+			if !ok {
+				hop = m.resolve(r.Via)
+				hops[r.Via] = hop
+			}
+			if hop.err != nil {
+				err := fmt.Errorf("route %s: %w", r, hop.err)
+				m.failed[key] = err
+				errs = append(errs, err)
+				continue
+			}
+			want.Gw, want.LinkIndex = hop.gw, hop.link
+		}
 		cur, ours := m.actual[key]
 		if ours && want.Satisfies(cur) {
 			m.conflictGone(key)
@@ -214,11 +263,24 @@ func (m *Manager) applyUpdates() error {
 		}
 		var wrote bool
 		var err error
-		if ours {
+		switch {
+		case ours && cur.Priority == want.Priority:
 			// weft's route holds the destination: change it in place.
 			err = m.k.RouteReplace(want.Netlink())
 			wrote = err == nil
-		} else {
+		case ours:
+			// The destination changed class (a learned route gave way to
+			// a block route, or back), and so its metric: add the new
+			// route, then delete the old one, so that the destination is
+			// never unrouted.
+			wrote, err = kroute.Add(m.k, want, m.linkName)
+			if err == nil {
+				if derr := m.k.RouteDel(cur.Netlink()); derr != nil && !errors.Is(derr, unix.ESRCH) {
+					m.extra = append(m.extra, cur)
+				}
+				m.writes.Add(1)
+			}
+		default:
 			wrote, err = kroute.Add(m.k, want, m.linkName)
 		}
 		if err != nil {
@@ -267,26 +329,98 @@ func (m *Manager) conflictGone(key dataplane.RouteKey) {
 
 func (m *Manager) linkName(index int) string { return m.linkNames[index] }
 
-func (m *Manager) applyRemovals() error {
-	return sweep.Undesired(m.actual, func(k dataplane.RouteKey) bool { _, ok := m.desired[k]; return ok },
-		func(_ dataplane.RouteKey, cur kroute.Route) error { return m.k.RouteDel(cur.Netlink()) }, unix.ESRCH, &m.writes)
+// firstHop is where a recursive route's gateway resolved to: the gateway
+// of the route that reaches it (or the gateway itself when it is on a
+// connected subnet) and the device.
+type firstHop struct {
+	gw   netip.Addr
+	link int
+	err  error
 }
 
-// readKernel replaces the cache with the weft routes of every table.
-func (m *Manager) readKernel() error {
-	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: dataplane.RouteProtocol}
-	nrs, err := nlutil.Dump(func() ([]netlink.Route, error) {
-		return m.k.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	})
+// resolve looks up how the kernel reaches via right now.
+func (m *Manager) resolve(via netip.Addr) firstHop {
+	nrs, err := m.k.RouteGet(via.AsSlice())
 	if err != nil {
-		return fmt.Errorf("list weft routes: %w", err)
+		return firstHop{err: fmt.Errorf("next hop %s is unreachable: %w", via, err)}
+	}
+	if len(nrs) == 0 {
+		return firstHop{err: fmt.Errorf("next hop %s is unreachable: no route", via)}
+	}
+	nr := nrs[0]
+	gwIP, link := nr.Gw, nr.LinkIndex
+	if len(nr.MultiPath) > 0 { // a multipath route: its first hop
+		gwIP, link = nr.MultiPath[0].Gw, nr.MultiPath[0].LinkIndex
+	}
+	if nr.Type != unix.RTN_UNICAST || link == 0 {
+		return firstHop{err: fmt.Errorf("next hop %s is not reachable through a unicast route (%s)", via, kroute.Describe(nr, m.linkName))}
+	}
+	gw := kroute.Addr(gwIP)
+	if !gw.IsValid() {
+		gw = via // on a connected subnet
+	}
+	if gw.Is4() != via.Is4() {
+		return firstHop{err: fmt.Errorf("next hop %s resolves through a gateway of another family (%s)", via, gw)}
+	}
+	return firstHop{gw: gw, link: link}
+}
+
+func (m *Manager) applyRemovals() error {
+	var errs []error
+	extra := m.extra[:0]
+	for _, r := range m.extra {
+		if err := m.k.RouteDel(r.Netlink()); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", r.Key(), err))
+			extra = append(extra, r)
+			continue
+		}
+		m.writes.Add(1)
+	}
+	m.extra = extra
+	keep := func(k dataplane.RouteKey) bool {
+		if _, ok := m.desired[k]; ok {
+			return true
+		}
+		// Graceful restart: a learned route stays until the speaker has
+		// relearned what it knew (or the restart time ran out).
+		return m.holdBGP && m.actual[k].Protocol == dataplane.RouteProtocolBGP
+	}
+	errs = append(errs, sweep.Undesired(m.actual, keep,
+		func(_ dataplane.RouteKey, cur kroute.Route) error { return m.k.RouteDel(cur.Netlink()) }, unix.ESRCH, &m.writes))
+	return errors.Join(errs...)
+}
+
+// readKernel replaces the cache with the weft routes of every table, of
+// both of weft's protocols.
+func (m *Manager) readKernel() error {
+	var nrs []netlink.Route
+	for _, proto := range []int{dataplane.RouteProtocol, dataplane.RouteProtocolBGP} {
+		filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: netlink.RouteProtocol(proto)}
+		got, err := nlutil.Dump(func() ([]netlink.Route, error) {
+			return m.k.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		})
+		if err != nil {
+			return fmt.Errorf("list weft routes (protocol %d): %w", proto, err)
+		}
+		nrs = append(nrs, got...)
 	}
 	actual := make(map[dataplane.RouteKey]kroute.Route, len(nrs))
+	m.extra = m.extra[:0]
 	for _, nr := range nrs {
 		r, ok := kroute.FromNetlink(nr)
 		if !ok {
 			m.log.Warn("ignoring a weft-protocol route weft cannot have written", "route", nr.String())
 			continue
+		}
+		if prev, dup := actual[r.Key()]; dup {
+			// Two weft routes to one destination at different metrics:
+			// keep the one the desired state wants (or the first), delete
+			// the other.
+			if want, ok := m.desired[r.Key()]; ok && want.Metric() == r.Priority {
+				prev, r = r, prev
+			}
+			m.extra = append(m.extra, r)
+			r = prev
 		}
 		actual[r.Key()] = r
 	}

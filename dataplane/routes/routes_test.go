@@ -3,6 +3,7 @@ package routes
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -21,6 +22,9 @@ type fakeKernel struct {
 	failDst  map[string]error
 	replaces []string // every route written, added or replaced
 	deletes  []string
+	// hops answers RouteGet by address; an address not listed is on the
+	// connected subnet of the first link.
+	hops map[string]netlink.Route
 }
 
 func newFake(links ...string) *fakeKernel {
@@ -87,6 +91,16 @@ func (k *fakeKernel) RouteDel(r *netlink.Route) error {
 }
 
 func (k *fakeKernel) LinkList() ([]netlink.Link, error) { return k.links, nil }
+
+func (k *fakeKernel) RouteGet(ip net.IP) ([]netlink.Route, error) {
+	if r, ok := k.hops[ip.String()]; ok {
+		if r.Type == unix.RTN_UNREACHABLE {
+			return nil, unix.ENETUNREACH
+		}
+		return []netlink.Route{r}, nil
+	}
+	return []netlink.Route{{Type: unix.RTN_UNICAST, LinkIndex: 2}}, nil
+}
 
 func (k *fakeKernel) reset() { k.replaces, k.deletes = nil, nil }
 

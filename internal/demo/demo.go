@@ -237,6 +237,9 @@ func (d *demo) run(ctx context.Context) error {
 	if ok, total := m.Reachable(); ok != total {
 		return errors.New(summary)
 	}
+	if err := d.showRouter(ctx); err != nil {
+		return err
+	}
 	return d.policy(ctx)
 }
 
@@ -504,6 +507,14 @@ func (d *demo) instructions() {
 	p("\n  Attach a workload of your own (a name starting %s is removed by `demo down`):", NetnsPrefix)
 	p("    $ ip netns add %s%s", NetnsPrefix, extra)
 	p("    $ %s --socket %s workload add %s --netns %s", d.weft, h2.Socket(), extra, netns.PathOf(NetnsPrefix+extra))
+	p("\n  BGP: the sessions (calicoctl's layout) and the BGP table of a host:")
+	p("    $ %s --socket %s node status", d.weft, h1.Socket())
+	p("    $ %s --socket %s bgp routes", d.weft, h1.Socket())
+	if _, birdc, ok := birdInstalled(); ok {
+		p("  and the site's router, BIRD:")
+		p("    $ %s -s %s show route", birdc, birdSocket())
+		p("    $ %s -s %s show protocols", birdc, birdSocket())
+	}
 	p("\n  Configs and logs: %s/<host>/weft.toml and agent.log", StateDir)
 	p("\n  Remove everything:")
 	p("    $ %s demo down", d.weft)

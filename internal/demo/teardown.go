@@ -20,6 +20,7 @@ const stopGrace = 5 * time.Second
 // Removed says what a teardown removed.
 type Removed struct {
 	Agents     int  // agent processes stopped
+	Router     bool // the BIRD router stopped
 	Stragglers int  // other processes killed because they were inside a demo namespace
 	Namespaces int  // network namespaces deleted
 	StateDir   bool // whether StateDir existed and was removed
@@ -27,7 +28,7 @@ type Removed struct {
 
 // Empty reports whether there was nothing to remove.
 func (r Removed) Empty() bool {
-	return r.Agents == 0 && r.Stragglers == 0 && r.Namespaces == 0 && !r.StateDir
+	return r.Agents == 0 && !r.Router && r.Stragglers == 0 && r.Namespaces == 0 && !r.StateDir
 }
 
 func (r Removed) String() string {
@@ -35,6 +36,9 @@ func (r Removed) String() string {
 		return "nothing to remove"
 	}
 	parts := []string{plural(r.Agents, "agent") + " stopped"}
+	if r.Router {
+		parts = append(parts, "the BIRD router stopped")
+	}
 	if r.Stragglers > 0 {
 		parts = append(parts, plural(r.Stragglers, "other process")+" killed")
 	}
@@ -74,6 +78,11 @@ func teardown() (Removed, error) {
 	if err := netns.Kill(pids, syscall.SIGTERM, stopGrace); err != nil {
 		errs = append(errs, err)
 	}
+	stopped, err := stopBIRD()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	r.Router = stopped
 
 	names, err := netns.List(NetnsPrefix)
 	if err != nil {

@@ -22,7 +22,9 @@ import (
 // dropped here, never sent unencapsulated (to a neighbour on this subnet,
 // or to a router by the default route); the ipip and vxlan resolvers say
 // why in the problems. Otherwise a remote block without one of those has
-// no route here (BGP, when it runs, provides them).
+// no route here (BGP, when it runs, provides them). A node the BGP speaker
+// found dead ([Topology.NodeDown]) gets no routes: its blocks must not stay
+// routed to it for minutes.
 type blockRoutes struct {
 	env Env
 	// Set by Contribute: this node refuses the encapsulation.
@@ -59,7 +61,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			if b.CIDR.Bits() < b.CIDR.Addr().BitLen() {
 				routes[b.CIDR] = dataplane.Route{Dst: b.CIDR, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}
 			}
-		case b.Owner != "" && pool != nil:
+		case b.Owner != "" && pool != nil && !topo.NodeDown(b.Owner):
 			if peer, ok := topo.Nodes[b.Owner]; ok {
 				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp, ipipUp, noIPIPAddr); ok {
 					routes[b.CIDR] = rt
@@ -67,8 +69,8 @@ func (r *blockRoutes) Contribute(out *Output) {
 			}
 		}
 		for addr, holder := range b.Borrowed() {
-			if holder == me || local[addr] || pool == nil {
-				continue // our own workloads have host routes
+			if holder == me || local[addr] || pool == nil || topo.NodeDown(holder) {
+				continue // our own workloads have host routes; a dead node's go
 			}
 			peer, ok := topo.Nodes[holder]
 			if !ok {

@@ -85,6 +85,8 @@ type Config struct {
 	// Policy are the node's policy settings from its configuration
 	// (failsafe ports, ...); FelixConfiguration objects may override them.
 	Policy dataplane.PolicySettings
+	// BGP is bgp.enabled: this node runs a BGP speaker ([Output.BGP]).
+	BGP bool
 }
 
 // Update is one change of a decoded object, handed to the resolvers that
@@ -113,6 +115,8 @@ type Output struct {
 	Desired dataplane.Desired
 	// Tunnels is what the node's tunnel-address controller must do.
 	Tunnels TunnelNeeds
+	// BGP is the BGP speaker's desired configuration (nil: no speaker).
+	BGP *BGPConfig
 	// Problems lists objects skipped and items dropped, for the logs.
 	Problems []string
 }
@@ -139,6 +143,7 @@ func defaultResolvers(env Env) []Resolver {
 		newNAT(env),
 		newTunnels(env),
 		newLoopSettings(env),
+		newBGP(env),
 	}
 }
 

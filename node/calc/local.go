@@ -38,6 +38,10 @@ const (
 	// LocalKindIPIP: whether the kernel can create IP-in-IP devices
 	// ([Support], name "").
 	LocalKindIPIP = LocalKindPrefix + "IPIPSupport"
+	// LocalKindBGP: what this node's BGP speaker reports
+	// (*[BGPSpeakerState], name ""): its learned routes, dead peers,
+	// graceful-restart sync and advertised prefixes.
+	LocalKindBGP = LocalKindPrefix + "BGPSpeaker"
 )
 
 // IsLocalKind reports whether kind names a local input.
@@ -72,6 +76,8 @@ func (d *Dispatcher) OnLocal(in LocalInput) error {
 			_, ok = in.Value.([]dataplane.Link)
 		case LocalKindIPIP:
 			_, ok = in.Value.(Support)
+		case LocalKindBGP:
+			_, ok = in.Value.(*BGPSpeakerState)
 		}
 		if !ok {
 			return fmt.Errorf("local input %s: unexpected value %T", in.Key(), in.Value)
@@ -91,6 +97,15 @@ func (d *Dispatcher) OnLocal(in LocalInput) error {
 func (t *Topology) Local(kind, name string) (any, bool) {
 	v, ok := t.local[store.Key{Kind: kind, Name: name}]
 	return v, ok
+}
+
+// Speaker is what this node's BGP speaker last reported (the local input
+// LocalKindBGP); nil before its first report, and on a node without one.
+func (t *Topology) Speaker() *BGPSpeakerState {
+	if v, ok := t.Local(LocalKindBGP, ""); ok {
+		return v.(*BGPSpeakerState)
+	}
+	return nil
 }
 
 // IPIPSupport says whether this node's kernel can create IP-in-IP devices

@@ -69,18 +69,23 @@ func sanitize(out *Output) {
 	for _, w := range d.Workloads {
 		hostIfaces[w.HostIface] = true
 	}
+	// Sorted by (table, destination, class), the routes to one destination
+	// are adjacent, the lowest class first: the first valid one of each
+	// stays (no map: learned routes can number thousands).
 	sort.SliceStable(d.Routes, func(i, j int) bool {
 		a, b := d.Routes[i], d.Routes[j]
-		if a.Class != b.Class {
-			return a.Class < b.Class
-		}
 		if a.TableID() != b.TableID() {
 			return a.TableID() < b.TableID()
 		}
-		return a.Dst.String() < b.Dst.String()
+		if c := comparePrefix(a.Dst, b.Dst); c != 0 {
+			return c < 0
+		}
+		return a.Class < b.Class
 	})
-	keys := map[dataplane.RouteKey]dataplane.RouteClass{}
 	var routes []dataplane.Route
+	if len(d.Routes) > 0 {
+		routes = make([]dataplane.Route, 0, len(d.Routes))
+	}
 	for _, r := range d.Routes {
 		if r.Class == dataplane.RouteClassWorkload && !hostIfaces[r.Dev] {
 			continue
@@ -94,22 +99,14 @@ func sanitize(out *Output) {
 			out.problem("route %s: left out: via a dropped VXLAN peer", r)
 			continue
 		}
-		if c, taken := keys[r.Key()]; taken {
-			if c == r.Class {
+		if n := len(routes); n > 0 && routes[n-1].Key() == r.Key() {
+			if routes[n-1].Class == r.Class {
 				out.problem("route %s: left out: another %s route has that destination", r, r.Class)
 			}
 			continue // a lower class holds it: the normal case, not a problem
 		}
-		keys[r.Key()] = r.Class
 		routes = append(routes, r)
 	}
-	sort.Slice(routes, func(i, j int) bool {
-		a, b := routes[i].Key(), routes[j].Key()
-		if a.Table != b.Table {
-			return a.Table < b.Table
-		}
-		return a.Dst.String() < b.Dst.String()
-	})
 	d.Routes = routes
 
 	seen := map[dataplane.Rule]bool{}

@@ -55,6 +55,10 @@ type NodeView struct {
 	// sent to it would be lost.
 	IPIPTunnelIP netip.Addr
 	Labels       map[string]string
+	// ASNumber is spec.bgp.asNumber (0: the cluster's AS) and RRClusterID
+	// spec.bgp.routeReflectorClusterID ("": not a route reflector).
+	ASNumber    uint32
+	RRClusterID string
 }
 
 // PoolView is a decoded IPPool.
@@ -188,6 +192,12 @@ func decodeNode(name string, n *api.Node) *NodeView {
 			v.Underlay, v.Subnet = a, netip.PrefixFrom(a, 32)
 		}
 	}
+	if b := n.Spec.BGP; b != nil {
+		if b.ASNumber != nil {
+			v.ASNumber = uint32(*b.ASNumber)
+		}
+		v.RRClusterID = b.RouteReflectorClusterID
+	}
 	if n.Spec.BGP != nil && n.Spec.BGP.IPv6Address != "" {
 		if p, err := netip.ParsePrefix(n.Spec.BGP.IPv6Address); err == nil {
 			v.Underlay6 = p.Addr()
@@ -211,6 +221,23 @@ func decodeNode(name string, n *api.Node) *NodeView {
 		v.TunnelMAC = dataplane.VXLANMAC(name)
 	}
 	return v
+}
+
+// NodeDown reports whether the BGP speaker found the node dead: its
+// sessions went silent (a cut cable, a power loss), unlike an agent
+// restart, which closes them. The routes this node derives to the node's
+// blocks go (docs/design.md, "A dead node's routes").
+func (t *Topology) NodeDown(name string) bool {
+	n, st := t.Nodes[name], t.Speaker()
+	if st == nil || n == nil {
+		return false
+	}
+	for _, a := range st.Dead {
+		if a.IsValid() && (a == n.Underlay || a == n.Underlay6) {
+			return true
+		}
+	}
+	return false
 }
 
 // Self is this node's view, nil until its Node exists.

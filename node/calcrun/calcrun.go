@@ -56,7 +56,14 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// StateDir holds the applied-revision mark; "" keeps none.
 	StateDir string
+	// Outputs take every published output besides the dataplane and the
+	// tunnel controller (the BGP speaker takes its configuration from it).
+	Outputs []OutputSink
 }
+
+// OutputSink takes each published output and reads its own section of it.
+// It must not block.
+type OutputSink interface{ SetOutput(calc.Output) }
 
 // Runner is the calculation's goroutine.
 type Runner struct {
@@ -265,6 +272,9 @@ func (r *Runner) publish(rev uint64) {
 	// the revision it reports, which is what a writer waiting for its
 	// write watches.
 	r.sink.Send(out.Desired)
+	for _, o := range r.cfg.Outputs {
+		o.SetOutput(out)
+	}
 	r.last, r.published = out, true
 }
 

@@ -3,6 +3,7 @@ package calcrun
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -151,4 +152,29 @@ func TestRecordApplied(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+type outputs struct{ got []calc.Output }
+
+func (o *outputs) SetOutput(out calc.Output) { o.got = append(o.got, out) }
+
+// The BGP speaker's report is a local input: its learned routes come out
+// as the dataplane's routes, and the speaker's configuration reaches the
+// output sinks with every published state.
+func TestBGPLocalInputAndOutputs(t *testing.T) {
+	s, out := &sinks{}, &outputs{}
+	r, err := New(Config{Outputs: []OutputSink{out}}, nil, calc.New(calc.Config{NodeName: "n1", BGP: true}), s, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetLocal(calc.LocalInput{Kind: calc.LocalKindBGP, Value: &calc.BGPSpeakerState{Learned: []calc.LearnedRoute{{
+		Prefix: netip.MustParsePrefix("198.51.100.0/24"), NextHop: netip.MustParseAddr("192.0.2.1")}}}})
+	var rev uint64
+	r.consume(events(store.Event{Type: store.EventSync, Revision: 1}), &rev)
+	if len(out.got) != 1 || out.got[0].BGP == nil {
+		t.Fatalf("outputs %+v", out.got)
+	}
+	if rs := s.states[0].Routes; len(rs) != 1 || rs[0].Class != dataplane.RouteClassBGP || s.states[0].HoldBGPRoutes {
+		t.Fatalf("routes %+v (hold %v)", rs, s.states[0].HoldBGPRoutes)
+	}
 }

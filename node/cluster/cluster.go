@@ -54,9 +54,11 @@ func New(st Store, self Self, log *slog.Logger) *Service {
 }
 
 // Seed writes what the bootstrap node's config seeds: the IP pools, the
-// global BGP peers and the default tier. It runs on every start, but the
-// seed command only acts the first time in a cluster's life, so later
-// config edits go through `weft apply` as SPEC §2 says.
+// BGPConfiguration "default" (from [bgp]) and the default tier. It runs on
+// every start, but the seed command only acts the first time in a
+// cluster's life, so later config edits go through `weft apply` as SPEC §2
+// says. ([[bgp.peer]] are each node's own peers, reconciled at every start
+// by node/bgpsvc.)
 func Seed(ctx context.Context, st store.Store, cfg *config.Config) error {
 	var rs []api.Resource
 	for _, p := range cfg.Network.Pools {
@@ -66,14 +68,7 @@ func Seed(ctx context.Context, st store.Store, cfg *config.Config) error {
 		}
 		rs = append(rs, pool)
 	}
-	for i, p := range cfg.BGP.Peers {
-		peer := &api.BGPPeer{}
-		peer.Metadata.Name = fmt.Sprintf("seed-peer-%d", i)
-		peer.Spec.PeerIP = p.Address
-		asn := api.ASNumber(p.ASNumber)
-		peer.Spec.ASNumber = asn
-		rs = append(rs, peer)
-	}
+	rs = append(rs, bgpConfiguration(cfg.BGP))
 	rs = append(rs, api.DefaultTier())
 	var req seedRequest
 	for _, r := range rs {
@@ -90,6 +85,20 @@ func Seed(ctx context.Context, st store.Store, cfg *config.Config) error {
 	payload, _ := json.Marshal(req)
 	_, err := st.Command(ctx, cmdSeed, payload)
 	return err
+}
+
+// bgpConfiguration is the BGPConfiguration "default" [bgp] seeds.
+func bgpConfiguration(b config.BGP) *api.BGPConfiguration {
+	c := &api.BGPConfiguration{}
+	c.Metadata.Name = "default"
+	asn := api.ASNumber(b.ASNumber)
+	mesh := b.NodeMesh
+	c.Spec.ASNumber = &asn
+	c.Spec.NodeToNodeMeshEnabled = &mesh
+	c.Spec.ListenPort = uint16(b.ListenPort)
+	c.Spec.KeepaliveTime = &api.Duration{Duration: b.Keepalive.Duration}
+	c.Spec.HoldTime = &api.Duration{Duration: b.HoldTime.Duration}
+	return c
 }
 
 // poolResource turns a [[network.pool]] into an IPPool.

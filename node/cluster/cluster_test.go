@@ -166,3 +166,59 @@ func TestRemoveNodeCascade(t *testing.T) {
 		t.Error("removing this node from itself was accepted")
 	}
 }
+
+// [bgp] seeds the BGPConfiguration "default" once; [[bgp.peer]] seeds no
+// global peer (they are each node's own, see node/bgpsvc).
+func TestSeedBGPConfiguration(t *testing.T) {
+	_, st := newService(t, "unit")
+	cfg, err := config.Parse([]byte("[bgp]\nas_number = 65100\nnode_mesh = false\nhold_time = \"6s\"\nkeepalive = \"2s\"\n[[bgp.peer]]\naddress = \"192.0.2.1\"\nas_number = 65000\n"), "unit.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Seed(context.Background(), st, cfg); err != nil {
+		t.Fatal(err)
+	}
+	o, ok := st.Get(store.Key{Kind: api.KindBGPConfiguration, Name: "default"})
+	if !ok {
+		t.Fatal("no BGPConfiguration seeded")
+	}
+	r, err := api.FromStore(api.KindBGPConfiguration, o.Value, o.UID, o.Revision, o.Created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.(*api.BGPConfiguration)
+	if *c.Spec.ASNumber != 65100 || *c.Spec.NodeToNodeMeshEnabled || c.Spec.ListenPort != 179 ||
+		c.Spec.HoldTime.Duration != 6e9 || c.Spec.KeepaliveTime.Duration != 2e9 {
+		t.Fatalf("seeded %+v", c.Spec)
+	}
+	if peers, _ := st.List(api.KindBGPPeer, ""); len(peers) != 0 {
+		t.Fatalf("[[bgp.peer]] seeded global peers: %v", peers)
+	}
+}
+
+// The TOML's labels win for their keys at every registration; a key
+// dropped from the TOML goes; labels set with `weft label node` stay.
+func TestRegisterNodeConfigLabels(t *testing.T) {
+	s, st := newService(t, "n1")
+	ctx := context.Background()
+	s.self.Labels = map[string]string{"zone": "a", "rack": "r1"}
+	if err := s.RegisterNode(ctx, Tunnel{}); err != nil {
+		t.Fatal(err)
+	}
+	n := node(t, st, "n1")
+	n.Metadata.Labels["route-reflector"] = "true" // weft label node n1 route-reflector=true
+	n.Metadata.Labels["zone"] = "b"               // weft label node n1 zone=b --overwrite
+	v, _ := api.StoreValue(n)
+	if _, err := st.Txn(ctx, []store.Op{{Type: store.OpPut, Key: store.Key{Kind: api.KindNode, Name: "n1"}, Value: v}}); err != nil {
+		t.Fatal(err)
+	}
+	s.self.Labels = map[string]string{"zone": "a"} // rack removed from the TOML
+	if err := s.RegisterNode(ctx, Tunnel{}); err != nil {
+		t.Fatal(err)
+	}
+	got := node(t, st, "n1").Metadata.Labels
+	want := map[string]string{"zone": "a", "route-reflector": "true"}
+	if len(got) != len(want) || got["zone"] != "a" || got["route-reflector"] != "true" {
+		t.Fatalf("labels %v, want %v", got, want)
+	}
+}

@@ -8,6 +8,8 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/store"
@@ -121,15 +123,7 @@ func applyRegister(tx store.Tx, payload []byte) ([]byte, error) {
 		n = r.(*api.Node)
 	}
 	n.Metadata.Name = req.Name
-	if n.Metadata.Labels == nil {
-		n.Metadata.Labels = map[string]string{}
-	}
-	for lk, lv := range req.Labels {
-		n.Metadata.Labels[lk] = lv
-	}
-	if len(n.Metadata.Labels) == 0 {
-		n.Metadata.Labels = nil
-	}
+	applyConfigLabels(&n.Metadata, req.Labels)
 	if n.Spec.BGP == nil {
 		n.Spec.BGP = &api.NodeBGPSpec{}
 	}
@@ -172,6 +166,47 @@ func applyRegister(tx store.Tx, payload []byte) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(`{"changed":true}`), nil
+}
+
+// AnnotationConfigLabels records which of a Node's labels come from its
+// [node] labels: a key dropped from the TOML goes from the Node at the next
+// start, while labels set with `weft label node` on other keys stay.
+const AnnotationConfigLabels = "weft.io/config-labels"
+
+// applyConfigLabels sets the TOML's labels on a Node (they win for their
+// keys), removes the TOML labels of the last registration that the TOML
+// no longer has, and keeps every other label.
+func applyConfigLabels(m *api.ObjectMeta, labels map[string]string) {
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	if prev := m.Annotations[AnnotationConfigLabels]; prev != "" {
+		for _, k := range strings.Split(prev, ",") {
+			if _, still := labels[k]; !still {
+				delete(m.Labels, k)
+			}
+		}
+	}
+	keys := make([]string, 0, len(labels))
+	for k, v := range labels {
+		m.Labels[k] = v
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) > 0 {
+		if m.Annotations == nil {
+			m.Annotations = map[string]string{}
+		}
+		m.Annotations[AnnotationConfigLabels] = strings.Join(keys, ",")
+	} else {
+		delete(m.Annotations, AnnotationConfigLabels)
+	}
+	if len(m.Labels) == 0 {
+		m.Labels = nil
+	}
+	if len(m.Annotations) == 0 {
+		m.Annotations = nil
+	}
 }
 
 // applyRemove deletes a removed node's WorkloadEndpoints, node-scoped BGP

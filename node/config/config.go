@@ -75,16 +75,28 @@ type Pool struct {
 	NodeSelector string `toml:"node_selector"` // default all()
 }
 
-// BGP configures the embedded BGP speaker.
+// BGP configures the embedded BGP speaker. as_number, listen_port,
+// node_mesh, keepalive and hold_time seed the cluster's BGPConfiguration
+// "default" at bootstrap (like pools); the resource wins afterwards.
 type BGP struct {
-	Enabled    bool      `toml:"enabled"`     // default true
-	ASNumber   uint32    `toml:"as_number"`   // default 64512
-	ListenPort int       `toml:"listen_port"` // default 179
-	NodeMesh   bool      `toml:"node_mesh"`   // default true
-	Peers      []BGPPeer `toml:"peer"`
+	Enabled    bool   `toml:"enabled"`     // default true
+	ASNumber   uint32 `toml:"as_number"`   // default 64512
+	ListenPort int    `toml:"listen_port"` // default 179
+	NodeMesh   bool   `toml:"node_mesh"`   // default true
+	// Keepalive and HoldTime are the timers sessions offer (default 1s and
+	// 3s): a node that dies silently loses its routes within the hold time.
+	Keepalive Duration `toml:"keepalive"`
+	HoldTime  Duration `toml:"hold_time"`
+	// SecretsDir holds the BGP session passwords a BGPPeer's
+	// password.secretKeyRef names: <secrets_dir>/<name>/<key>, a file only
+	// root can read (default /etc/weft/secrets).
+	SecretsDir string `toml:"secrets_dir"`
+	// Peers are this node's own peers: node-specific BGPPeers (spec.node
+	// = this node), reconciled at every start.
+	Peers []BGPPeer `toml:"peer"`
 }
 
-// BGPPeer seeds a global BGPPeer resource.
+// BGPPeer is one of this node's own BGP peers.
 type BGPPeer struct {
 	Address  string `toml:"address"`
 	ASNumber uint32 `toml:"as_number"`

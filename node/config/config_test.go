@@ -42,7 +42,8 @@ func TestDefaults(t *testing.T) {
 			}},
 			ResyncPeriod: Duration{90 * time.Second},
 		},
-		BGP:       BGP{Enabled: true, ASNumber: 64512, ListenPort: 179, NodeMesh: true},
+		BGP: BGP{Enabled: true, ASNumber: 64512, ListenPort: 179, NodeMesh: true,
+			Keepalive: Duration{time.Second}, HoldTime: Duration{3 * time.Second}, SecretsDir: "/etc/weft/secrets"},
 		WireGuard: WireGuard{Enabled: false, ListenPort: 51820, Interface: "weft.wg"},
 		VXLAN:     VXLAN{Port: 4789, VNI: 4096, Interface: "weft.vxlan"},
 		Dataplane: Dataplane{
@@ -120,6 +121,9 @@ enabled = false
 as_number = 4200000000
 listen_port = 1179
 node_mesh = false
+keepalive = "10s"
+hold_time = "30s"
+secrets_dir = "/srv/weft/secrets"
 
 [[bgp.peer]]
 address = "192.0.2.254"
@@ -158,6 +162,7 @@ empty_block_grace_period = "10m"
 			Pools: []Pool{{Name: "pods-v6", CIDR: "fd00:1::/48", BlockSize: 120, VXLANMode: "CrossSubnet",
 				IPIPMode: "Never", NATOutgoing: true, Disabled: true, NodeSelector: "zone == 'b'"}}},
 		BGP: BGP{Enabled: false, ASNumber: 4200000000, ListenPort: 1179, NodeMesh: false,
+			Keepalive: Duration{10 * time.Second}, HoldTime: Duration{30 * time.Second}, SecretsDir: "/srv/weft/secrets",
 			Peers: []BGPPeer{{Address: "192.0.2.254", ASNumber: 65000}}},
 		WireGuard: WireGuard{Enabled: true, ListenPort: 51830, Interface: "wg0"},
 		VXLAN:     VXLAN{Port: 8472, VNI: 1, Interface: "vx0", TxChecksumOffload: true},

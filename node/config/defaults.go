@@ -17,6 +17,9 @@ const (
 	DefaultResyncPeriod    = 90 * time.Second
 	DefaultASNumber        = 64512
 	DefaultBGPPort         = 179
+	DefaultBGPKeepalive    = time.Second
+	DefaultBGPHoldTime     = 3 * time.Second
+	DefaultBGPSecretsDir   = "/etc/weft/secrets"
 	DefaultWireGuardPort   = 51820
 	DefaultWireGuardIface  = "weft.wg"
 	DefaultVXLANPort       = 4789
@@ -77,6 +80,9 @@ func defaults(hostname string) Config {
 			ASNumber:   DefaultASNumber,
 			ListenPort: DefaultBGPPort,
 			NodeMesh:   true,
+			Keepalive:  Duration{DefaultBGPKeepalive},
+			HoldTime:   Duration{DefaultBGPHoldTime},
+			SecretsDir: DefaultBGPSecretsDir,
 		},
 		WireGuard: WireGuard{ListenPort: DefaultWireGuardPort, Interface: DefaultWireGuardIface},
 		VXLAN:     VXLAN{Port: DefaultVXLANPort, VNI: DefaultVXLANVNI, Interface: DefaultVXLANIface},

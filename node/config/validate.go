@@ -201,6 +201,20 @@ func (v *validator) bgp(p keyPath, b BGP) {
 		v.fail(p.Key("as_number"), "must be 1-4294967295, got 0")
 	}
 	v.port(p.Key("listen_port"), b.ListenPort)
+	hold, ka := b.HoldTime.Duration, b.Keepalive.Duration
+	switch {
+	case hold%time.Second != 0:
+		v.fail(p.Key("hold_time"), "must be whole seconds, got %s", hold)
+	case hold != 0 && (hold < 3*time.Second || hold > 65535*time.Second):
+		v.fail(p.Key("hold_time"), "must be 0 or 3s-65535s, got %s", hold)
+	}
+	switch {
+	case ka%time.Second != 0 || ka < time.Second || ka > 65535*time.Second:
+		v.fail(p.Key("keepalive"), "must be whole seconds, 1s-65535s, got %s", ka)
+	case hold != 0 && ka >= hold:
+		v.fail(p.Key("keepalive"), "must be shorter than hold_time (%s), got %s", hold, ka)
+	}
+	v.absPath(p.Key("secrets_dir"), b.SecretsDir, true)
 	addrs := map[string]int{}
 	for i, peer := range b.Peers {
 		pp := p.Key("peer").Index(i)

@@ -233,3 +233,9 @@ func withQuery(path string, q url.Values) string {
 	}
 	return path + "?" + q.Encode()
 }
+
+// Patch is POST /v1/resources/patch.
+func (c *Client) Patch(ctx context.Context, req PatchRequest) (WriteResponse, error) {
+	var resp WriteResponse
+	return resp, c.do(ctx, "POST", "/v1/resources/patch", req, &resp)
+}

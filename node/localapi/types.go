@@ -37,6 +37,8 @@ type NodeStatus struct {
 	Problems []string `json:"problems,omitempty"`
 	// Policy is the policy dataplane's sync state.
 	Policy *PolicyStatus `json:"policy,omitempty"`
+	// BGP is the BGP speaker's state (nil until the datastore is open).
+	BGP *BGPStatus `json:"bgp,omitempty"`
 }
 
 // DatastoreStatus is this node's place in the replicated datastore.
@@ -152,3 +154,69 @@ const (
 	TrailerSnapshotRevision   = "Weft-Snapshot-Revision"
 	TrailerSnapshotConsistent = "Weft-Snapshot-Consistent"
 )
+
+// BGPStatus is the BGP speaker's part of NodeStatus (`weft node status`:
+// calicoctl's IPv4 / IPv6 BGP status tables).
+type BGPStatus struct {
+	// State is running, disabled (bgp.enabled = false) or starting.
+	State    string `json:"state"`
+	ASNumber uint32 `json:"asNumber,omitempty"`
+	RouterID string `json:"routerID,omitempty"`
+	// Syncing: this agent restarted and waits for its peers' routes
+	// (graceful restart); the kernel keeps its learned routes meanwhile.
+	Syncing bool            `json:"syncing,omitempty"`
+	Peers   []BGPPeerStatus `json:"peers"`
+}
+
+// BGPPeerStatus is one session, as a row of calicoctl's table.
+type BGPPeerStatus struct {
+	// PeerAddress is the peer's IP; Port is set when not 179.
+	PeerAddress string `json:"peerAddress"`
+	Port        int    `json:"port,omitempty"`
+	// Family is IPv4 or IPv6.
+	Family string `json:"family"`
+	// PeerType: node-to-node mesh, global, node specific or route
+	// reflector client.
+	PeerType string `json:"peerType"`
+	// State is up, start or down (BIRD's protocol states).
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// Info is the BGP state (Established, Active, Connect, ...) and the
+	// last error.
+	Info     string `json:"info"`
+	ASNumber uint32 `json:"asNumber"`
+	// Node is the weft node the peer is ("" for a router).
+	Node               string `json:"node,omitempty"`
+	PrefixesReceived   uint64 `json:"prefixesReceived"`
+	PrefixesAdvertised uint64 `json:"prefixesAdvertised"`
+}
+
+// BGPRoute is one path of the BGP table (`weft bgp routes`, like `birdc
+// show route`).
+type BGPRoute struct {
+	Prefix  string `json:"prefix"`
+	NextHop string `json:"nextHop"`
+	// FromPeer is the peer's IP; "" for a path this node originates.
+	FromPeer   string  `json:"fromPeer"`
+	ASPath     string  `json:"asPath,omitempty"`
+	AgeSeconds float64 `json:"ageSeconds"`
+	Best       bool    `json:"best"`
+	Stale      bool    `json:"stale"`
+}
+
+// BGPRoutesResponse answers GET /v1/bgp/routes.
+type BGPRoutesResponse struct {
+	Routes []BGPRoute `json:"routes"`
+}
+
+// PatchRequest is the body of POST /v1/resources/patch (`weft patch`,
+// `weft label node`): a JSON merge patch (RFC 7386, calicoctl's patch) of
+// one resource. A metadata.resourceVersion in the patch makes it a
+// compare-and-swap against that version; without one the patch applies
+// to the version read, atomically.
+type PatchRequest struct {
+	Kind      string          `json:"kind"`
+	Namespace string          `json:"namespace,omitempty"`
+	Name      string          `json:"name"`
+	Patch     json.RawMessage `json:"patch"`
+}

@@ -100,8 +100,8 @@ func invalid(format string, args ...any) error {
 // ---- label ---------------------------------------------------------------
 
 // Label changes the labels of a workload (its WorkloadEndpoint: the veth
-// and addresses stay) or of a namespace (its profile kns.<ns>, created
-// allowing all when missing), with kubectl's semantics: setting a key that
+// and addresses stay), of a namespace (its profile kns.<ns>, created
+// allowing all when missing) or of a node (nodeSelector, peerSelector), with kubectl's semantics: setting a key that
 // has another value needs Overwrite; removing a missing key is a note, not
 // an error. The write is compare-and-swap on the object's revision,
 // retried when another writer got there first.
@@ -172,8 +172,17 @@ func (s *Service) labelOnce(ctx context.Context, req localapi.LabelRequest) (loc
 			p.Spec.Egress = []api.Rule{{Action: api.ActionAllow}}
 			r = p
 		}
+	case "node":
+		obj, ok = s.st.Get(store.Key{Kind: api.KindNode, Name: req.Name})
+		if !ok {
+			return localapi.LabelResponse{}, localapi.Errorf(localapi.CodeNotFound, "node %s not found", req.Name)
+		}
+		var err error
+		if r, err = api.FromStore(obj.Kind, obj.Value, obj.UID, obj.Revision, obj.Created); err != nil {
+			return localapi.LabelResponse{}, err
+		}
 	default:
-		return localapi.LabelResponse{}, invalid("label kind %q: want workload or namespace", req.Kind)
+		return localapi.LabelResponse{}, invalid("label kind %q: want workload, namespace or node", req.Kind)
 	}
 	m := r.GetMeta()
 	labels := maps.Clone(m.Labels)

@@ -57,6 +57,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/resources", s.handleWrite)
 	mux.HandleFunc("GET /v1/resources/{kind}", s.handleList)
 	mux.HandleFunc("POST /v1/resources/delete", s.handleDelete)
+	mux.HandleFunc("POST /v1/resources/patch", s.handlePatch)
 	mux.HandleFunc("GET /v1/watch", s.handleWatch)
 }
 

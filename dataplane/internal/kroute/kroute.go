@@ -26,12 +26,17 @@ type Route struct {
 	// Scope is RT_SCOPE_LINK for directly connected IPv4 routes and
 	// universe otherwise (the kernel reports universe for every IPv6 route).
 	Scope netlink.Scope
+	// Protocol is weft's: [dataplane.RouteProtocol] or, for learned
+	// routes, [dataplane.RouteProtocolBGP].
+	Protocol int
+	// Priority is the metric as the kernel keeps it (IPv6 never 0).
+	Priority int
 }
 
 // FromDesired is the kernel form of r once its device resolved to
 // linkIndex.
 func FromDesired(r dataplane.Route, linkIndex int) Route {
-	k := Route{Table: r.TableID(), Dst: r.Dst}
+	k := Route{Table: r.TableID(), Dst: r.Dst, Protocol: r.Protocol(), Priority: r.Metric()}
 	if r.Type == dataplane.RouteBlackhole {
 		k.Type = unix.RTN_BLACKHOLE
 		return k
@@ -68,7 +73,7 @@ func FromNetlink(nr netlink.Route) (Route, bool) {
 	if !ok {
 		return Route{}, false
 	}
-	k := Route{Table: nr.Table, Dst: dst, Type: nr.Type}
+	k := Route{Table: nr.Table, Dst: dst, Type: nr.Type, Protocol: int(nr.Protocol), Priority: metric(nr, dst)}
 	if k.Table == 0 {
 		k.Table = unix.RT_TABLE_MAIN
 	}
@@ -99,12 +104,19 @@ func (k Route) Netlink() *netlink.Route {
 	if table == 0 {
 		table = unix.RT_TABLE_MAIN
 	}
+	proto := k.Protocol
+	if proto == 0 {
+		proto = dataplane.RouteProtocol
+	}
 	nr := &netlink.Route{
 		Dst:      IPNet(k.Dst),
 		Table:    table,
-		Protocol: netlink.RouteProtocol(dataplane.RouteProtocol),
+		Protocol: netlink.RouteProtocol(proto),
 		Type:     k.Type,
 		Family:   Family(k.Dst.Addr()),
+	}
+	if k.Priority != Metric(k.Dst) {
+		nr.Priority = k.Priority
 	}
 	if k.Type != unix.RTN_UNICAST {
 		return nr

@@ -32,10 +32,29 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// Learned routes carry their own protocol and metric, and keep them
+// through the kernel's form.
+func TestLearnedRouteRoundTrip(t *testing.T) {
+	for _, r := range []dataplane.Route{
+		{Dst: netip.MustParsePrefix("10.2.0.0/26"), Class: dataplane.RouteClassBGP, Via: netip.MustParseAddr("192.168.1.1"), Recursive: true},
+		{Dst: netip.MustParsePrefix("fd00:2::/64"), Class: dataplane.RouteClassBGP, Via: netip.MustParseAddr("fd00::1"), Recursive: true},
+	} {
+		k := FromDesired(r, 3)
+		nr := k.Netlink()
+		if int(nr.Protocol) != dataplane.RouteProtocolBGP || nr.Priority != r.Metric() || !IsWeft(*nr) {
+			t.Errorf("%s: %+v", r, nr)
+		}
+		back, ok := FromNetlink(*nr)
+		if !ok || back != k {
+			t.Errorf("%s: round trip %+v → %+v", r, k, back)
+		}
+	}
+}
+
 func TestFromNetlinkNormalisesKernelForms(t *testing.T) {
 	// The kernel reports IPv6 blackholes on lo and IPv6 routes with
 	// universe scope; a 16-byte IPv4 gateway is still IPv4.
-	bh, ok := FromNetlink(netlink.Route{Dst: IPNet(netip.MustParsePrefix("fd00::/64")), Type: unix.RTN_BLACKHOLE, LinkIndex: 1})
+	bh, ok := FromNetlink(netlink.Route{Dst: IPNet(netip.MustParsePrefix("fd00::/64")), Type: unix.RTN_BLACKHOLE, LinkIndex: 1, Protocol: dataplane.RouteProtocol})
 	if !ok || bh != FromDesired(dataplane.Route{Dst: netip.MustParsePrefix("fd00::/64"), Type: dataplane.RouteBlackhole}, 0) {
 		t.Errorf("v6 blackhole %+v", bh)
 	}

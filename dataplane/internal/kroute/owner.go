@@ -42,7 +42,7 @@ func Add(w Writer, k Route, linkName func(int) string) (wrote bool, err error) {
 	if lerr != nil {
 		return false, fmt.Errorf("%w; list the routes to %s: %w", err, k.Dst, lerr)
 	}
-	holding := HoldingIn(all, nr.Table, k.Dst)
+	holding := HoldingAt(all, nr.Table, k.Dst, k.Priority)
 	if cerr := Conflict(k.Dst, holding, linkName); cerr != nil {
 		return false, cerr
 	}
@@ -80,10 +80,16 @@ func Holding(nrs []netlink.Route, dst netip.Prefix) []netlink.Route {
 
 // HoldingIn is [Holding] for any table.
 func HoldingIn(nrs []netlink.Route, table int, dst netip.Prefix) []netlink.Route {
+	return HoldingAt(nrs, table, dst, Metric(dst))
+}
+
+// HoldingAt is [HoldingIn] at a given metric (learned routes have their
+// own, [dataplane.RouteMetricBGP4]).
+func HoldingAt(nrs []netlink.Route, table int, dst netip.Prefix, prio int) []netlink.Route {
 	var out []netlink.Route
 	for _, nr := range nrs {
 		d, ok := Dst(nr)
-		if !ok || d != dst || nr.Table != table || nr.Tos != 0 || metric(nr, d) != Metric(dst) {
+		if !ok || d != dst || nr.Table != table || nr.Tos != 0 || metric(nr, d) != prio {
 			continue
 		}
 		out = append(out, nr)
@@ -113,8 +119,11 @@ func Dst(nr netlink.Route) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// IsWeft reports whether a kernel route carries weft's route protocol.
-func IsWeft(nr netlink.Route) bool { return int(nr.Protocol) == dataplane.RouteProtocol }
+// IsWeft reports whether a kernel route carries one of weft's route
+// protocols.
+func IsWeft(nr netlink.Route) bool {
+	return int(nr.Protocol) == dataplane.RouteProtocol || int(nr.Protocol) == dataplane.RouteProtocolBGP
+}
 
 // ConflictError says that a destination weft wants is held by routes weft
 // does not own. It matches [dataplane.ErrForeignRoute].
