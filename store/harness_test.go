@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -354,29 +355,37 @@ func (c *cluster) followers() []*Node {
 
 // waitVoters waits until the leader's configuration has the named nodes,
 // exactly want of them voters.
+//
+// Every running node must hold that configuration, not only the leader: a
+// promotion the leader has appended but a follower has not is not
+// committed yet, and a test that cuts the leader off then faces a
+// majority whose members disagree on who votes, which raft rightly
+// cannot resolve.
 func (c *cluster) waitVoters(want int, names ...string) {
 	c.t.Helper()
 	waitFor(c.t, 30*time.Second, fmt.Sprintf("%d voters among %v", want, names), func() error {
 		lead := c.leader()
-		servers, err := lead.raftServers()
-		if err != nil {
-			return err
-		}
-		have := map[string]bool{}
-		voters := 0
-		for _, s := range servers {
-			have[string(s.ID)] = true
-			if s.Suffrage.String() == "Voter" {
-				voters++
+		for _, n := range c.running() {
+			servers, err := n.raftServers()
+			if err != nil {
+				return err
 			}
-		}
-		for _, n := range names {
-			if !have[n] {
-				return fmt.Errorf("%s not a member yet (%v)", n, servers)
+			have := map[string]bool{}
+			voters := 0
+			for _, s := range servers {
+				have[string(s.ID)] = true
+				if s.Suffrage.String() == "Voter" {
+					voters++
+				}
 			}
-		}
-		if voters != want {
-			return fmt.Errorf("%d voters, want %d (%v)", voters, want, servers)
+			for _, name := range names {
+				if !have[name] {
+					return fmt.Errorf("%s: %s not a member yet (%v)", n.name, name, servers)
+				}
+			}
+			if voters != want && (n == lead || slices.Contains(names, n.name)) {
+				return fmt.Errorf("%s sees %d voters, want %d (%v)", n.name, voters, want, servers)
+			}
 		}
 		return nil
 	})
@@ -401,13 +410,24 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// A put whose outcome is unknown because leadership moved while it
+// committed (the tests' timers are 100-200 ms, and a busy 2-core machine
+// misses them) is sent again: a put is idempotent, and the tests using
+// mustPut check states, not that a write took exactly one attempt.
 func mustPut(t *testing.T, n *Node, k Key, v string) TxnResult {
 	t.Helper()
-	r, err := n.Txn(ctxTimeout(t, 10*time.Second), []Op{{Type: OpPut, Key: k, Value: []byte(v)}})
-	if err != nil {
+	ctx := ctxTimeout(t, 10*time.Second)
+	for {
+		r, err := n.Txn(ctx, []Op{{Type: OpPut, Key: k, Value: []byte(v)}})
+		if err == nil {
+			return r
+		}
+		if errors.Is(err, ErrIndeterminate) && ctx.Err() == nil {
+			t.Logf("put %v on %s: %v; sending it again", k, n.name, err)
+			continue
+		}
 		t.Fatalf("put %v on %s: %v", k, n.name, err)
 	}
-	return r
 }
 
 // dumpNode lists every object of a node's replica, reserved kinds included.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 // A register per key: reads (ConsistentRevision, then a local Get), blind
@@ -275,12 +276,14 @@ func (c *cluster) leaderOrNil() *Node {
 // compare-and-swaps stay linearizable while nodes are killed (orderly),
 // restarted, isolated and cut from each other.
 func TestLinearizableUnderFaults(t *testing.T) {
+	testtier.Long(t)
 	testLinearizable(t, nemesis)
 }
 
 // TestLinearizableUnderCrashes is the same check while nodes, alone or all
 // at once, stop abruptly with their log cut mid-append (crashNemesis).
 func TestLinearizableUnderCrashes(t *testing.T) {
+	testtier.Long(t)
 	testLinearizable(t, crashNemesis)
 }
 

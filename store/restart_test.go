@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 // TestRestartAloneServesItsState stops a whole three-node cluster in
@@ -138,6 +139,7 @@ func waitSnapshot(t *testing.T, n *Node) {
 // node starts alone, with the same checks. Healed, every acknowledged write
 // is there.
 func TestCrashedNodeNeverGoesBack(t *testing.T) {
+	testtier.Long(t)
 	c := newCluster(t, 3)
 	c.tuning.SnapshotThreshold = 200 // some restarts go through a snapshot
 	c.tuning.TrailingLogs = 50

@@ -30,6 +30,16 @@ import (
 // a skip.
 const EnvStrict = "WEFT_TEST_STRICT"
 
+// Long marks t as a long unit test: it needs nothing but takes seconds of
+// wall time (a fault-injection run checked for linearizability). Skipped
+// under -short so that `make test-unit` stays fast; `make test` runs it.
+func Long(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("long fault-injection run: skipped under -short, `make test` runs it")
+	}
+}
+
 // Kernel marks t as a kernel test: skipped under -short; otherwise it needs
 // root and the given tools on PATH.
 func Kernel(t testing.TB, tools ...string) {
