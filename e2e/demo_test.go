@@ -239,7 +239,7 @@ func checkWalkthrough(t *testing.T, out string) {
 		{"h1's VXLAN routes", `(?m)^  10\.250\.\d+\.\d+/26 via 10\.250\.\d+\.\d+ dev weft\.vxlan onlink$`},
 		{"a blackhole per host", `(?s)(blackhole 10\.250\.\d+\.\d+/26.*){3}`},
 		{"six workloads", `(?s)(h\d-w\d\s+h\d\s+10\.250\.\d+\.\d+\s+/run/netns/weft-demo-h\d-w\d\s+weft[0-9a-f]{11}.*){6}`},
-		{"the BGP sessions in calicoctl's layout", `(?s)IPv4 BGP status\n.*PEER ADDRESS.*node-to-node mesh.*global\s+\| up`},
+		{"the BGP sessions in calicoctl's layout", `(?s)IPv4 BGP status\n.*PEER ADDRESS.*(node-to-node mesh.*global\s+\| up|global\s+\| up.*node-to-node mesh)`},
 		{"BIRD's table with the hosts' blocks", `(?s)show route\):\n.*(10\.250\.8\d\.\d+/26\s+unicast \[h\d.*){3}`},
 		{"the router's network in every host's kernel", `(?s)(h\d: 198\.51\.100\.0/24 via 10\.250\.77\.1 dev eth0 metric 32.*){3}`},
 		{"the TCP matrix before the policy", `(?s)TCP to port 8080 between every pair.*\n30/30 pairs reachable`},
