@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,9 +41,24 @@ func Create(name string) (err error) {
 			_ = Delete(name)
 		}
 	}()
-	// The thread's namespace is replaced for good: no leave, so the thread
-	// is discarded afterwards.
-	err = onThread(func() (func() error, error) { return nil, nil }, func() error {
+	// The thread unshares into the new namespace and then goes back to
+	// the one it had. Discarding it instead is not enough: the runtime
+	// does not end a locked main thread when its goroutine exits, it
+	// wedges it, and that thread would keep the namespace alive for the
+	// life of the process.
+	err = onThread(func() (func() error, error) {
+		orig, err := vnetns.Get()
+		if err != nil {
+			return nil, fmt.Errorf("get thread network namespace: %w", err)
+		}
+		return func() error {
+			defer orig.Close()
+			if err := vnetns.Set(orig); err != nil {
+				return fmt.Errorf("return from the new network namespace (the thread is discarded): %w", err)
+			}
+			return nil
+		}, nil
+	}, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
