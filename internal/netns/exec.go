@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -208,13 +207,13 @@ type launch struct {
 // NewLauncher starts the launcher's thread.
 func NewLauncher() *Launcher {
 	l := &Launcher{reqs: make(chan launch)}
-	go l.serve()
+	goLockedOffMain(l.serve)
 	return l
 }
 
 func (l *Launcher) serve() {
-	// Never unlocked: the thread ends with this goroutine, at Close.
-	runtime.LockOSThread()
+	// Locked by goLockedOffMain and never unlocked: the thread ends with
+	// this goroutine, at Close.
 	home, err := l.home()
 	var broken error
 	if err != nil {

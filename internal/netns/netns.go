@@ -183,8 +183,7 @@ func onThread(enter func() (leave func() error, err error), fn func() error) err
 		panicked any
 	}
 	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
+	goLockedOffMain(func() {
 		leave, err := enter()
 		if err != nil {
 			runtime.UnlockOSThread()
@@ -212,7 +211,7 @@ func onThread(enter func() (leave func() error, err error), fn func() error) err
 		}
 		runtime.UnlockOSThread()
 		done <- res
-	}()
+	})
 	res := <-done
 	if res.panicked != nil {
 		panic(res.panicked)
@@ -240,4 +239,32 @@ func Exists(path string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// goLockedOffMain runs f on a new goroutine locked to an OS thread that is
+// not the process's main thread. f returns the thread with
+// runtime.UnlockOSThread, or ends with it locked to discard it.
+//
+// The main thread must never run namespace work: the runtime does not end
+// it when a goroutine leaves it locked, it parks it for good, still in the
+// namespaces it was given, and /proc/self shows the main thread's
+// namespaces (the process's mounts would show a private tmpfs, its
+// /proc/self/ns/net a test's namespace). When the new goroutine lands on
+// the main thread, it keeps that thread locked, so that the runtime cannot
+// hand it to another goroutine, until f has run on another.
+func goLockedOffMain(f func()) {
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			f()
+			return
+		}
+		done := make(chan struct{})
+		goLockedOffMain(func() {
+			defer close(done)
+			f()
+		})
+		<-done
+		runtime.UnlockOSThread()
+	}()
 }
