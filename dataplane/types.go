@@ -35,6 +35,10 @@ type Desired struct {
 	VXLANPeers []VXLANPeer
 	// NAT is the outgoing NAT configuration.
 	NAT NATConfig
+	// WireGuard is the node's WireGuard device and its peers; nil means
+	// none (an existing one is removed). Its routes are in Routes
+	// ([RouteClassWireGuard], [TableWireGuard]) and its rules in Rules.
+	WireGuard *WireGuardDevice
 }
 
 // Workload is one local workload: a network namespace attached with a veth
@@ -127,6 +131,10 @@ const (
 	// RouteBlackhole silently drops (used for this node's own blocks, so
 	// traffic to unused addresses in them is not sent back out).
 	RouteBlackhole
+	// RouteThrow ends the lookup in its table: the next rule's table
+	// decides (an address the WireGuard table must not take because it
+	// lies inside a peer's block but belongs elsewhere).
+	RouteThrow
 )
 
 func (t RouteType) String() string {
@@ -135,6 +143,8 @@ func (t RouteType) String() string {
 		return "unicast"
 	case RouteBlackhole:
 		return "blackhole"
+	case RouteThrow:
+		return "throw"
 	}
 	return fmt.Sprintf("RouteType(%d)", uint8(t))
 }
@@ -258,9 +268,9 @@ func (r Route) Validate() error {
 		errs = append(errs, fmt.Errorf("unknown class %d", r.Class))
 	}
 	switch r.Type {
-	case RouteBlackhole:
+	case RouteBlackhole, RouteThrow:
 		if r.Dev != "" || r.Via.IsValid() || r.OnLink || r.Src.IsValid() {
-			errs = append(errs, errors.New("a blackhole route has no device, gateway or source"))
+			errs = append(errs, fmt.Errorf("a %s route has no device, gateway or source", r.Type))
 		}
 	case RouteUnicast:
 		switch {
@@ -292,8 +302,8 @@ func (r Route) String() string {
 	if r.TableID() != TableMain {
 		table = fmt.Sprintf(" table %d", r.Table)
 	}
-	if r.Type == RouteBlackhole {
-		return "blackhole " + r.Dst.String() + table
+	if r.Type == RouteBlackhole || r.Type == RouteThrow {
+		return r.Type.String() + " " + r.Dst.String() + table
 	}
 	s := r.Dst.String()
 	if r.Via.IsValid() {
@@ -536,6 +546,11 @@ func (d *Desired) Validate() error {
 	if err := d.NAT.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if d.WireGuard != nil {
+		if err := d.WireGuard.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -560,7 +575,7 @@ func (d *Desired) Equal(o *Desired) bool {
 		sameSet(d.Rules, o.Rules, func(r Rule) Rule { return r }, func(a, b Rule) bool { return a == b }) &&
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
-		d.NAT.Equal(o.NAT)
+		d.NAT.Equal(o.NAT) && d.WireGuard.Equal(o.WireGuard)
 }
 
 // sameSet compares two slices as sets of items identified by key. Slices

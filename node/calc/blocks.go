@@ -14,7 +14,8 @@ import (
 // borrowed from a block, over VXLAN (the pool's vxlanMode, once the VXLAN
 // device exists: it reads the vxlan resolver's section) or natively to a
 // node on this node's subnet. Without one of those a remote block has no
-// route here (BGP, when it runs, provides them).
+// route here (BGP, when it runs, provides them). Nodes the wireguard
+// resolver routes are left to it.
 type blockRoutes struct{ env Env }
 
 func newBlockRoutes(env Env) Resolver { return &blockRoutes{env: env} }
@@ -44,7 +45,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			if b.CIDR.Bits() < b.CIDR.Addr().BitLen() {
 				routes[b.CIDR] = dataplane.Route{Dst: b.CIDR, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}
 			}
-		case b.Owner != "" && pool != nil:
+		case b.Owner != "" && pool != nil && !out.wireguardOwns[b.Owner]:
 			if peer, ok := topo.Nodes[b.Owner]; ok {
 				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp); ok {
 					routes[b.CIDR] = rt
@@ -52,7 +53,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			}
 		}
 		for addr, holder := range b.Borrowed() {
-			if holder == me || local[addr] || pool == nil {
+			if holder == me || local[addr] || pool == nil || out.wireguardOwns[holder] {
 				continue // our own workloads have host routes
 			}
 			peer, ok := topo.Nodes[holder]

@@ -69,6 +69,8 @@ type Config struct {
 	// MTU is network.mtu: when positive, the workload MTU whatever the
 	// encapsulation.
 	MTU int
+	// WireGuard is the [wireguard] section.
+	WireGuard WireGuardConfig
 }
 
 // Update is one change of a decoded object, handed to the resolvers that
@@ -99,6 +101,12 @@ type Output struct {
 	Tunnels TunnelNeeds
 	// Problems lists objects skipped and items dropped, for the logs.
 	Problems []string
+
+	// wireguardOwns are the other nodes whose addresses the wireguard
+	// resolver routes (through the device, or blackholed under
+	// wireguard.require): the VXLAN and block-route resolvers after it
+	// leave them alone, so those nodes have one path only.
+	wireguardOwns map[string]bool
 }
 
 // problem records a dropped item.
@@ -116,6 +124,7 @@ type Env struct {
 func defaultResolvers(env Env) []Resolver {
 	return []Resolver{
 		newWorkloads(env),
+		newWireGuard(env),
 		newVXLAN(env),
 		newBlockRoutes(env),
 		newNAT(env),

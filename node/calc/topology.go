@@ -40,6 +40,8 @@ type NodeView struct {
 	// RawTunnelMAC is the Node's vxlanTunnelMACAddr as written.
 	RawTunnelMAC string
 	Labels       map[string]string
+	// WireGuard is what the Node publishes about its WireGuard device.
+	WireGuard NodeWireGuard
 }
 
 // PoolView is a decoded IPPool.
@@ -154,6 +156,7 @@ func decodeNode(name string, n *api.Node) *NodeView {
 		// derives from the name (what the node itself uses then).
 		v.TunnelMAC = dataplane.VXLANMAC(name)
 	}
+	v.WireGuard = decodeWireGuard(n)
 	return v
 }
 

@@ -12,6 +12,11 @@ import (
 // IPAM and record on the Node, or release and clear).
 type TunnelNeeds struct {
 	VXLAN TunnelState
+	// WireGuard and WireGuardV6 are the WireGuard tunnel addresses, and
+	// WireGuardNode what the Node publishes about the device (see
+	// [WireGuardNodeState]).
+	WireGuard, WireGuardV6 TunnelState
+	WireGuardNode          WireGuardNodeState
 }
 
 // TunnelState describes one tunnel address of this node.
@@ -50,7 +55,8 @@ func (r *tunnels) OnUpdate(Update) {}
 
 func (r *tunnels) Contribute(out *Output) {
 	cfg, topo := r.env.Config, r.env.Topology
-	st := TunnelState{Wanted: topo.VXLANWanted() && cfg.Address.IsValid()}
+	wg := cfg.WireGuard
+	st := TunnelState{Wanted: topo.VXLANWanted() && cfg.Address.IsValid() && !(wg.Enabled && wg.Require)}
 	if self := topo.Self(); self != nil && self.TunnelIP.IsValid() {
 		st.Addr = self.TunnelIP
 		st.MACCurrent = self.RawTunnelMAC != ""
@@ -66,4 +72,5 @@ func (r *tunnels) Contribute(out *Output) {
 		}
 	}
 	out.Tunnels.VXLAN = st
+	r.wireguard(&out.Tunnels)
 }

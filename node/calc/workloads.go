@@ -11,9 +11,9 @@ import (
 
 // workloads is the resolver of this node's workloads: the plumbing of each
 // local WorkloadEndpoint (its veth, addresses and MTU) and its host routes.
-// The MTU follows the pools' encapsulation (calico.md §5.5): the underlay
-// MTU, less the VXLAN overhead when some pool uses VXLAN; network.mtu
-// overrides.
+// The MTU follows the encapsulations (calico.md §5.5): the underlay MTU,
+// less the VXLAN overhead when some pool uses VXLAN and WireGuard's when
+// it is enabled; network.mtu overrides.
 type workloads struct{ env Env }
 
 func newWorkloads(env Env) Resolver { return &workloads{env: env} }
@@ -35,7 +35,14 @@ func (r *workloads) MTU() int {
 	if cfg.UnderlayMTU <= 0 {
 		return 0
 	}
-	return dataplane.WorkloadMTU(cfg.UnderlayMTU, dataplane.Encaps{VXLANv4: r.env.Topology.VXLANWanted()}, 0)
+	enc := dataplane.Encaps{VXLANv4: r.env.Topology.VXLANWanted()}
+	if cfg.WireGuard.Enabled {
+		// Whatever the pools' VXLAN mode: traffic to WireGuard nodes
+		// carries WireGuard's overhead.
+		v6 := cfg.WireGuardOverhead() == dataplane.OverheadWireGuardV6
+		enc.WireGuardV4, enc.WireGuardV6 = !v6, v6
+	}
+	return dataplane.WorkloadMTU(cfg.UnderlayMTU, enc, 0)
 }
 
 func (r *workloads) Contribute(out *Output) {
