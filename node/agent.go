@@ -36,6 +36,7 @@ import (
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/node/resources"
 	"github.com/weftnet/weft/node/tunnels"
+	nodewg "github.com/weftnet/weft/node/wireguard"
 	"github.com/weftnet/weft/node/workloads"
 	"github.com/weftnet/weft/store"
 )
@@ -68,6 +69,8 @@ type Agent struct {
 	ipam    *ipamsvc.Service
 	tunnel  *tunnels.Controller
 	wl      *workloads.Service
+	wgKeys  *nodewg.Keys // nil with WireGuard off
+	wg      *nodewg.Controller
 
 	// bg counts the background goroutines Run waits for before closing
 	// the datastore and the dataplane.
@@ -122,6 +125,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("starting weft agent", "version", version.Version, "commit", version.Commit,
 		"node", a.cfg.Node.Name, "address", a.addrString(), "data_dir", a.cfg.Node.DataDir)
 	a.warnUnbuilt()
+	if err := a.openWireGuardKeys(); err != nil {
+		return err
+	}
 
 	sock, err := listenSocket(a.cfg.API.Socket)
 	if err != nil {
@@ -177,6 +183,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	a.health.probe("datastore", a.datastoreHealth)
 	a.health.probe("dataplane", func() localapi.ComponentStatus { return dataplaneHealth(a.dp, a.runner) })
+	if a.cfg.WireGuard.Enabled {
+		a.health.probe("wireguard", func() localapi.ComponentStatus { return wireguardHealth(a.dp.WireGuard) })
+	}
 	a.apiReady.Store(true)
 
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -218,10 +227,11 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 		EmptyGrace: a.cfg.IPAM.EmptyBlockGracePeriod.Duration,
 	})
 	a.tunnel = tunnels.New(tunnels.Config{Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, Logger: log}, a.store, a.cluster)
+	a.wg = a.newWireGuardWriter()
 	a.box = dataplane.NewMailbox()
 	var err error
 	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir},
-		a.store, calc.New(calcCfg), a.box, a.tunnel)
+		a.store, calc.New(calcCfg), a.box, tunnelSinks{a.tunnel, a.wg})
 	if err != nil {
 		return err
 	}
@@ -253,6 +263,7 @@ func (a *Agent) subsystems() []subsystem {
 		{"calc", a.runner.Run},
 		{"applied-revision", func(ctx context.Context) { a.runner.RecordApplied(ctx, a.dp.Loop) }},
 		{"tunnels", a.tunnel.Run},
+		{"wireguard", a.wg.Run},
 		{"ipam-housekeeping", a.ipam.Run},
 		{"workload-cleanup", a.wl.Run},
 	}
@@ -393,9 +404,6 @@ func (a *Agent) unbuilt() []unbuiltSubsystem {
 	if c.BGP.Enabled {
 		out = append(out, unbuiltSubsystem{"bgp", "bgp.enabled is set but no BGP speaker runs"})
 	}
-	if c.WireGuard.Enabled {
-		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
-	}
 	out = append(out, unbuiltSubsystem{"policy", fmt.Sprintf("dataplane.backend %q is set but no network policy is enforced", c.Dataplane.Backend)})
 	return out
 }
@@ -448,6 +456,7 @@ func (a *Agent) status() localapi.NodeStatus {
 		st.Problems = a.runner.Problems()
 		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}
 		st.Datastore.Leader, _ = a.store.Leader()
+		st.WireGuard = wireguardStatus(a.dp.WireGuard)
 		switch {
 		case st.Datastore.Leader == a.cfg.Node.Name:
 			st.Datastore.Role = "leader"

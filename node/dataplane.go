@@ -52,6 +52,10 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		return nil, calc.Config{}, fmt.Errorf("detecting the underlay MTU: %w", err)
 	}
 	a.log.Info("underlay MTU", "mtu", under.MTU, "from", under.How, "iface", under.Iface)
+	wgCfg, err := a.wireguardDriverConfig()
+	if err != nil {
+		return nil, calc.Config{}, err
+	}
 	dp, err := linux.New(linux.Config{
 		Logger:                 a.log.With("component", "dataplane"),
 		Registerer:             a.reg,
@@ -64,7 +68,9 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		// IPv6 forwarding only on a node with an IPv6 underlay address:
 		// turning it on makes the kernel ignore router advertisements on
 		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls: sysctls.Forwarding(a.addr6.IsValid()),
+		Sysctls:   sysctls.Forwarding(a.addr6.IsValid()),
+		WireGuard: wgCfg,
+		NodeName:  a.cfg.Node.Name,
 	})
 	if err != nil {
 		return nil, calc.Config{}, err
@@ -79,6 +85,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		VXLANIface:      a.cfg.VXLAN.Interface,
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
+		WireGuard:       a.wireguardCalcConfig(),
 	}
 	return dp, cc, nil
 }

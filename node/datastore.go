@@ -11,6 +11,7 @@ import (
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/cluster"
 	"github.com/weftnet/weft/node/localapi"
+	nodewg "github.com/weftnet/weft/node/wireguard"
 	"github.com/weftnet/weft/node/workloads"
 	"github.com/weftnet/weft/store"
 )
@@ -22,6 +23,7 @@ func (a *Agent) registry() store.Registry {
 	var reg store.Registry
 	cluster.Register(&reg)
 	workloads.Register(&reg)
+	nodewg.Register(&reg)
 	ipam.Register(&reg, a.log.With("component", "ipam"))
 	return reg
 }

@@ -64,6 +64,9 @@ func newNodeCommand(g *globals) *cobra.Command {
 					fmt.Fprintf(w, "  %s\n", p)
 				}
 			}
+			if st.WireGuard != nil {
+				return printWireGuard(w, st.WireGuard, g.output == "wide")
+			}
 			return nil
 		},
 	})

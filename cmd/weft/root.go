@@ -53,6 +53,7 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newSnapshotCommand(g),
 		newIPAMCommand(g),
 		newWorkloadCommand(g),
+		newWireGuardCommand(g),
 		newDemoCommand(),
 	)
 	return root

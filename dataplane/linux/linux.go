@@ -3,8 +3,8 @@
 // everything they own.
 //
 // Order of the update phase: sysctls (forwarding) → nat → links (workload
-// veths) → vxlan (device, then neighbours and FDB) → routes (every table)
-// → rules. The removal phase runs in reverse: rules go before the routes
+// veths) → vxlan (device, then neighbours and FDB) → wireguard (device,
+// key, peers) → routes (every table) → rules. The removal phase runs in reverse: rules go before the routes
 // they lead to, routes before the neighbours and interfaces they use, and
 // neighbours before their device. A new workload's traffic can flow only
 // once the whole pass that plumbs it has run: its host route comes after
@@ -47,6 +47,7 @@ import (
 	"github.com/weftnet/weft/dataplane/rules"
 	"github.com/weftnet/weft/dataplane/sysctls"
 	"github.com/weftnet/weft/dataplane/vxlan"
+	"github.com/weftnet/weft/dataplane/wireguard"
 )
 
 // Config configures the whole dataplane. Zero values take defaults.
@@ -72,6 +73,12 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// Sysctls kept at fixed values; nil means sysctls.Forwarding(false).
 	Sysctls map[string]string
+	// WireGuard configures the WireGuard driver; its Name defaults to
+	// weft.wg (the driver exists even with WireGuard off, to remove a
+	// device left from when it was on). NetNS and Logger come from here.
+	WireGuard wireguard.Config
+	// NodeName labels the WireGuard metrics.
+	NodeName string
 }
 
 // Dataplane is the assembled dataplane.
@@ -81,6 +88,8 @@ type Dataplane struct {
 	Plumber *links.Plumber
 	// Loop applies desired states; see dataplane.Loop.
 	Loop *dataplane.Loop
+	// WireGuard is the WireGuard driver (status, the applied key).
+	WireGuard *wireguard.Manager
 	// Managers in update order (exposed for tests and diagnostics).
 	Managers []dataplane.Manager
 
@@ -134,6 +143,23 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, vm.Close)
 
+	wcfg := cfg.WireGuard
+	wcfg.Logger, wcfg.NetNS = cfg.Logger, cfg.NetNS
+	if wcfg.Name == "" {
+		wcfg.Name = "weft.wg"
+	}
+	wm, err := wireguard.New(wcfg)
+	if err != nil {
+		return fail(fmt.Errorf("wireguard: %w", err))
+	}
+	d.closers = append(d.closers, wm.Close)
+	d.WireGuard = wm
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(wm.Collector(cfg.NodeName)); err != nil {
+			return fail(fmt.Errorf("wireguard metrics: %w", err))
+		}
+	}
+
 	rm, err := routes.New(routes.Config{Logger: cfg.Logger, NetNS: cfg.NetNS})
 	if err != nil {
 		return fail(fmt.Errorf("routes: %w", err))
@@ -146,7 +172,7 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, rules.Close)
 
-	d.Managers = []dataplane.Manager{sc, nm, lm, vm, rm, rules}
+	d.Managers = []dataplane.Manager{sc, nm, lm, vm, wm, rm, rules}
 	d.Loop, err = dataplane.NewLoop(dataplane.LoopConfig{
 		Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, ResyncPeriod: cfg.ResyncPeriod,
 	}, d.Managers...)

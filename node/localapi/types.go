@@ -32,6 +32,8 @@ type NodeStatus struct {
 	// this node's desired state (a conflicting address, a bad Node), one
 	// line each.
 	Problems []string `json:"problems,omitempty"`
+	// WireGuard is the WireGuard device (nil when there is none).
+	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
 }
 
 // DatastoreStatus is this node's place in the replicated datastore.
