@@ -299,7 +299,7 @@ func demoAgentPIDs(t *testing.T) []string {
 		if err != nil {
 			continue
 		}
-		if bytes.Contains(cmdline, []byte(demo.StateDir+"/")) || bytes.Contains(cmdline, []byte(demo.AgentCommand)) {
+		if bytes.Contains(cmdline, []byte(demo.StateDir+"/")) {
 			pids = append(pids, fmt.Sprintf("%s: %s", e.Name(), bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 		}
 	}

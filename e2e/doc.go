@@ -2,9 +2,11 @@
 // hosts built by internal/testbed (network namespaces on a bridge), checked
 // from the outside through their sockets, /readyz and the network.
 //
-// They need root, iproute2, util-linux (nsenter) and iputils-ping, and skip
-// without root. The weft binary comes from $WEFT_BIN or is built once per
-// run from ./cmd/weft. Run them with
+// They are the end-to-end tier (internal/testtier): under -short (make
+// test-unit) the package runs nothing; otherwise they need root and
+// iproute2, and skip without them (fail under make test). The weft binary
+// comes from $WEFT_BIN or is built once per run from ./cmd/weft. Run them
+// with
 //
 //	go test ./e2e/ -count=1
 //

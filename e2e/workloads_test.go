@@ -650,7 +650,7 @@ func TestWorkloadsBadInput(t *testing.T) {
 		{"missing netns path", []string{"free", "--netns", "/run/netns/wtb-no-such-namespace"}, "no such file"},
 		{"a regular file", []string{"free", "--netns", notNS}, "not a network namespace"},
 		{"a directory", []string{"free", "--netns", t.TempDir()}, "directory"},
-		{"a namespace file of another kind", []string{"free", "--netns", fmt.Sprintf("/proc/%d/ns/uts", h.HolderPID())}, "not a network namespace"},
+		{"a namespace file of another kind", []string{"free", "--netns", fmt.Sprintf("/proc/%d/ns/uts", h.PID())}, "not a network namespace"},
 		{"a taken name", []string{"taken", "--netns", free.Path()}, "already exists"},
 		{"an interface taken in the namespace", []string{"busy", "--netns", busy.Path()}, "eth0"},
 		{"--iface taken in the namespace", []string{"free", "--netns", free.Path(), "--iface", "lo"}, "lo"},

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"runtime"
-
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -18,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/testtier"
 	"github.com/weftnet/weft/node/localapi"
 )
 
@@ -38,12 +36,9 @@ type testAgent struct {
 
 func newTestAgent(t *testing.T, extraEnv ...string) *testAgent {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the agent programs its network namespace: needs root for a private one (unshare -n)")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare (util-linux) not installed")
-	}
+	// The agent programs its network namespace: it runs in a private one
+	// (unshare -n), which needs root.
+	testtier.Kernel(t, "unshare", "ip")
 	dir := t.TempDir()
 	a := &testAgent{
 		t: t, dir: dir,
@@ -103,8 +98,13 @@ func (a *testAgent) start(extraEnv ...string) {
 // connection is dialed on a thread in that namespace (a socket belongs to
 // the namespace it was created in), then used from here.
 func (a *testAgent) get(path string) (int, string, error) {
+	ns, err := netns.Open(fmt.Sprintf("/proc/%d/ns/net", a.cmd.Process.Pid))
+	if err != nil {
+		return 0, "", err
+	}
+	defer ns.Close()
 	var conn net.Conn
-	err := inNetns(fmt.Sprintf("/proc/%d/ns/net", a.cmd.Process.Pid), func() (err error) {
+	err = ns.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp", a.metrics, 5*time.Second)
 		return err
 	})
@@ -125,29 +125,6 @@ func (a *testAgent) get(path string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-// inNetns runs f on a thread switched into the network namespace at path;
-// sockets f opens stay in that namespace.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is not unlocked: it ends with the goroutine rather
-		// than going back to the pool in the wrong namespace.
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
 }
 
 // waitReady polls /readyz until it answers 200.
@@ -287,9 +264,11 @@ func TestAgentSystemdNotify(t *testing.T) {
 }
 
 func TestSystemdUnitVerifies(t *testing.T) {
+	// Debian's systemd package (make deps) has it.
+	testtier.Tools(t, "systemd-analyze")
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze not installed (make deps installs Debian's systemd package)")
+		t.Fatal(err)
 	}
 	unit, err := os.ReadFile("../../contrib/systemd/weft.service")
 	if err != nil {

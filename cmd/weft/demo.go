@@ -67,14 +67,5 @@ the end (also on Ctrl-C or failure); with --keep it stays running, with instruct
 			return nil
 		},
 	})
-	// The demo starts each agent through this: see demo.ExecAgent.
-	cmd.AddCommand(&cobra.Command{
-		Use:    demo.AgentCommand + " HOST",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			return demo.ExecAgent(args[0])
-		},
-	})
 	return cmd
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 // The workloads' IPv6 gateway is on the host side whatever way the host

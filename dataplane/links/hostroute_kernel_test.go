@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 // A workload address the host already routes by another protocol is

@@ -14,8 +14,8 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/watch"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // ManagerConfig configures a [Manager].
@@ -193,7 +193,7 @@ func (m *Manager) resync(_ context.Context) error {
 	}
 	m.strays = strays
 	for iface, w := range m.gone {
-		if nsx.Exists(w.NetNS) == nil {
+		if netns.Exists(w.NetNS) == nil {
 			delete(m.gone, iface) // it is back: plumb it again
 		}
 	}

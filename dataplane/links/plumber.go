@@ -51,8 +51,8 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/sysctl"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // The errors the plumber reports, defined in package dataplane so that
@@ -84,7 +84,7 @@ type Config struct {
 type Plumber struct {
 	cfg    Config
 	log    *slog.Logger
-	host   *nsx.Target
+	host   *netns.Target
 	nl     *netlink.Handle
 	writes atomic.Uint64
 	// mu serialises the kernel reads and writes of one netlink handle.
@@ -110,7 +110,7 @@ func NewPlumber(cfg Config) (*Plumber, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	host, err := nsx.Open(cfg.HostNS)
+	host, err := netns.Open(cfg.HostNS)
 	if err != nil {
 		return nil, err
 	}
@@ -229,10 +229,10 @@ func (p *Plumber) validate(w dataplane.Workload) error {
 }
 
 // workloadNS opens the workload's namespace, refusing the host's own.
-func (p *Plumber) workloadNS(w dataplane.Workload) (*nsx.Target, *netlink.Handle, error) {
-	wl, err := nsx.Open(w.NetNS)
+func (p *Plumber) workloadNS(w dataplane.Workload) (*netns.Target, *netlink.Handle, error) {
+	wl, err := netns.Open(w.NetNS)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, nsx.ErrNotNetNS) {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, netns.ErrNotNetNS) {
 			return nil, nil, fmt.Errorf("%w: %w", ErrBadNetNS, err)
 		}
 		return nil, nil, err
@@ -254,7 +254,7 @@ func (p *Plumber) workloadNS(w dataplane.Workload) (*nsx.Target, *netlink.Handle
 	return wl, h, nil
 }
 
-func sameNS(a, b *nsx.Target) (bool, error) {
+func sameNS(a, b *netns.Target) (bool, error) {
 	ida, err := nsID(a)
 	if err != nil {
 		return false, err
@@ -266,7 +266,7 @@ func sameNS(a, b *nsx.Target) (bool, error) {
 	return ida == idb, nil
 }
 
-func nsID(t *nsx.Target) ([2]uint64, error) {
+func nsID(t *netns.Target) ([2]uint64, error) {
 	var st unix.Stat_t
 	var err error
 	if t.IsCurrent() {
@@ -282,7 +282,7 @@ func nsID(t *nsx.Target) ([2]uint64, error) {
 
 // findPair looks up the host side and its peer. It returns nil links for
 // absent ones and ErrIfaceTaken when a name is used by something else.
-func (p *Plumber) findPair(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle) (host, peer netlink.Link, err error) {
+func (p *Plumber) findPair(w dataplane.Workload, wl *netns.Target, wnl *netlink.Handle) (host, peer netlink.Link, err error) {
 	iface := w.IfaceOrDefault()
 	host, err = p.nl.LinkByName(w.HostIface)
 	if nlutil.IsLinkNotFound(err) {
@@ -368,7 +368,7 @@ func (p *Plumber) ensure(_ context.Context, w dataplane.Workload) (res Result, c
 // no temporary name, no window in which the peer sits in the host
 // namespace, and a name clash in the workload namespace fails the whole
 // creation atomically.
-func (p *Plumber) create(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle) (host, peer netlink.Link, err error) {
+func (p *Plumber) create(w dataplane.Workload, wl *netns.Target, wnl *netlink.Handle) (host, peer netlink.Link, err error) {
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
 			Name:         w.HostIface,
@@ -401,7 +401,7 @@ func (p *Plumber) create(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Hand
 
 // configure brings both ends to the desired state, writing only what
 // differs.
-func (p *Plumber) configure(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle, host, peer netlink.Link) error {
+func (p *Plumber) configure(w dataplane.Workload, wl *netns.Target, wnl *netlink.Handle, host, peer netlink.Link) error {
 	has4, has6 := families(w.IPs)
 	if err := p.configureHost(w, host, has6); err != nil {
 		return err
@@ -439,7 +439,7 @@ func (p *Plumber) hostSysctls(iface string, has6 bool) [][2]string {
 	return s
 }
 
-func (p *Plumber) ensureSysctls(t *nsx.Target, kvs [][2]string) error {
+func (p *Plumber) ensureSysctls(t *netns.Target, kvs [][2]string) error {
 	return t.Do(func() error {
 		var errs []error
 		for _, kv := range kvs {
@@ -545,7 +545,7 @@ func (p *Plumber) ensureGatewayAddr6(w dataplane.Workload, host netlink.Link) er
 	return nil
 }
 
-func (p *Plumber) configureWorkload(w dataplane.Workload, wl *nsx.Target, wnl *netlink.Handle, peer netlink.Link, has4, has6 bool) error {
+func (p *Plumber) configureWorkload(w dataplane.Workload, wl *netns.Target, wnl *netlink.Handle, peer netlink.Link, has4, has6 bool) error {
 	iface := w.IfaceOrDefault()
 	attrs := peer.Attrs()
 	if w.MTU != 0 && attrs.MTU != w.MTU {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 // Only interfaces with the exact shape of a workload interface (the prefix

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 // applyOnce runs one pass over the managers the way the loop does.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Fallback is the underlay MTU assumed when no interface qualifies, as
@@ -50,7 +50,7 @@ func Detect(cfg Config, nodeAddrs ...netip.Addr) (Underlay, error) {
 	if cfg.Pattern == nil {
 		cfg.Pattern = PhysicalPattern
 	}
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return Underlay{}, err
 	}

@@ -36,7 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Names of weft's nftables objects.
@@ -69,7 +69,7 @@ type Config struct {
 // Manager is the NAT manager; see the package comment.
 type Manager struct {
 	log    *slog.Logger
-	ns     *nsx.Target
+	ns     *netns.Target
 	conn   *nftables.Conn
 	writes atomic.Uint64
 
@@ -92,7 +92,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}

@@ -41,16 +41,15 @@ import (
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/resync"
 	"github.com/weftnet/weft/dataplane/internal/sweep"
 	"github.com/weftnet/weft/dataplane/internal/watch"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Config configures a [Manager].
@@ -76,7 +75,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	k      Kernel
-	ns     *nsx.Target
+	ns     *netns.Target
 	closer func()
 	writes atomic.Uint64
 
@@ -99,7 +98,7 @@ type Manager struct {
 
 // New opens a netlink handle in the configured namespace.
 func New(cfg Config) (*Manager, error) {
-	ns, h, closer, err := nsx.OpenNetlink(cfg.NetNS)
+	ns, h, closer, err := netns.OpenNetlink(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +299,7 @@ func (m *Manager) readKernel() error {
 // set down or deleted (the kernel then flushes the routes through it
 // silently), triggers a resync and repair at once.
 func (m *Manager) Watch(ctx context.Context, kick func()) error {
-	ns := netns.None()
+	ns := netns.Current().Handle()
 	if m.ns != nil {
 		ns = m.ns.Handle()
 	}

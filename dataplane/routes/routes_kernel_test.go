@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }

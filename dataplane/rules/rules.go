@@ -19,8 +19,8 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/sweep"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Kernel is the part of *netlink.Handle the manager uses; tests substitute
@@ -53,7 +53,7 @@ type Manager struct {
 
 // New opens a netlink handle in the configured namespace.
 func New(cfg Config) (*Manager, error) {
-	_, h, closer, err := nsx.OpenNetlink(cfg.NetNS)
+	_, h, closer, err := netns.OpenNetlink(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/sysctl"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Forwarding is the usual configuration: IPv4 forwarding, and IPv6
@@ -39,7 +39,7 @@ type Config struct {
 // Manager writes the configured values when they differ: on its first
 // Apply and on every resync.
 type Manager struct {
-	ns     *nsx.Target
+	ns     *netns.Target
 	values map[string]string
 	keys   []string
 	done   bool
@@ -53,7 +53,7 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("sysctl %q: only net/... keys are managed", k)
 		}
 	}
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}

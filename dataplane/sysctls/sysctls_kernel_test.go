@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
 func TestForwarding(t *testing.T) {

@@ -35,10 +35,10 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/resync"
 	"github.com/weftnet/weft/dataplane/internal/sysctl"
 	"github.com/weftnet/weft/dataplane/internal/watch"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // Defaults (SPEC §2).
@@ -67,7 +67,7 @@ type Config struct {
 type Manager struct {
 	cfg    Config
 	log    *slog.Logger
-	ns     *nsx.Target
+	ns     *netns.Target
 	nl     *netlink.Handle
 	writes atomic.Uint64
 
@@ -114,7 +114,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ns, err := nsx.Open(cfg.NetNS)
+	ns, err := netns.Open(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}

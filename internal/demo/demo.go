@@ -14,7 +14,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/site"
 	"github.com/weftnet/weft/node/localapi"
 )
 
@@ -90,6 +94,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	err = d.run(ctx)
+	if d.site != nil {
+		// The namespaces and agents stay (for --keep, or for teardown
+		// below); only this process's hold on them goes.
+		if rerr := d.site.Release(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
 	if err != nil && ctx.Err() != nil {
 		err = ErrInterrupted
 	}
@@ -140,6 +151,10 @@ type demo struct {
 	layout Layout
 	out    io.Writer
 	weft   string // how to call the binary in the commands shown
+	// site is the demo's network (nil until built).
+	site *site.Site
+	// workloads are the workloads' namespaces, by workload name.
+	workloads map[string]*site.Namespace
 	// addrs are the workloads' addresses, by workload name.
 	addrs map[string]netip.Addr
 }
@@ -153,8 +168,8 @@ func (d *demo) run(ctx context.Context) error {
 	l := d.layout
 	d.say("weft demo: a 3-node weft cluster in network namespaces on this machine.")
 
-	d.step(fmt.Sprintf("Building the site: underlay %s on bridge %s in namespace %s; hosts %s; workload pool %s",
-		l.Underlay, bridgeName, SiteNetns, d.hostList(), l.Pool))
+	d.step(fmt.Sprintf("Building the site: underlay %s on bridge %s in namespace %s (router %s); hosts %s; workload pool %s",
+		l.Underlay, site.BridgeName(0), SiteNetns, l.RouterAddress(), d.hostList(), l.Pool))
 	if err := os.MkdirAll(StateDir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", StateDir, err)
 	}
@@ -163,10 +178,7 @@ func (d *demo) run(ctx context.Context) error {
 			return fmt.Errorf("create %s: %w", h.Dir(), err)
 		}
 	}
-	if err := ensureWireguardDir(); err != nil {
-		return err
-	}
-	if err := buildSite(l); err != nil {
+	if err := d.buildSite(); err != nil {
 		return err
 	}
 	for _, h := range l.Hosts {
@@ -236,6 +248,30 @@ func (d *demo) hostList() string {
 	return strings.Join(names, ", ")
 }
 
+// buildSite builds the underlay, the hosts and the workloads' namespaces
+// (internal/site): workload namespaces get loopback only, the agents
+// attach them.
+func (d *demo) buildSite() error {
+	s, err := site.Build(d.layout.Spec())
+	if s != nil {
+		d.site = s
+	}
+	if err != nil {
+		return err
+	}
+	d.workloads = map[string]*site.Namespace{}
+	for _, h := range d.layout.Hosts {
+		for _, w := range h.Workloads {
+			ns, err := s.AddWorkload(s.Host(h.Name), w.Short)
+			if err != nil {
+				return err
+			}
+			d.workloads[w.Name] = ns
+		}
+	}
+	return nil
+}
+
 // startAgents writes each host's config, starts the first host's agent
 // and waits for it (it writes the join token), then the others.
 func (d *demo) startAgents(ctx context.Context) error {
@@ -254,7 +290,7 @@ func (d *demo) startAgents(ctx context.Context) error {
 func (d *demo) startAndWait(ctx context.Context, hosts []Host) error {
 	var started []*agent
 	for _, h := range hosts {
-		a, err := startAgent(d.opts.Exe, h)
+		a, err := startAgent(d.opts.Exe, h, d.site.Host(h.Name))
 		if err != nil {
 			return err
 		}
@@ -266,7 +302,7 @@ func (d *demo) startAndWait(ctx context.Context, hosts []Host) error {
 			d.logTail(a.host)
 			return err
 		}
-		d.say("  %-3s agent pid %d ready after %.1fs (log: %s)", a.host.Name, a.cmd.Process.Pid, time.Since(t0).Seconds(), a.host.LogPath())
+		d.say("  %-3s agent pid %d ready after %.1fs (log: %s)", a.host.Name, a.proc.Pid(), time.Since(t0).Seconds(), a.host.LogPath())
 	}
 	return nil
 }
@@ -380,7 +416,7 @@ func firstIPv4(cidrs []string) (netip.Addr, error) {
 func (d *demo) endpoints() []endpoint {
 	var eps []endpoint
 	for _, w := range d.layout.Workloads() {
-		eps = append(eps, endpoint{Name: w.Name, Netns: w.Netns, Addr: d.addrs[w.Name]})
+		eps = append(eps, endpoint{Name: w.Name, NS: d.workloads[w.Name], Addr: d.addrs[w.Name]})
 	}
 	return eps
 }
@@ -395,7 +431,11 @@ func (d *demo) waitRoutes(ctx context.Context) (map[string][]route, error) {
 		routes := map[string][]route{}
 		missing := ""
 		for _, h := range d.layout.Hosts {
-			rs, err := weftRoutes(h.Netns)
+			var rs []route
+			err := d.site.Host(h.Name).Netlink(func(nl *netlink.Handle) (err error) {
+				rs, err = weftRoutes(nl)
+				return err
+			})
 			if err != nil {
 				return nil, err
 			}
@@ -458,7 +498,7 @@ func (d *demo) instructions() {
 	p("    $ ip netns exec %s ping -c 3 %s", w.Netns, d.addrs[far.Name])
 	p("\n  Attach a workload of your own (a name starting %s is removed by `demo down`):", NetnsPrefix)
 	p("    $ ip netns add %s%s", NetnsPrefix, extra)
-	p("    $ %s --socket %s workload add %s --netns %s", d.weft, h2.Socket(), extra, netnsPath(NetnsPrefix+extra))
+	p("    $ %s --socket %s workload add %s --netns %s", d.weft, h2.Socket(), extra, netns.PathOf(NetnsPrefix+extra))
 	p("\n  Configs and logs: %s/<host>/weft.toml and agent.log", StateDir)
 	p("\n  Remove everything:")
 	p("    $ %s demo down", d.weft)

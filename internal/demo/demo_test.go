@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/internal/site"
 	"github.com/weftnet/weft/node/config"
 )
 
@@ -158,13 +158,13 @@ func TestRouteFormat(t *testing.T) {
 func TestFromNetlink(t *testing.T) {
 	nl := netlink.Route{
 		Type: unix.RTN_UNICAST, LinkIndex: 7, Protocol: 87, Flags: int(netlink.FLAG_ONLINK),
-		Dst: ipNet(netip.MustParsePrefix("10.250.80.64/26")), Gw: netip.MustParseAddr("10.250.80.64").AsSlice(),
+		Dst: site.IPNet(netip.MustParsePrefix("10.250.80.64/26")), Gw: netip.MustParseAddr("10.250.80.64").AsSlice(),
 	}
 	got := fromNetlink(nl, map[int]string{7: "weft.vxlan"}).String()
 	if want := "10.250.80.64/26 via 10.250.80.64 dev weft.vxlan proto 87 onlink"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	if got := fromNetlink(netlink.Route{LinkIndex: 9, Dst: ipNet(netip.MustParsePrefix("10.1.0.0/16"))}, nil).Dev; got != "if9" {
+	if got := fromNetlink(netlink.Route{LinkIndex: 9, Dst: site.IPNet(netip.MustParsePrefix("10.1.0.0/16"))}, nil).Dev; got != "if9" {
 		t.Errorf("unknown link named %q", got)
 	}
 }
@@ -191,18 +191,18 @@ func TestForwards(t *testing.T) {
 func TestMatrix(t *testing.T) {
 	eps := []endpoint{{Name: "h1-w1", Addr: netip.MustParseAddr("10.0.0.1")}, {Name: "h2-w1", Addr: netip.MustParseAddr("10.0.0.2")},
 		{Name: "h3-w1", Addr: netip.MustParseAddr("10.0.0.3")}}
-	m := matrix{Endpoints: eps, Results: map[[2]int]pingResult{}}
+	m := matrix{Endpoints: eps, Results: map[[2]int]site.PingResult{}}
 	for i := range eps {
 		for j := range eps {
 			if i != j {
-				m.Results[[2]int{i, j}] = pingResult{OK: true}
+				m.Results[[2]int{i, j}] = site.PingResult{OK: true}
 			}
 		}
 	}
 	if got := m.Summary(); got != "6/6 pairs reachable" {
 		t.Errorf("summary %q", got)
 	}
-	m.Results[[2]int{0, 2}] = pingResult{Err: "no answer"}
+	m.Results[[2]int{0, 2}] = site.PingResult{Err: "no answer"}
 	if got, want := m.Summary(), "5/6 pairs reachable; not reachable: h1-w1 -> h3-w1 (10.0.0.3): no answer"; got != want {
 		t.Errorf("summary %q, want %q", got, want)
 	}
@@ -223,7 +223,6 @@ func TestIsDemoAgent(t *testing.T) {
 		want    bool
 	}{
 		{"/usr/local/bin/weft\x00agent\x00--config\x00/run/weft-demo/h1/weft.toml\x00", "h1", true},
-		{"./bin/weft\x00demo\x00internal-agent\x00h2\x00", "h2", true},
 		{"/usr/local/bin/weft\x00agent\x00--config\x00/run/weft-demo/h1/weft.toml\x00", "h2", false},
 		{"/usr/local/bin/weft\x00agent\x00--config\x00/etc/weft/weft.toml\x00", "h1", false},
 		{"sleep\x00infinity\x00", "h1", false},
@@ -252,19 +251,6 @@ func TestAgentEnv(t *testing.T) {
 	}
 }
 
-func TestAlive(t *testing.T) {
-	if !alive(os.Getpid()) {
-		t.Error("this process is not alive")
-	}
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Skip("no `true`:", err)
-	}
-	if alive(cmd.Process.Pid) {
-		t.Error("an exited and reaped process is alive")
-	}
-}
-
 func TestFirstIPv4(t *testing.T) {
 	a, err := firstIPv4([]string{"fd00::1/128", "10.250.80.1/32"})
 	if err != nil || a.String() != "10.250.80.1" {
@@ -276,13 +262,21 @@ func TestFirstIPv4(t *testing.T) {
 }
 
 func TestWaitReadyFailsFast(t *testing.T) {
-	exited := &agent{host: Host{Name: "h9"}, done: make(chan struct{}), err: errors.New("exit status 1")}
-	close(exited.done)
+	failing := exec.Command("sh", "-c", "exit 1")
+	if err := failing.Start(); err != nil {
+		t.Skip("no sh:", err)
+	}
+	exited := &agent{host: Host{Name: "h9"}, proc: site.Watch(failing)}
 	err := exited.waitReady(context.Background(), time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "agent of h9 exited during start-up (exit status 1)") {
 		t.Errorf("exited agent: %v", err)
 	}
-	silent := &agent{host: Host{Name: "h9"}, done: make(chan struct{})}
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Skip("no sleep:", err)
+	}
+	silent := &agent{host: Host{Name: "h9"}, proc: site.Watch(sleeper)}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); <-silent.proc.Done() })
 	err = silent.waitReady(context.Background(), 300*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "agent of h9 not ready after 300ms") {
 		t.Errorf("agent that never answers: %v", err)

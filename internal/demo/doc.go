@@ -4,14 +4,23 @@
 //
 // # What it builds
 //
-//   - the underlay namespace weft-demo-site holding bridge br0;
+// The site of internal/site (the demo is that site plus narration):
+//
+//   - the underlay namespace weft-demo-site holding bridge br0 with the
+//     site router's address .1 of the underlay range (default
+//     10.250.77.0/24);
 //   - hosts weft-demo-h1..h3: eth0 (a veth to the bridge, "v-<host>" on the
-//     bridge side) with .11-.13 of the underlay range (default
-//     10.250.77.0/24), loopback up, ip_forward on;
+//     bridge side) with .11-.13 of the underlay range, loopback up,
+//     ip_forward on, default route via the router; each with a private
+//     mount namespace whose /run/wireguard is a tmpfs of its own (two agents
+//     must never share WireGuard sockets);
 //   - per host the real agent, this same binary, `weft agent --config
-//     /run/weft-demo/<host>/weft.toml`: h1 bootstraps the cluster and seeds
-//     the demo pool (default 10.250.80.0/20, /26 blocks, VXLAN Always,
-//     NAT outgoing), h2 and h3 join with h1's token file;
+//     /run/weft-demo/<host>/weft.toml`, started inside the host's network
+//     and mount namespaces: h1 bootstraps the cluster and seeds the demo
+//     pool (default 10.250.80.0/20, /26 blocks, VXLAN Always, NAT
+//     outgoing), h2 and h3 join with h1's token file. An agent runs in its
+//     own session, not tied to the demo process, so --keep can leave it
+//     running;
 //   - per host two workload namespaces weft-demo-<host>-w1/-w2, attached
 //     through the host's local API (POST /v1/workloads), as `weft workload
 //     add` does.
@@ -26,18 +35,6 @@
 // gets nothing (Run refuses ranges that overlap the machine's addresses or
 // routes). All state is in StateDir (/run/weft-demo/<host>/: weft.toml,
 // data/, weft.sock, agent.log, agent.pid).
-//
-// # Starting an agent inside a host
-//
-// Go cannot switch a whole process into another namespace before exec, so
-// the binary re-executes itself as `weft demo internal-agent <host>`
-// (ExecAgent): on one locked thread it unshares a mount namespace (a slave
-// of the machine's, so namespaces created under /run/netns later still
-// appear), enters the host's network namespace, mounts a sysfs for it and a
-// private tmpfs on /run/wireguard (two agents must never share WireGuard
-// sockets), and execs `weft agent`. Namespaces are per thread and execve
-// keeps the calling thread's. The agent runs in its own session, not tied
-// to the demo process, so --keep can leave it running.
 //
 // # Teardown
 //

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/site"
 )
 
 // Fixed names and places. Everything the demo creates carries one of them,
@@ -18,12 +21,11 @@ const (
 	// NetnsPrefix starts the name of every network namespace the demo
 	// creates under /run/netns.
 	NetnsPrefix = "weft-demo-"
-	// SiteNetns is the underlay namespace: a bridge the hosts hang off.
-	SiteNetns = NetnsPrefix + "site"
-	// bridgeName is the underlay bridge inside SiteNetns.
-	bridgeName = "br0"
-	// hostUplink is each host's underlay interface inside its namespace.
-	hostUplink = "eth0"
+	// siteRouter names the underlay namespace after the prefix: a bridge the
+	// hosts hang off, and the site's router.
+	siteRouter = "site"
+	// SiteNetns is the underlay namespace.
+	SiteNetns = NetnsPrefix + siteRouter
 	// clusterPort and metricsPort are the agents' ports on their underlay
 	// address; every host has its own namespace, so they never clash.
 	clusterPort = 7700
@@ -62,13 +64,14 @@ type Host struct {
 // Workload is a network namespace attached to its host with `workload add`.
 type Workload struct {
 	Name  string // the workload's name in weft ("h1-w1")
+	Short string // its name on its host ("w1")
 	Host  string
 	Netns string // name under /run/netns
 }
 
 // NetnsPath is the workload namespace's bind mount, what `workload add
 // --netns` takes.
-func (w Workload) NetnsPath() string { return netnsPath(w.Netns) }
+func (w Workload) NetnsPath() string { return netns.PathOf(w.Netns) }
 
 // Paths of one host's files under StateDir. They depend on the host's name
 // only, so the agent trampoline and `demo down` can compute them.
@@ -87,17 +90,7 @@ func (h Host) ConfigPath() string { return configPath(h.Name) }
 func (h Host) DataDir() string    { return dataDir(h.Name) }
 func (h Host) Socket() string     { return socketPath(h.Name) }
 func (h Host) LogPath() string    { return logPath(h.Name) }
-func (h Host) NetnsPath() string  { return netnsPath(h.Netns) }
-
-// isHostName reports whether name is one of the demo's hosts.
-func isHostName(name string) bool {
-	for _, h := range hostNames {
-		if h == name {
-			return true
-		}
-	}
-	return false
-}
+func (h Host) NetnsPath() string  { return netns.PathOf(h.Netns) }
 
 // NewLayout plans the demo on the given ranges: hosts h1..h3 at .11-.13 of
 // underlay, two workloads each, addresses for workloads from pool.
@@ -117,12 +110,12 @@ func NewLayout(underlay, pool netip.Prefix) (Layout, error) {
 		h := Host{
 			Name:       name,
 			Netns:      hostNetns(name),
-			Address:    nthAddr(underlay, 11+i),
+			Address:    site.NthAddr(underlay, 11+i),
 			BridgePort: "v-" + name,
 		}
 		for j := 1; j <= workloadsPerHost; j++ {
-			wname := name + "-w" + strconv.Itoa(j)
-			h.Workloads = append(h.Workloads, Workload{Name: wname, Host: name, Netns: NetnsPrefix + wname})
+			short := "w" + strconv.Itoa(j)
+			h.Workloads = append(h.Workloads, Workload{Name: name + "-" + short, Short: short, Host: name, Netns: NetnsPrefix + name + "-" + short})
 		}
 		l.Hosts = append(l.Hosts, h)
 	}
@@ -150,14 +143,20 @@ func (l Layout) Namespaces() []string {
 	return names
 }
 
-// nthAddr is the n-th address of p (n=0 is the network address).
-func nthAddr(p netip.Prefix, n int) netip.Addr {
-	a := p.Masked().Addr()
-	for range n {
-		a = a.Next()
+// Spec is the site (internal/site) the layout stands on: the underlay
+// namespace, its bridge and router address, and the hosts. Workloads are
+// added to it one by one.
+func (l Layout) Spec() site.Spec {
+	sp := site.Spec{Prefix: NetnsPrefix, Router: siteRouter, Subnets: []site.Subnet{{V4: l.Underlay}}}
+	for _, h := range l.Hosts {
+		sp.Hosts = append(sp.Hosts, site.HostSpec{Name: h.Name, Addr: h.Address})
 	}
-	return a
+	return sp
 }
+
+// RouterAddress is the site router's address on the underlay, the hosts'
+// default gateway.
+func (l Layout) RouterAddress() netip.Addr { return site.NthAddr(l.Underlay, 1) }
 
 // AgentConfig is host h's weft.toml (SPEC §2). The first host bootstraps
 // the cluster and seeds the demo's pool; the others join it with the token

@@ -13,39 +13,36 @@ import (
 	"github.com/weftnet/weft/dataplane"
 )
 
-// weftRoutes lists the IPv4 routes weft programmed in the main table of the
-// named namespace (those carrying its route protocol), sorted by
+// weftRoutes lists the IPv4 routes weft programmed in the main table of
+// the handle's namespace (those carrying its route protocol), sorted by
 // destination, each formatted as `ip route` prints it.
-func weftRoutes(ns string) ([]route, error) {
-	var out []route
-	err := inNetns(ns, func(h *netlink.Handle) error {
-		filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol}
-		routes, err := dump(func() ([]netlink.Route, error) {
-			return h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-		})
-		if err != nil {
-			return fmt.Errorf("list routes: %w", err)
-		}
-		names := map[int]string{}
-		links, err := dump(h.LinkList)
-		if err != nil {
-			return fmt.Errorf("list links: %w", err)
-		}
-		for _, l := range links {
-			names[l.Attrs().Index] = l.Attrs().Name
-		}
-		for _, r := range routes {
-			out = append(out, fromNetlink(r, names))
-		}
-		return nil
+func weftRoutes(h *netlink.Handle) ([]route, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol}
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	links, err := dump(h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []route
+	for _, r := range routes {
+		out = append(out, fromNetlink(r, names))
+	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Dst.Addr() != out[j].Dst.Addr() {
 			return out[i].Dst.Addr().Less(out[j].Dst.Addr())
 		}
 		return out[i].Dst.Bits() < out[j].Dst.Bits()
 	})
-	return out, err
+	return out, nil
 }
 
 // dump retries a netlink dump that the kernel interrupted because the

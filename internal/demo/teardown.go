@@ -9,15 +9,13 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/site"
 )
 
-// How long agents get to stop after SIGTERM before they are killed, and
-// how long killed processes get to disappear.
-const (
-	stopGrace = 5 * time.Second
-	killGrace = 3 * time.Second
-)
+// stopGrace is how long agents get to stop after SIGTERM before they are
+// killed.
+const stopGrace = 5 * time.Second
 
 // Removed says what a teardown removed.
 type Removed struct {
@@ -73,29 +71,19 @@ func teardown() (Removed, error) {
 		errs = append(errs, err)
 	}
 	r.Agents = len(pids)
-	if err := stopProcesses(pids, syscall.SIGTERM, stopGrace); err != nil {
+	if err := netns.Kill(pids, syscall.SIGTERM, stopGrace); err != nil {
 		errs = append(errs, err)
 	}
 
-	names, err := demoNetnsNames()
+	names, err := netns.List(NetnsPrefix)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	stragglers, err := processesInNetns(names)
+	removed, err := site.Remove(names)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	r.Stragglers = len(stragglers)
-	if err := stopProcesses(stragglers, syscall.SIGKILL, killGrace); err != nil {
-		errs = append(errs, err)
-	}
-	for _, name := range names {
-		if err := deleteNetns(name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		r.Namespaces++
-	}
+	r.Stragglers, r.Namespaces = removed.Killed, removed.Deleted
 
 	if _, err := os.Stat(StateDir); err == nil {
 		if err := os.RemoveAll(StateDir); err != nil {
@@ -136,7 +124,7 @@ func demoAgents() ([]int, error) {
 	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || found[pid] || !alive(pid) {
+		if err != nil || found[pid] || !netns.Alive(pid) {
 			continue
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -164,7 +152,7 @@ func recordedAgent(host string) (int, bool) {
 		return 0, false
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 || !alive(pid) {
+	if err != nil || pid <= 0 || !netns.Alive(pid) {
 		return 0, false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -174,109 +162,11 @@ func recordedAgent(host string) (int, bool) {
 	return pid, true
 }
 
-// stopProcesses sends sig to every pid and waits up to grace for them to
-// go; whatever is left then is killed.
-func stopProcesses(pids []int, sig syscall.Signal, grace time.Duration) error {
-	if len(pids) == 0 {
-		return nil
-	}
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, sig)
-	}
-	if waitGone(pids, grace) {
-		return nil
-	}
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	if waitGone(pids, killGrace) {
-		return nil
-	}
-	var left []string
-	for _, pid := range pids {
-		if alive(pid) {
-			left = append(left, strconv.Itoa(pid))
-		}
-	}
-	return fmt.Errorf("processes %s survived SIGKILL", strings.Join(left, ", "))
-}
-
-// waitGone polls until none of pids is alive, for at most d.
-func waitGone(pids []int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		anyAlive := false
-		for _, pid := range pids {
-			if alive(pid) {
-				anyAlive = true
-				break
-			}
-		}
-		if !anyAlive {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// alive reports whether pid is a running process; a zombie has finished.
-func alive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// pid (comm) STATE ...: comm may hold spaces and parentheses.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
-// processesInNetns lists the processes (other than this one) whose network
-// namespace is one of the named ones.
-func processesInNetns(names []string) ([]int, error) {
-	inodes := map[uint64]bool{}
-	for _, name := range names {
-		var st unix.Stat_t
-		if err := unix.Stat(netnsPath(name), &st); err == nil {
-			inodes[st.Ino] = true
-		}
-	}
-	if len(inodes) == 0 {
-		return nil, nil
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil {
-			continue
-		}
-		if inodes[st.Ino] && alive(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
-
 // leftovers says whether anything of a demo is still there.
 func leftovers() (bool, error) {
 	if _, err := os.Stat(StateDir); err == nil {
 		return true, nil
 	}
-	names, err := demoNetnsNames()
+	names, err := netns.List(NetnsPrefix)
 	return len(names) > 0, err
 }

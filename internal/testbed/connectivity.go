@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +17,9 @@ type Probe struct {
 	tcpPort int // 0 means ping
 }
 
-// Ping probes with one ICMP echo (`ping -c1 -w1`, iputils-ping), waiting at most 1 s.
+// Ping probes with ICMP echo requests sent from a raw socket inside the
+// source namespace (no external tool), resent every 200 ms, waiting at most
+// 1 s for an answer.
 func Ping() Probe { return Probe{} }
 
 // TCP probes with a TCP handshake to port, made from inside the source
@@ -39,8 +42,16 @@ func (p Probe) run(ctx context.Context, from *Netns, to string) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout+500*time.Millisecond)
 	defer cancel()
 	if p.tcpPort == 0 {
-		_, err := from.ExecContext(ctx, "ping", "-c1", "-w1", "-q", "-n", to)
-		return err
+		addr, err := netip.ParseAddr(to)
+		if err != nil {
+			return fmt.Errorf("ping %q: %w", to, err)
+		}
+		pctx, pcancel := context.WithTimeout(ctx, probeTimeout)
+		defer pcancel()
+		if r := from.ns.Ping(pctx, []netip.Addr{addr})[addr]; !r.OK {
+			return fmt.Errorf("ping %s: %s", to, r.Err)
+		}
+		return nil
 	}
 	dctx, dcancel := context.WithTimeout(ctx, probeTimeout)
 	defer dcancel()

@@ -14,65 +14,29 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weftnet/weft/internal/site"
 )
 
-// Host is one machine of the site: a network namespace attached to the
-// site's bridge, a persistent mount namespace with a private /run/wireguard
-// (held by a `sleep` process), and the weft agent running in both.
+// Host is one machine of the site (a site.Host: a network namespace
+// attached to its subnet's bridge, with a private mount namespace whose
+// /run/wireguard is its own) and the weft agent running in both.
 type Host struct {
 	site  *Site
+	sh    *site.Host
 	name  string
 	ns    *Netns
 	addr  string // underlay IPv4
 	addr6 string // underlay IPv6, "" without Options.IPv6
-	// bridgePort is the host's veth in the underlay namespace (CutLink).
-	bridgePort string
 
 	dir, dataDir, socket, configPath, logPath string
 
 	mu        sync.Mutex
-	holder    *proc
-	agent     *proc
+	agent     *site.Proc
 	starts    int
 	extraTOML string
 	join      []string
 	tokenFile string
-}
-
-// proc is one started process and its exit.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // Wait's result, valid after done
-}
-
-func startProc(sp *spawner, cmd *exec.Cmd) (*proc, error) {
-	if err := sp.start(cmd); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// exitDescription says how the process ended, for error messages.
-func (p *proc) exitDescription() string {
-	if p.err == nil {
-		return "exited with status 0"
-	}
-	return p.err.Error()
 }
 
 // Name is the host's name, also its weft node name ("h1").
@@ -82,14 +46,25 @@ func (h *Host) Name() string { return h.name }
 func (h *Host) Netns() *Netns { return h.ns }
 
 // Address is the host's underlay IPv4 address.
-func (h *Host) Address() string { return h.addr }
+func (h *Host) Address() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr
+}
+
+// Gateway is the router's IPv4 address on the host's subnet, its default
+// gateway.
+func (h *Host) Gateway() string { return h.site.subnets[h.sh.Subnet()].RouterAddr().String() }
+
+// Subnet is the index of the host's underlay subnet (Options.Subnets).
+func (h *Host) Subnet() int { return h.sh.Subnet() }
 
 // Address6 is the host's underlay IPv6 address, "" unless Options.IPv6.
 func (h *Host) Address6() string { return h.addr6 }
 
 // ClusterAddress is the host:port other agents join (cluster.advertise).
 func (h *Host) ClusterAddress() string {
-	return net.JoinHostPort(h.addr, strconv.Itoa(ClusterPort))
+	return net.JoinHostPort(h.Address(), strconv.Itoa(ClusterPort))
 }
 
 // Socket is the agent's local API socket (api.socket).
@@ -201,17 +176,17 @@ func (h *Host) configLocked() (tomlDoc, error) {
 func (h *Host) Running() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.agent != nil && !h.agent.exited()
+	return h.agent != nil && !h.agent.Exited()
 }
 
 // PID is the agent's process id, 0 when it is not running.
 func (h *Host) PID() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.agent == nil || h.agent.exited() {
+	if h.agent == nil || h.agent.Exited() {
 		return 0
 	}
-	return h.agent.cmd.Process.Pid
+	return h.agent.Pid()
 }
 
 // StartAgent writes the host's configuration and starts its agent in the
@@ -219,11 +194,8 @@ func (h *Host) PID() int {
 func (h *Host) StartAgent() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.agent != nil && !h.agent.exited() {
-		return fmt.Errorf("testbed: agent on %s already running (pid %d)", h.name, h.agent.cmd.Process.Pid)
-	}
-	if h.holder == nil || h.holder.exited() {
-		return fmt.Errorf("testbed: host %s has no mount namespace holder", h.name)
+	if h.agent != nil && !h.agent.Exited() {
+		return fmt.Errorf("testbed: agent on %s already running (pid %d)", h.name, h.agent.Pid())
 	}
 	doc, err := h.configLocked()
 	if err != nil {
@@ -245,16 +217,15 @@ func (h *Host) StartAgent() error {
 	fmt.Fprintf(logf, "=== testbed: %s start #%d of %s at %s\n", h.name, h.starts, h.site.agentName(), time.Now().Format(time.RFC3339Nano))
 
 	path, args, env := h.site.agentCommand(h.configPath)
-	argv := append([]string{"--target", strconv.Itoa(h.holder.cmd.Process.Pid), "--mount", "--net", "--", path}, args...)
-	cmd := exec.Command("nsenter", argv...)
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	p, err := startProc(h.site.spawner, cmd)
-	if err != nil {
+	// Launched: it dies with the test process however that ends (Pdeathsig).
+	if err := h.sh.Launch(cmd); err != nil {
 		return fmt.Errorf("testbed: start agent on %s: %w", h.name, err)
 	}
-	h.agent = p
+	h.agent = site.Watch(cmd)
 	return nil
 }
 
@@ -265,24 +236,24 @@ func (h *Host) StopAgent() error {
 	h.mu.Lock()
 	p := h.agent
 	h.mu.Unlock()
-	if p == nil || p.exited() {
+	if p == nil || p.Exited() {
 		return fmt.Errorf("testbed: agent on %s is not running", h.name)
 	}
 	limit := h.site.opts.StopTimeout
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("testbed: SIGTERM agent on %s: %w", h.name, err)
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(limit):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		_ = p.Cmd.Process.Kill()
+		<-p.Done()
 		return fmt.Errorf("testbed: agent on %s did not stop within %s of SIGTERM; killed", h.name, limit)
 	}
 	took := time.Since(start)
-	if p.err != nil {
-		return fmt.Errorf("testbed: agent on %s stopped in %s but %s", h.name, took.Round(time.Millisecond), p.exitDescription())
+	if p.Err() != nil {
+		return fmt.Errorf("testbed: agent on %s stopped in %s but %s", h.name, took.Round(time.Millisecond), p.ExitDescription())
 	}
 	return nil
 }
@@ -292,13 +263,13 @@ func (h *Host) Kill9() error {
 	h.mu.Lock()
 	p := h.agent
 	h.mu.Unlock()
-	if p == nil || p.exited() {
+	if p == nil || p.Exited() {
 		return fmt.Errorf("testbed: agent on %s is not running", h.name)
 	}
-	if err := p.cmd.Process.Kill(); err != nil {
+	if err := p.Cmd.Process.Kill(); err != nil {
 		return fmt.Errorf("testbed: kill agent on %s: %w", h.name, err)
 	}
-	<-p.done
+	<-p.Done()
 	return nil
 }
 
@@ -337,9 +308,9 @@ func (h *Host) WaitReady(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if p.exited() {
+		if p.Exited() {
 			return fmt.Errorf("testbed: agent on %s %s before it was ready; log ends:\n%s",
-				h.name, p.exitDescription(), lastLines(h.Logs(), 20))
+				h.name, p.ExitDescription(), site.LastLines(h.Logs(), 20))
 		}
 		if last = probe(ctx); last == nil {
 			return nil
@@ -347,7 +318,7 @@ func (h *Host) WaitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("testbed: agent on %s not ready: %v (last check: %v)", h.name, ctx.Err(), last)
-		case <-p.done:
+		case <-p.Done():
 		case <-tick.C:
 		}
 	}
@@ -359,15 +330,16 @@ func (h *Host) readyProbe(doc tomlDoc) func(context.Context) error {
 	if ok && listen == "" {
 		return h.socketReady
 	}
+	addr := h.Address()
 	if !ok {
-		listen = net.JoinHostPort(h.addr, strconv.Itoa(MetricsPort))
+		listen = net.JoinHostPort(addr, strconv.Itoa(MetricsPort))
 	}
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return func(context.Context) error { return fmt.Errorf("metrics.listen %q: %w", listen, err) }
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = h.addr
+		host = addr
 	}
 	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
 	client := h.ns.HTTPClient(time.Second)
@@ -402,75 +374,10 @@ func (h *Host) socketReady(ctx context.Context) error {
 // CutLink sets the host's veth on the bridge down: the host is partitioned
 // from the site (its own interface stays configured, as when a cable is
 // pulled).
-func (h *Host) CutLink() error {
-	return ipBatch(h.site.router.name, []string{"link set " + h.bridgePort + " down"})
-}
+func (h *Host) CutLink() error { return h.sh.SetUplink(false) }
 
 // HealLink sets the host's veth on the bridge up again.
-func (h *Host) HealLink() error {
-	return ipBatch(h.site.router.name, []string{"link set " + h.bridgePort + " up"})
-}
-
-// startHolder starts the process that owns the host's mount namespace:
-// `ip netns exec` gives it a new mount namespace (a slave of the host's, so
-// /run/netns entries created later still appear), where a private tmpfs is
-// mounted on /run/wireguard before it settles into `sleep infinity`.
-func (h *Host) startHolder() error {
-	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", h.ns.name, "sh", "-c",
-		"set -e; mkdir -p "+wgDir+"; mount -t tmpfs -o mode=0700,size=4m "+wgTmpfs+" "+wgDir+"; exec sleep infinity")
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	p, err := startProc(h.site.spawner, cmd)
-	if err != nil {
-		return fmt.Errorf("start mount namespace holder of %s: %w", h.name, err)
-	}
-	h.mu.Lock()
-	h.holder = p
-	h.mu.Unlock()
-	pid := p.cmd.Process.Pid
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if p.exited() {
-			return fmt.Errorf("mount namespace holder of %s %s: %s", h.name, p.exitDescription(), lastLines(h.Logs(), 5))
-		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		mounts, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
-		if strings.TrimSpace(string(comm)) == "sleep" && hasWireGuardTmpfs(string(mounts)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("mount namespace holder of %s not ready after 10s", h.name)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	h.ns.execPrefix = func() []string {
-		return []string{"nsenter", "--target", strconv.Itoa(pid), "--mount", "--net", "--"}
-	}
-	return nil
-}
-
-// HolderPID is the process holding the host's mount namespace; /proc/PID/root
-// shows the host's filesystem view.
-func (h *Host) HolderPID() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.holder == nil {
-		return 0
-	}
-	return h.holder.cmd.Process.Pid
-}
-
-// The private WireGuard runtime directory of every host (platform notes:
-// wgctrl hard-codes it, so two agents on one machine need separate mounts).
-const (
-	wgDir   = "/run/wireguard"
-	wgTmpfs = "weft-wg"
-)
+func (h *Host) HealLink() error { return h.sh.SetUplink(true) }
 
 // hasWireGuardTmpfs reports whether mountinfo shows the host's private
 // /run/wireguard tmpfs.
@@ -478,7 +385,7 @@ func hasWireGuardTmpfs(mountinfo string) bool {
 	for _, line := range strings.Split(mountinfo, "\n") {
 		f := strings.Fields(line)
 		// mountinfo: ID PARENT MAJ:MIN ROOT TARGET OPTS ... - FSTYPE SOURCE SUPEROPTS
-		if len(f) >= 10 && f[4] == wgDir && f[len(f)-3] == "tmpfs" && f[len(f)-2] == wgTmpfs {
+		if len(f) >= 10 && f[4] == site.WireGuardDir && f[len(f)-3] == "tmpfs" && f[len(f)-2] == site.WireGuardTmpfs {
 			return true
 		}
 	}
@@ -502,7 +409,7 @@ func (h *Host) NodeStatus(ctx context.Context) (*NodeStatus, error) {
 	}
 	var st NodeStatus
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return nil, fmt.Errorf("weft node status -o json on %s: %w: %q", h.name, err, lastLines(out, 5))
+		return nil, fmt.Errorf("weft node status -o json on %s: %w: %q", h.name, err, site.LastLines(out, 5))
 	}
 	return &st, nil
 }

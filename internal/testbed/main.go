@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/weftnet/weft/internal/site"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 // envHelper makes a test binary act as one of the test bed's helper
@@ -32,14 +35,15 @@ const (
 //	func TestMain(m *testing.M) { testbed.Main(m) }
 //
 // In a helper process it runs the helper (the fake agent) instead of the
-// tests. Otherwise, as root, it first sweeps what interrupted earlier runs
+// tests. Otherwise, as root and without -short, it first sweeps what interrupted earlier runs
 // left (Sweep), removes this run's sites if the run is interrupted by SIGINT
 // or SIGTERM, and removes the weft binary it built at the end.
 func Main(m *testing.M) {
 	if mode := os.Getenv(envHelper); mode != "" {
 		os.Exit(runHelper(mode, os.Args[1:]))
 	}
-	if os.Geteuid() == 0 {
+	// Under -short (make test-unit) no site is built: nothing to sweep.
+	if !testtier.ShortMain() && os.Geteuid() == 0 {
 		if err := Sweep(os.Stderr); err != nil {
 			fmt.Fprintf(os.Stderr, "testbed: sweep: %v\n", err)
 		}
@@ -94,9 +98,9 @@ func fakeAgent(args []string) error {
 		return err
 	}
 	if !hasWireGuardTmpfs(string(mounts)) {
-		return errors.New(wgDir + " is not the host's private tmpfs")
+		return errors.New(site.WireGuardDir + " is not the host's private tmpfs")
 	}
-	uapi := filepath.Join(wgDir, cfg.Node.Name+".sock")
+	uapi := filepath.Join(site.WireGuardDir, cfg.Node.Name+".sock")
 	if err := os.WriteFile(uapi, nil, 0o600); err != nil {
 		return err
 	}

@@ -3,21 +3,14 @@ package testbed
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/weftnet/weft/internal/site"
 )
-
-// netnsDir is where `ip netns` keeps the bind mounts that name namespaces.
-const netnsDir = "/run/netns"
 
 // Namespace is anything that lives in a network namespace of the test bed: a
 // *Host, a *Workload, or a bare *Netns such as the site router.
@@ -25,91 +18,47 @@ type Namespace interface {
 	Netns() *Netns
 }
 
-// Netns is one named network namespace created by the test bed
-// (/run/netns/<Name>).
+// Netns is one named network namespace of the test bed (/run/netns/<Name>).
 type Netns struct {
 	site *Site
-	name string
+	ns   *site.Namespace
 	// label is the short name used in reports ("h1", "router", "h1/web").
 	label string
-	// execPrefix returns the command prefix that runs a program inside the
-	// namespace. Hosts enter their holder's mount namespace too.
-	execPrefix func() []string
 }
 
-func newNetns(s *Site, name, label string) *Netns {
-	n := &Netns{site: s, name: name, label: label}
-	n.execPrefix = func() []string { return []string{"ip", "netns", "exec", n.name} }
-	return n
+func newNetns(s *Site, ns *site.Namespace) *Netns {
+	return &Netns{site: s, ns: ns, label: ns.Label()}
 }
 
 // Netns returns n itself, so that a *Netns is a Namespace.
 func (n *Netns) Netns() *Netns { return n }
 
 // Name is the namespace's name under /run/netns.
-func (n *Netns) Name() string { return n.name }
+func (n *Netns) Name() string { return n.ns.Name() }
 
 // Label is the short name used in reports ("h1", "router", "h1/web").
 func (n *Netns) Label() string { return n.label }
 
 // Path is the namespace's bind mount, e.g. /run/netns/wtb-k3x9q2-h1: what
 // `weft workload add --netns PATH` takes.
-func (n *Netns) Path() string { return filepath.Join(netnsDir, n.name) }
+func (n *Netns) Path() string { return n.ns.Path() }
 
-// Exec runs argv inside the namespace and returns its standard output; the
-// error carries standard error. It times out after a minute.
+// Exec runs argv inside the namespace (a host's: in its mount namespace
+// too) and returns its standard output; the error carries standard error.
+// It times out after a minute.
 func (n *Netns) Exec(argv ...string) (string, error) {
 	return n.ExecContext(context.Background(), argv...)
 }
 
 // ExecContext is Exec with a context.
 func (n *Netns) ExecContext(ctx context.Context, argv ...string) (string, error) {
-	if len(argv) == 0 {
-		return "", errors.New("exec: empty command")
-	}
-	full := append(n.execPrefix(), argv...)
-	out, err := run(ctx, "", full...)
-	if err != nil {
-		return out, fmt.Errorf("in %s: %w", n.label, err)
-	}
-	return out, nil
+	return n.ns.Output(ctx, "", argv...)
 }
 
 // Do runs fn on an OS thread that has entered the namespace, so sockets and
 // netlink handles fn creates belong to it. Goroutines that fn starts do not
-// inherit the namespace.
-func (n *Netns) Do(fn func() error) error {
-	f, err := os.Open(n.Path())
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", n.label, err)
-	}
-	defer f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open this thread's netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", n.label, err)
-			return
-		}
-		err = fn()
-		// Hand the thread back only once it is in its own namespace again;
-		// otherwise it stays locked and the runtime ends it with this
-		// goroutine. (Agents are not forked from such threads: see spawner.)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
+// inherit the namespace, and fn must not call t.Fatal.
+func (n *Netns) Do(fn func() error) error { return n.ns.Do(fn) }
 
 // DialContext opens a connection from inside the namespace.
 func (n *Netns) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
@@ -139,14 +88,7 @@ func (n *Netns) HTTPClient(timeout time.Duration) *http.Client {
 // SetSysctl writes a value under /proc/sys as seen from the namespace; key is
 // the path below /proc/sys, e.g. "net/ipv4/ip_forward" (slashes, because
 // interface names may contain dots).
-func (n *Netns) SetSysctl(key, value string) error {
-	return n.Do(func() error {
-		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, n.label, err)
-		}
-		return nil
-	})
-}
+func (n *Netns) SetSysctl(key, value string) error { return n.ns.SetSysctl(key, value) }
 
 // ServeTCP listens on address (e.g. "0.0.0.0:8080" or "[::]:8080") inside
 // the namespace until the test ends. Every accepted connection gets the line
@@ -196,14 +138,4 @@ func (n *Netns) ReadTCPGreeting(ctx context.Context, address string) (string, er
 		return "", fmt.Errorf("read greeting from %s: %w", address, err)
 	}
 	return strings.TrimSpace(line), nil
-}
-
-// inode returns the nsfs inode that identifies the namespace in
-// /proc/*/ns/net links.
-func netnsInode(path string) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
 }

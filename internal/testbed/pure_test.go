@@ -147,27 +147,34 @@ func TestSubnetsStayClearOfTheDefaultPool(t *testing.T) {
 		if !validID(id) {
 			t.Fatalf("newID gave invalid id %q", id)
 		}
-		v4, v6 := subnetsFor(id)
-		if v4.Overlaps(pool) || v4.Bits() != 24 {
-			t.Fatalf("id %s: subnet %s overlaps %s or is not a /24", id, v4, pool)
+		subnets := subnetsFor(id, 3)
+		if len(subnets) != 3 {
+			t.Fatalf("%d subnets, want 3", len(subnets))
 		}
-		if b := v4.Addr().As4()[1]; b < 200 || b > 243 {
-			t.Fatalf("id %s: subnet %s outside 10.200-243.x.0/24", id, v4)
+		for k, sn := range subnets {
+			v4, v6 := sn.V4, sn.V6
+			if v4.Overlaps(pool) || v4.Bits() != 24 {
+				t.Fatalf("id %s: subnet %s overlaps %s or is not a /24", id, v4, pool)
+			}
+			if b := v4.Addr().As4()[1]; b < 200 || b > 243 {
+				t.Fatalf("id %s: subnet %s outside 10.200-243.x.0/24", id, v4)
+			}
+			if !netip.MustParsePrefix("fd77::/16").Contains(v6.Addr()) || v6.Bits() != 64 {
+				t.Fatalf("id %s: v6 subnet %s not a fd77::/16 /64", id, v6)
+			}
+			for _, other := range subnets[:k] {
+				if other.V4.Overlaps(v4) || other.V6.Overlaps(v6) {
+					t.Fatalf("id %s: subnets %v and %v overlap", id, other, sn)
+				}
+			}
 		}
-		if !netip.MustParsePrefix("fd77::/16").Contains(v6.Addr()) || v6.Bits() != 64 {
-			t.Fatalf("id %s: v6 subnet %s not a fd77::/16 /64", id, v6)
-		}
-		a, b := subnetsFor(id)
-		if a != v4 || b != v6 {
+		if again := subnetsFor(id, 3); again[0] != subnets[0] || again[2] != subnets[2] {
 			t.Fatalf("subnetsFor(%s) not deterministic", id)
 		}
-		seen[v4] = true
+		seen[subnets[0].V4] = true
 	}
 	if len(seen) < 1000 {
 		t.Fatalf("only %d distinct subnets for 2000 ids", len(seen))
-	}
-	if got := nthAddr(netip.MustParsePrefix("10.201.7.0/24"), 11); got != "10.201.7.11" {
-		t.Fatalf("nthAddr = %s", got)
 	}
 }
 
@@ -278,14 +285,5 @@ func TestMesh(t *testing.T) {
 		if c.To == "a"+from[1:] {
 			t.Errorf("self check %s -> %s", from, c.To)
 		}
-	}
-}
-
-func TestLastLines(t *testing.T) {
-	if got := lastLines("a\nb\nc\n", 2); got != "b\nc" {
-		t.Fatalf("lastLines = %q", got)
-	}
-	if got := lastLines("", 2); got != "" {
-		t.Fatalf("lastLines empty = %q", got)
 	}
 }

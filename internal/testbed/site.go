@@ -8,12 +8,14 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/site"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 // Options shapes a site. The zero value is one host running the real weft
@@ -28,6 +30,12 @@ type Options struct {
 	// IPv6 gives every host a ULA underlay address too (node.address
 	// becomes "v4,v6") and a v6 default route.
 	IPv6 bool
+	// Subnets is the number of underlay subnets (default 1), each a bridge
+	// in the router namespace, which routes between them (two racks behind
+	// one router). Hosts are split into contiguous groups in order: with 4
+	// hosts and 2 subnets, h1 and h2 are on the first, h3 and h4 on the
+	// second.
+	Subnets int
 	// NoStart creates the hosts without starting agents (start them with
 	// Host.StartAgent, e.g. after Host.SetJoin).
 	NoStart bool
@@ -60,8 +68,10 @@ type Options struct {
 // after the test; its path is logged.
 const EnvKeep = "WEFT_TESTBED_KEEP"
 
-// Site is one test's network: an underlay namespace ("router") with a bridge
-// and the site router's address, and hosts attached to the bridge.
+// Site is one test's network (internal/site): an underlay namespace
+// ("router") with a bridge per subnet and the site router's address, and
+// hosts attached to the bridges; plus the testing lifecycle: the state file,
+// t.Cleanup, agents, logs and Leftovers.
 type Site struct {
 	t    testing.TB
 	opts Options
@@ -70,15 +80,13 @@ type Site struct {
 	bin  string // weft binary; "" with FakeAgent
 	exe  string // test binary, for FakeAgent
 
-	subnet, subnet6 netip.Prefix
-	router          *Netns
-	hosts           []*Host
-
-	spawner *spawner
+	subnets []site.Subnet
+	site    *site.Site
+	router  *Netns
+	hosts   []*Host
 
 	mu        sync.Mutex
 	state     siteState
-	inodes    map[uint64]bool
 	workloads []*Workload
 	closers   []func()
 	closed    bool
@@ -88,9 +96,10 @@ type Site struct {
 var hostNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
 
 // New builds a site for t and removes it when t ends (also after a failure
-// or a panic). It skips t when not root or when `ip` or `nsenter` is
-// missing. Unless opts.NoStart it starts every host's agent and, unless
-// opts.NoWait, waits until all are ready. Call it from the test goroutine.
+// or a panic). It is an end-to-end test gate (SkipUnlessCapable): skipped
+// under -short, needing root otherwise. Unless opts.NoStart it starts every
+// host's agent and, unless opts.NoWait, waits until all are ready. Call it
+// from the test goroutine.
 func New(t testing.TB, opts Options) *Site {
 	t.Helper()
 	SkipUnlessCapable(t)
@@ -104,6 +113,9 @@ func New(t testing.TB, opts Options) *Site {
 	if len(names) > 200 {
 		t.Fatalf("testbed: at most 200 hosts, got %d", len(names))
 	}
+	if opts.Subnets > len(names) || opts.Subnets > 16 {
+		t.Fatalf("testbed: %d subnets for %d hosts (at most one per host, and 16)", opts.Subnets, len(names))
+	}
 	seen := map[string]bool{"router": true}
 	for _, n := range names {
 		if !hostNameRE.MatchString(n) || seen[n] {
@@ -112,7 +124,7 @@ func New(t testing.TB, opts Options) *Site {
 		seen[n] = true
 	}
 
-	s := &Site{t: t, opts: opts, id: newID(), inodes: map[uint64]bool{}}
+	s := &Site{t: t, opts: opts, id: newID()}
 	if opts.FakeAgent {
 		exe, err := os.Executable()
 		if err != nil {
@@ -129,7 +141,7 @@ func New(t testing.TB, opts Options) *Site {
 		}
 		s.bin = bin
 	}
-	s.subnet, s.subnet6 = subnetsFor(s.id)
+	s.subnets = subnetsFor(s.id, opts.Subnets)
 	prefix := Prefix + s.id
 	s.dir = filepath.Join(os.TempDir(), prefix)
 	start, err := processStart(os.Getpid())
@@ -137,36 +149,50 @@ func New(t testing.TB, opts Options) *Site {
 		t.Fatalf("testbed: %v", err)
 	}
 	s.state = siteState{ID: s.id, PID: os.Getpid(), PIDStart: start, Dir: s.dir, Created: time.Now()}
-	s.router = newNetns(s, prefix+"-router", "router")
-	s.state.Netns = append(s.state.Netns, s.router.name)
+	spec := site.Spec{Prefix: prefix + "-", Router: "router", Subnets: s.subnets, Record: s.record}
 	for i, name := range names {
-		h := &Host{
-			site:       s,
-			name:       name,
-			ns:         newNetns(s, prefix+"-"+name, name),
-			addr:       nthAddr(s.subnet, 10+i+1),
-			bridgePort: "v-" + name,
-			dir:        filepath.Join(s.dir, name),
-		}
+		subnet := i * opts.Subnets / len(names)
+		hs := site.HostSpec{Name: name, Subnet: subnet, Addr: site.NthAddr(s.subnets[subnet].V4, 10+i+1)}
 		if opts.IPv6 {
-			h.addr6 = nthAddr(s.subnet6, 10+i+1)
+			hs.Addr6 = site.NthAddr(s.subnets[subnet].V6, 10+i+1)
+		}
+		spec.Hosts = append(spec.Hosts, hs)
+	}
+	// Record the site before creating anything, so an interrupted run can
+	// always be swept (Record adds each namespace before it is created);
+	// then make sure cleanup runs however the test ends.
+	if err := s.state.write(); err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	t.Cleanup(s.cleanup)
+	built, err := site.Build(spec)
+	s.mu.Lock()
+	s.site = built
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatalf("testbed: build site %s: %v", s.id, err)
+	}
+	s.router = newNetns(s, built.Router())
+	for _, sh := range built.Hosts() {
+		h := &Host{
+			site: s,
+			sh:   sh,
+			name: sh.Name(),
+			ns:   newNetns(s, sh.Namespace),
+			addr: sh.Address().String(),
+			dir:  filepath.Join(s.dir, sh.Name()),
+		}
+		if sh.Address6().IsValid() {
+			h.addr6 = sh.Address6().String()
 		}
 		h.dataDir = filepath.Join(h.dir, "data")
 		h.socket = filepath.Join(h.dir, "weft.sock")
 		h.configPath = filepath.Join(h.dir, "weft.toml")
 		h.logPath = filepath.Join(h.dir, "agent.log")
+		if err := os.MkdirAll(h.dir, 0o755); err != nil {
+			t.Fatalf("testbed: %v", err)
+		}
 		s.hosts = append(s.hosts, h)
-		s.state.Netns = append(s.state.Netns, h.ns.name)
-	}
-	// Record the plan before creating anything, so an interrupted run can
-	// always be swept; then make sure cleanup runs however the test ends.
-	if err := s.state.write(); err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	s.spawner = newSpawner()
-	t.Cleanup(s.cleanup)
-	if err := s.build(); err != nil {
-		t.Fatalf("testbed: build site %s: %v", s.id, err)
 	}
 	if !opts.NoStart {
 		s.StartAll()
@@ -177,9 +203,23 @@ func New(t testing.TB, opts Options) *Site {
 	return s
 }
 
+// record adds a namespace to the state file before it is created.
+func (s *Site) record(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("site is closed")
+	}
+	s.state.Netns = append(s.state.Netns, name)
+	return s.state.write()
+}
+
 func withDefaults(o Options) Options {
 	if o.Hosts <= 0 {
 		o.Hosts = 1
+	}
+	if o.Subnets <= 0 {
+		o.Subnets = 1
 	}
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 5 * time.Second
@@ -193,18 +233,13 @@ func withDefaults(o Options) Options {
 	return o
 }
 
-// SkipUnlessCapable skips t unless it runs as root with `ip` and `nsenter`
-// available.
+// SkipUnlessCapable is the gate of every test that uses the test bed: an
+// end-to-end test (testtier.EndToEnd) is skipped under -short (make
+// test-unit); otherwise it needs root and `ip`, which the tests run inside
+// hosts (missing, it skips, or fails under make test).
 func SkipUnlessCapable(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("testbed: needs root to create network namespaces")
-	}
-	for _, tool := range []string{"ip", "nsenter"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("testbed: needs %q (iproute2, util-linux): %v", tool, err)
-		}
-	}
+	testtier.EndToEnd(t, "ip")
 }
 
 // newID returns 6 random lowercase letters and digits.
@@ -230,102 +265,23 @@ func validID(id string) bool {
 	return true
 }
 
-// subnetsFor derives the site's underlay subnets from its id:
-// 10.<200..243>.<0..255>.0/24 (clear of weft's default pool 10.244.0.0/16)
-// and fd77:xxxx:xxxx::/64. They only exist inside the site's namespaces.
-func subnetsFor(id string) (netip.Prefix, netip.Prefix) {
+// subnetsFor derives the site's n underlay subnets from its id: the k-th is
+// 10.<200..243>.<y+k>.0/24 (clear of weft's default pool 10.244.0.0/16)
+// and fd77:xxxx:xxxx:k::/64. They only exist inside the site's namespaces.
+func subnetsFor(id string, n int) []site.Subnet {
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	v := h.Sum32()
-	v4 := netip.AddrFrom4([4]byte{10, byte(200 + v%44), byte(v >> 8), 0})
-	var a6 [16]byte
-	a6[0], a6[1] = 0xfd, 0x77
-	a6[2], a6[3], a6[4], a6[5] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
-	return netip.PrefixFrom(v4, 24), netip.PrefixFrom(netip.AddrFrom16(a6), 64)
-}
-
-// nthAddr returns the n-th address of prefix p (n small).
-func nthAddr(p netip.Prefix, n int) string {
-	a := p.Addr()
-	for range n {
-		a = a.Next()
+	var out []site.Subnet
+	for k := range n {
+		v4 := netip.AddrFrom4([4]byte{10, byte(200 + v%44), byte(v>>8) + byte(k), 0})
+		var a6 [16]byte
+		a6[0], a6[1] = 0xfd, 0x77
+		a6[2], a6[3], a6[4], a6[5] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+		a6[7] = byte(k)
+		out = append(out, site.Subnet{V4: netip.PrefixFrom(v4, 24), V6: netip.PrefixFrom(netip.AddrFrom16(a6), 64)})
 	}
-	return a.String()
-}
-
-// build creates the namespaces, the bridge, the veths, addresses, routes and
-// sysctls, and the hosts' mount namespace holders.
-func (s *Site) build() error {
-	for _, name := range s.state.Netns {
-		if err := ip("netns", "add", name); err != nil {
-			return err
-		}
-		ino, err := netnsInode(filepath.Join(netnsDir, name))
-		if err != nil {
-			return err
-		}
-		s.mu.Lock()
-		s.inodes[ino] = true
-		s.mu.Unlock()
-	}
-	router := []string{
-		"link set lo up",
-		"link add br0 type bridge",
-		"addr add " + s.RouterAddress() + "/24 dev br0",
-	}
-	if s.opts.IPv6 {
-		router = append(router, "addr add "+s.RouterAddress6()+"/64 dev br0 nodad")
-	}
-	router = append(router, "link set br0 up")
-	for _, h := range s.hosts {
-		router = append(router,
-			"link add "+h.bridgePort+" type veth peer name eth0 netns "+h.ns.name,
-			"link set "+h.bridgePort+" master br0",
-			"link set "+h.bridgePort+" up")
-	}
-	if err := ipBatch(s.router.name, router); err != nil {
-		return err
-	}
-	if err := s.enableForwarding(s.router); err != nil {
-		return err
-	}
-	for _, h := range s.hosts {
-		lines := []string{
-			"link set lo up",
-			"addr add " + h.addr + "/24 dev eth0",
-		}
-		if h.addr6 != "" {
-			lines = append(lines, "addr add "+h.addr6+"/64 dev eth0 nodad")
-		}
-		lines = append(lines, "link set eth0 up", "route add default via "+s.RouterAddress())
-		if h.addr6 != "" {
-			lines = append(lines, "route add default via "+s.RouterAddress6())
-		}
-		if err := ipBatch(h.ns.name, lines); err != nil {
-			return err
-		}
-		if err := s.enableForwarding(h.ns); err != nil {
-			return err
-		}
-		if err := os.MkdirAll(h.dir, 0o755); err != nil {
-			return err
-		}
-		if err := h.startHolder(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// enableForwarding turns on forwarding, off in new namespaces.
-func (s *Site) enableForwarding(n *Netns) error {
-	if err := n.SetSysctl("net/ipv4/ip_forward", "1"); err != nil {
-		return err
-	}
-	if s.opts.IPv6 {
-		return n.SetSysctl("net/ipv6/conf/all/forwarding", "1")
-	}
-	return nil
+	return out
 }
 
 // ID is the site's unique id; every name it creates starts with Prefix+ID.
@@ -351,25 +307,31 @@ func (s *Site) Host(name string) *Host {
 	return nil
 }
 
-// Router is the underlay namespace holding the bridge: the site router.
+// Router is the underlay namespace holding the bridges: the site router.
 func (s *Site) Router() *Netns { return s.router }
 
-// RouterAddress is the site router's IPv4 address, every host's gateway.
-func (s *Site) RouterAddress() string { return nthAddr(s.subnet, 1) }
+// RouterAddress is the site router's IPv4 address on the first subnet, the
+// gateway of its hosts (Host.Gateway names each host's).
+func (s *Site) RouterAddress() string { return s.subnets[0].RouterAddr().String() }
 
-// RouterAddress6 is the router's IPv6 address ("" without Options.IPv6).
+// RouterAddress6 is the router's IPv6 address on the first subnet ("" without
+// Options.IPv6).
 func (s *Site) RouterAddress6() string {
 	if !s.opts.IPv6 {
 		return ""
 	}
-	return nthAddr(s.subnet6, 1)
+	return s.subnets[0].RouterAddr6().String()
 }
 
-// Subnet is the underlay IPv4 subnet.
-func (s *Site) Subnet() netip.Prefix { return s.subnet }
+// Subnet is the first underlay IPv4 subnet.
+func (s *Site) Subnet() netip.Prefix { return s.subnets[0].V4 }
 
-// Subnet6 is the underlay IPv6 subnet (meaningful with Options.IPv6).
-func (s *Site) Subnet6() netip.Prefix { return s.subnet6 }
+// Subnet6 is the first underlay IPv6 subnet (meaningful with Options.IPv6).
+func (s *Site) Subnet6() netip.Prefix { return s.subnets[0].V6 }
+
+// Subnets are all underlay subnets (Options.Subnets), the router holding the
+// first address of each; meaningful V6 prefixes only with Options.IPv6.
+func (s *Site) Subnets() []site.Subnet { return append([]site.Subnet(nil), s.subnets...) }
 
 // StartAll starts every host's agent; it fails the test on error.
 func (s *Site) StartAll() {
@@ -430,11 +392,12 @@ func (s *Site) addCloser(fn func()) {
 // carrying its id. Empty means clean.
 func (s *Site) Leftovers() []string {
 	s.mu.Lock()
-	inodes := make(map[uint64]bool, len(s.inodes))
-	for k := range s.inodes {
-		inodes[k] = true
-	}
+	built := s.site
 	s.mu.Unlock()
+	inodes := map[uint64]bool{}
+	if built != nil {
+		inodes = built.Inodes()
+	}
 	return leftovers(s.id, s.dir, inodes, os.Getenv(EnvKeep) == "1")
 }
 
@@ -444,12 +407,12 @@ func (s *Site) cleanup() {
 	}
 }
 
-// Close stops every agent (SIGTERM, SIGKILL after StopTimeout), kills the
-// mount namespace holders, closes listeners, deletes every namespace (and so
-// every link), logs the tail of each host's log if the test failed, and
-// removes the site's directory and state file. It runs automatically when
-// the test ends; calling it earlier (to assert on Leftovers) is fine, and
-// later calls return the first result.
+// Close stops every agent (SIGTERM, SIGKILL after StopTimeout), closes
+// listeners, kills whatever else still runs in the site, deletes every
+// namespace (and so every link and mount namespace), logs the tail of each
+// host's log if the test failed, and removes the site's directory and state
+// file. It runs automatically when the test ends; calling it earlier (to
+// assert on Leftovers) is fine, and later calls return the first result.
 func (s *Site) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -459,7 +422,7 @@ func (s *Site) Close() error {
 	s.closed = true
 	closers := s.closers
 	s.closers = nil
-	netnsNames := append([]string(nil), s.state.Netns...)
+	built := s.site
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -472,30 +435,20 @@ func (s *Site) Close() error {
 					s.t.Logf("testbed: while closing: %v", err)
 				}
 			}
-			h.mu.Lock()
-			holder := h.holder
-			h.mu.Unlock()
-			if holder != nil && !holder.exited() {
-				_ = holder.cmd.Process.Kill()
-				<-holder.done
-			}
 		}()
 	}
 	wg.Wait()
-	s.spawner.stop()
 	for _, c := range closers {
 		c()
 	}
 	var errs []error
-	for i := len(netnsNames) - 1; i >= 0; i-- {
-		if err := removeNetns(netnsNames[i]); err != nil {
-			errs = append(errs, err)
-		}
+	if built != nil {
+		errs = append(errs, built.Close())
 	}
 	if s.t.Failed() {
 		for _, h := range s.hosts {
 			if logs := h.Logs(); logs != "" {
-				s.t.Logf("testbed: last lines of %s's log (%s):\n%s", h.name, h.logPath, lastLines(logs, 60))
+				s.t.Logf("testbed: last lines of %s's log (%s):\n%s", h.name, h.logPath, site.LastLines(logs, 60))
 			}
 		}
 	}
@@ -504,7 +457,7 @@ func (s *Site) Close() error {
 	} else if err := os.RemoveAll(s.dir); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) == 0 {
+	if errors.Join(errs...) == nil {
 		if err := os.Remove(statePath(s.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -513,30 +466,4 @@ func (s *Site) Close() error {
 	s.closeErr = errors.Join(errs...)
 	s.mu.Unlock()
 	return s.closeErr
-}
-
-// addNetns records and creates one more namespace (a workload).
-func (s *Site) addNetns(n *Netns) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return errors.New("site is closed")
-	}
-	s.state.Netns = append(s.state.Netns, n.name)
-	err := s.state.write()
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if err := ip("netns", "add", n.name); err != nil {
-		return err
-	}
-	ino, err := netnsInode(n.Path())
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.inodes[ino] = true
-	s.mu.Unlock()
-	return nil
 }

@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/site"
 )
 
 const (
@@ -102,15 +104,7 @@ func processStart(pid int) (uint64, error) {
 }
 
 // processGone reports whether pid no longer runs (absent or a zombie).
-func processGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
-}
+func processGone(pid int) bool { return !netns.Alive(pid) }
 
 // Sweep removes what interrupted test runs left behind: every site whose
 // state file names an owner process that is gone loses its processes,
@@ -166,10 +160,8 @@ func sweepOwnedBy(pid int) {
 // namespaces (which deletes their links), its directory and its state file.
 func removeSite(st *siteState) error {
 	var errs []error
-	for i := len(st.Netns) - 1; i >= 0; i-- {
-		if err := removeNetns(st.Netns[i]); err != nil {
-			errs = append(errs, err)
-		}
+	if _, err := site.Remove(st.Netns); err != nil {
+		errs = append(errs, err)
 	}
 	if st.Dir != "" && strings.HasPrefix(filepath.Base(st.Dir), Prefix+st.ID) {
 		if err := os.RemoveAll(st.Dir); err != nil {
@@ -182,93 +174,6 @@ func removeSite(st *siteState) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// removeNetns kills the processes inside a namespace and deletes its name.
-func removeNetns(name string) error {
-	path := filepath.Join(netnsDir, name)
-	ino, err := netnsInode(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
-	}
-	if err := killProcessesIn(map[uint64]bool{ino: true}, 5*time.Second); err != nil {
-		return fmt.Errorf("netns %s: %w", name, err)
-	}
-	if err := ip("netns", "del", name); err != nil {
-		if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
-			return nil // removed concurrently, e.g. by another process's Sweep
-		}
-		return err
-	}
-	return nil
-}
-
-// killProcessesIn SIGKILLs every process (other than this one) whose network
-// namespace is one of inodes and waits until they are gone.
-func killProcessesIn(inodes map[uint64]bool, wait time.Duration) error {
-	pids := processesIn(inodes)
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	deadline := time.Now().Add(wait)
-	for _, pid := range pids {
-		for !processGone(pid) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("process %d survived SIGKILL", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
-// processesIn lists running processes whose network namespace is one of
-// inodes.
-func processesIn(inodes map[uint64]bool) []int {
-	self := os.Getpid()
-	var pids []int
-	forEachPID(func(pid int) {
-		if pid == self || processGone(pid) {
-			return
-		}
-		if ino, ok := nsInode(pid, "net"); ok && inodes[ino] {
-			pids = append(pids, pid)
-		}
-	})
-	return pids
-}
-
-func forEachPID(fn func(pid int)) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			fn(pid)
-		}
-	}
-}
-
-// nsInode reads the inode from /proc/PID/ns/KIND ("net:[4026532281]").
-func nsInode(pid int, kind string) (uint64, bool) {
-	link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, kind))
-	if err != nil {
-		return 0, false
-	}
-	return parseNsLink(link, kind)
-}
-
-func parseNsLink(link, kind string) (uint64, bool) {
-	rest, ok := strings.CutPrefix(link, kind+":[")
-	if !ok {
-		return 0, false
-	}
-	ino, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 64)
-	return ino, err == nil
 }
 
 // leftovers lists what of site id still exists: its state file, directory,
@@ -286,24 +191,22 @@ func leftovers(id, dir string, inodes map[uint64]bool, keptDir bool) []string {
 			out = append(out, "directory "+dir)
 		}
 	}
-	if ents, err := os.ReadDir(netnsDir); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				out = append(out, "netns "+filepath.Join(netnsDir, e.Name()))
-			}
+	if names, err := netns.List(prefix); err == nil {
+		for _, name := range names {
+			out = append(out, "netns "+netns.PathOf(name))
 		}
 	}
 	self := os.Getpid()
 	seenMnt := map[uint64]bool{}
-	forEachPID(func(pid int) {
+	netns.EachPID(func(pid int) {
 		if pid != self && !processGone(pid) {
-			if ino, ok := nsInode(pid, "net"); ok && inodes[ino] {
+			if ino, ok := netns.ProcessNS(pid, "net"); ok && inodes[ino] {
 				out = append(out, fmt.Sprintf("process %d (%s) in a site namespace", pid, cmdline(pid)))
 			} else if dir != "" && strings.Contains(cmdline(pid), dir) {
 				out = append(out, fmt.Sprintf("process %d (%s)", pid, cmdline(pid)))
 			}
 		}
-		mnt, ok := nsInode(pid, "mnt")
+		mnt, ok := netns.ProcessNS(pid, "mnt")
 		if !ok || seenMnt[mnt] {
 			return
 		}
@@ -321,7 +224,7 @@ func leftovers(id, dir string, inodes map[uint64]bool, keptDir bool) []string {
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 		for _, fd := range fds {
 			link, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-			if ino, ok := parseNsLink(link, "net"); ok && inodes[ino] {
+			if ino, ok := netns.ParseNSLink(link, "net"); ok && inodes[ino] {
 				out = append(out, "file descriptor "+fd.Name()+" of this process on "+link)
 			}
 		}
@@ -347,7 +250,7 @@ func mountIsSites(line, prefix string, inodes map[uint64]bool) bool {
 	if strings.HasPrefix(filepath.Base(target), prefix) {
 		return true
 	}
-	ino, ok := parseNsLink(root, "net")
+	ino, ok := netns.ParseNSLink(root, "net")
 	return ok && inodes[ino]
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/site"
 )
 
 // These tests exercise the test bed itself with its fake agent, so they do
@@ -54,21 +58,21 @@ func TestSiteUnderlayAndIsolation(t *testing.T) {
 		}
 		// Each host sees only its own agent's file in its private
 		// /run/wireguard.
-		ls, err := h.Exec("ls", "-A", wgDir)
+		ls, err := h.Exec("ls", "-A", site.WireGuardDir)
 		if err != nil || strings.TrimSpace(ls) != h.Name()+".sock" {
-			t.Errorf("%s: %s holds %q (%v), want only %s.sock", h.Name(), wgDir, ls, err, h.Name())
+			t.Errorf("%s: %s holds %q (%v), want only %s.sock", h.Name(), site.WireGuardDir, ls, err, h.Name())
 		}
 	}
 	self, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(self), wgTmpfs) {
-		t.Errorf("the %s tmpfs leaked into the test's mount namespace", wgTmpfs)
+	if strings.Contains(string(self), site.WireGuardTmpfs) {
+		t.Errorf("the %s tmpfs leaked into the test's mount namespace", site.WireGuardTmpfs)
 	}
 	for _, h := range hosts {
-		if _, err := os.Stat(filepath.Join(wgDir, h.Name()+".sock")); err == nil {
-			t.Errorf("%s/%s.sock is visible outside the host", wgDir, h.Name())
+		if _, err := os.Stat(filepath.Join(site.WireGuardDir, h.Name()+".sock")); err == nil {
+			t.Errorf("%s/%s.sock is visible outside the host", site.WireGuardDir, h.Name())
 		}
 	}
 
@@ -81,7 +85,6 @@ func TestSiteUnderlayAndIsolation(t *testing.T) {
 		"netns " + hosts[2].Netns().Path(),
 		"netns " + s.Router().Path(),
 		fmt.Sprintf("process %d ", hosts[0].PID()),
-		fmt.Sprintf("process %d ", hosts[1].HolderPID()),
 		"/run/netns/" + Prefix + s.ID() + "-h1",
 	} {
 		if !strings.Contains(live, want) {
@@ -284,13 +287,11 @@ func TestChildSite(t *testing.T) {
 	t.Run("site", func(t *testing.T) {
 		s := New(t, Options{Hosts: 2, FakeAgent: true})
 		rep := childReport{ID: s.ID(), Dir: s.Dir()}
-		s.mu.Lock()
-		for ino := range s.inodes {
+		for ino := range s.site.Inodes() {
 			rep.Inodes = append(rep.Inodes, ino)
 		}
-		s.mu.Unlock()
 		for _, h := range s.Hosts() {
-			rep.PIDs = append(rep.PIDs, h.PID(), h.HolderPID())
+			rep.PIDs = append(rep.PIDs, h.PID())
 		}
 		b, _ := json.Marshal(rep)
 		if err := os.WriteFile(os.Getenv(envChildReport), b, 0o600); err != nil {
@@ -374,7 +375,7 @@ func TestInterruptedRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = cmd.Wait()
-		// The agents and holders die with their parent (Pdeathsig) ...
+		// The agents die with their parent (Pdeathsig) ...
 		waitFor(t, 5*time.Second, "agents to die with the test process", func() bool {
 			for _, pid := range rep.PIDs {
 				if !processGone(pid) {
@@ -385,7 +386,7 @@ func TestInterruptedRun(t *testing.T) {
 		})
 		// ... but the namespaces stay until a sweep (which the TestMain of a
 		// test binary starting right now may also run: then it is gone).
-		_, err := os.Stat(filepath.Join(netnsDir, Prefix+rep.ID+"-router"))
+		_, err := os.Stat(netns.PathOf(Prefix + rep.ID + "-router"))
 		remained := err == nil
 		if !remained {
 			t.Logf("site %s already swept by another test process: %v", rep.ID, err)
@@ -436,4 +437,29 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Two subnets joined by the router (two racks): hosts reach each other
+// across it, each through the router's address on its own subnet.
+func TestTwoSubnets(t *testing.T) {
+	s := New(t, Options{Hosts: 3, Subnets: 2, NoStart: true, IPv6: true})
+	hosts := s.Hosts()
+	subnets := s.Subnets()
+	if len(subnets) != 2 || hosts[0].Subnet() != 0 || hosts[1].Subnet() != 0 || hosts[2].Subnet() != 1 {
+		t.Fatalf("subnets %v, hosts on %d %d %d", subnets, hosts[0].Subnet(), hosts[1].Subnet(), hosts[2].Subnet())
+	}
+	for _, h := range hosts {
+		sn := subnets[h.Subnet()]
+		if !sn.V4.Contains(netip.MustParseAddr(h.Address())) || h.Gateway() != sn.RouterAddr().String() {
+			t.Errorf("%s: %s via %s, want in %s via %s", h.Name(), h.Address(), h.Gateway(), sn.V4, sn.RouterAddr())
+		}
+		route, err := h.Exec("ip", "route", "show", "default")
+		if err != nil || !strings.Contains(route, "via "+h.Gateway()+" dev eth0") {
+			t.Errorf("%s: default route %q, %v", h.Name(), route, err)
+		}
+	}
+	checks := Mesh(hosts, Ping(), func(_, _ *Host) bool { return true })
+	checks = append(checks, Reach(hosts[0], hosts[2].Address6(), Ping()), Reach(hosts[2], hosts[1].Address6(), Ping()))
+	s.Expect(checks...)
+	assertClean(t, s)
 }

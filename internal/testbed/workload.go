@@ -5,6 +5,10 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"regexp"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/site"
 )
 
 // Workload is a network namespace standing for a container or VM on a host.
@@ -25,26 +29,14 @@ func (s *Site) AddWorkload(h *Host, name string) *Workload {
 	if !workloadNameRE.MatchString(name) {
 		s.t.Fatalf("testbed: bad workload name %q (want %s)", name, workloadNameRE)
 	}
-	w := &Workload{
-		ns:   newNetns(s, Prefix+s.id+"-"+h.name+"-"+name, h.name+"/"+name),
-		host: h,
-		name: name,
+	ns, err := s.site.AddWorkload(h.sh, name)
+	if err != nil {
+		s.t.Fatalf("testbed: %v", err)
 	}
+	w := &Workload{ns: newNetns(s, ns), host: h, name: name}
 	s.mu.Lock()
-	for _, o := range s.workloads {
-		if o.ns.name == w.ns.name {
-			s.mu.Unlock()
-			s.t.Fatalf("testbed: workload %s already exists", w.ns.label)
-		}
-	}
 	s.workloads = append(s.workloads, w)
 	s.mu.Unlock()
-	if err := s.addNetns(w.ns); err != nil {
-		s.t.Fatalf("testbed: add workload %s: %v", w.ns.label, err)
-	}
-	if err := ipBatch(w.ns.name, []string{"link set lo up"}); err != nil {
-		s.t.Fatalf("testbed: add workload %s: %v", w.ns.label, err)
-	}
 	return w
 }
 
@@ -67,7 +59,7 @@ func (w *Workload) Exec(argv ...string) (string, error) { return w.ns.Exec(argv.
 // veth: "wtb" and 8 hex digits of a hash of the namespace name.
 func (w *Workload) HostVeth() string {
 	h := fnv.New32a()
-	h.Write([]byte(w.ns.name))
+	h.Write([]byte(w.ns.Name()))
 	return fmt.Sprintf("wtb%08x", h.Sum32())
 }
 
@@ -80,26 +72,58 @@ func (w *Workload) AttachVeth(addr string) error {
 	if err != nil || !a.Is4() {
 		return fmt.Errorf("testbed: AttachVeth wants one IPv4 address, got %q", addr)
 	}
-	hv := w.HostVeth()
-	if err := ipBatch(w.host.ns.name, []string{
-		"link add " + hv + " type veth peer name eth0 netns " + w.ns.name,
-		"link set " + hv + " up",
-	}); err != nil {
-		return fmt.Errorf("testbed: attach %s: %w", w.ns.label, err)
-	}
-	if err := w.host.ns.SetSysctl("net/ipv4/conf/"+hv+"/proxy_arp", "1"); err != nil {
-		return err
-	}
-	if err := ipBatch(w.host.ns.name, []string{"route add " + addr + "/32 dev " + hv}); err != nil {
-		return fmt.Errorf("testbed: attach %s: %w", w.ns.label, err)
-	}
-	if err := ipBatch(w.ns.name, []string{
-		"addr add " + addr + "/32 dev eth0",
-		"link set eth0 up",
-		"route add 169.254.1.1 dev eth0 scope link",
-		"route add default via 169.254.1.1 dev eth0",
-	}); err != nil {
+	if err := w.attachVeth(a); err != nil {
 		return fmt.Errorf("testbed: attach %s: %w", w.ns.label, err)
 	}
 	return nil
+}
+
+func (w *Workload) attachVeth(a netip.Addr) error {
+	hv := w.HostVeth()
+	wl, err := w.ns.ns.Open()
+	if err != nil {
+		return err
+	}
+	defer wl.Close()
+	host := w.host.ns
+	err = host.ns.Netlink(func(nl *netlink.Handle) error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hv}, PeerName: "eth0", PeerNamespace: netlink.NsFd(wl.Fd())}
+		if err := nl.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add veth %s: %w", hv, err)
+		}
+		return nl.LinkSetUp(veth)
+	})
+	if err != nil {
+		return err
+	}
+	if err := host.SetSysctl("net/ipv4/conf/"+hv+"/proxy_arp", "1"); err != nil {
+		return err
+	}
+	err = host.ns.Netlink(func(nl *netlink.Handle) error {
+		l, err := nl.LinkByName(hv)
+		if err != nil {
+			return err
+		}
+		return nl.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: site.IPNet(netip.PrefixFrom(a, 32)), Scope: netlink.SCOPE_LINK})
+	})
+	if err != nil {
+		return err
+	}
+	return w.ns.ns.Netlink(func(nl *netlink.Handle) error {
+		eth0, err := nl.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := nl.AddrAdd(eth0, &netlink.Addr{IPNet: site.IPNet(netip.PrefixFrom(a, 32))}); err != nil {
+			return err
+		}
+		if err := nl.LinkSetUp(eth0); err != nil {
+			return err
+		}
+		gw := netip.MustParseAddr("169.254.1.1")
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: site.IPNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}); err != nil {
+			return err
+		}
+		return nl.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: site.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: gw.AsSlice()})
+	})
 }

@@ -1,5 +1,5 @@
 // Package sysctl reads and writes /proc/sys. Network sysctls belong to the
-// network namespace of the calling thread: call these inside nsx.Target.Do
+// network namespace of the calling thread: call these inside netns.Target.Do
 // to reach another namespace.
 package sysctl
 

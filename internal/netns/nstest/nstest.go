@@ -1,8 +1,11 @@
 // Package nstest gives kernel tests fresh, uniquely named network
-// namespaces that are removed when the test ends, whatever happens.
+// namespaces that are removed when the test ends, whatever happens. Every
+// helper is a kernel-tier test gate (testtier.Kernel): skipped under -short,
+// needing root otherwise.
 package nstest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -11,22 +14,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-)
 
-// RequireRoot skips the test unless it runs as root (kernel tests create
-// namespaces and interfaces).
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: needs root to create network namespaces")
-	}
-}
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/testtier"
+)
 
 // NS is a named network namespace owned by one test.
 type NS struct {
@@ -37,10 +32,11 @@ type NS struct {
 }
 
 // New creates a namespace named after the test, the pid and a random
-// suffix, with lo up, and deletes it in t.Cleanup.
+// suffix, with lo up, and deletes it in t.Cleanup. It skips t under -short
+// and fails or skips it without root (testtier.Kernel).
 func New(t testing.TB, role string) *NS {
 	t.Helper()
-	RequireRoot(t)
+	testtier.Kernel(t)
 	h := fnv.New32a()
 	h.Write([]byte(t.Name()))
 	var rnd [3]byte
@@ -48,83 +44,43 @@ func New(t testing.TB, role string) *NS {
 		t.Fatal(err)
 	}
 	name := fmt.Sprintf("wt%s-%08x-%d-%s", role, h.Sum32(), os.Getpid(), hex.EncodeToString(rnd[:]))
-	if err := createNamed(name); err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
+	if err := netns.Create(name); err != nil {
+		t.Fatal(err)
 	}
-	ns := &NS{Name: name, Path: "/run/netns/" + name, t: t}
+	ns := &NS{Name: name, Path: netns.PathOf(name), t: t}
 	t.Cleanup(func() {
 		if ns.deleted {
 			return
 		}
-		if err := netns.DeleteNamed(name); err != nil {
+		if err := netns.Delete(name); err != nil {
 			t.Errorf("delete netns %s: %v", name, err)
 		}
 	})
-	// A short-lived handle: an open netlink socket would keep the
-	// namespace alive after Delete.
-	if err := ns.withHandle(func(h *netlink.Handle) error {
-		lo, err := h.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return h.LinkSetUp(lo)
-	}); err != nil {
-		t.Fatalf("lo up in %s: %v", name, err)
-	}
 	return ns
-}
-
-func createNamed(name string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err != nil {
-		_ = netns.Set(orig)
-		return err
-	}
-	h.Close()
-	return netns.Set(orig)
 }
 
 // Delete removes the namespace now (its interfaces go when the last
 // reference to it does).
 func (ns *NS) Delete() {
 	ns.t.Helper()
-	if err := netns.DeleteNamed(ns.Name); err != nil {
+	if err := netns.Delete(ns.Name); err != nil {
 		ns.t.Fatalf("delete netns %s: %v", ns.Name, err)
 	}
 	ns.deleted = true
 }
 
-func (ns *NS) withHandle(fn func(*netlink.Handle) error) error {
-	h, err := netns.GetFromPath(ns.Path)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
-	return fn(nh)
-}
+func (ns *NS) open() (*netns.Target, error) { return netns.Open(ns.Path) }
 
 // Netlink is a netlink handle in the namespace, closed at cleanup (it
 // keeps the namespace alive until then).
 func (ns *NS) Netlink() *netlink.Handle {
 	ns.t.Helper()
-	h, err := netns.GetFromPath(ns.Path)
+	target, err := ns.open()
 	if err != nil {
 		ns.t.Fatal(err)
 	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
+	defer target.Close()
+	nh, err := target.Netlink()
 	if err != nil {
 		ns.t.Fatal(err)
 	}
@@ -132,37 +88,23 @@ func (ns *NS) Netlink() *netlink.Handle {
 	return nh
 }
 
-// Do runs fn on a thread inside the namespace.
+// Do runs fn on a thread inside the namespace (netns.Target.Do: fn must
+// not call t.Fatal).
 func (ns *NS) Do(fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	target, err := ns.open()
 	if err != nil {
-		runtime.UnlockOSThread()
 		return err
 	}
-	defer orig.Close()
-	h, err := netns.GetFromPath(ns.Path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("restore netns: %w (thread left locked)", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	defer target.Close()
+	return target.Do(fn)
 }
 
-// Run runs a command inside the namespace (ip netns exec) and returns its
-// combined output; it fails the test on error.
+// Run runs a command inside the namespace (as `ip netns exec` would) and
+// returns its combined output; it fails the test on error, and skips it
+// (fails under testtier.EnvStrict) when the command is not installed.
 func (ns *NS) Run(args ...string) string {
 	ns.t.Helper()
+	testtier.Tools(ns.t, args[0])
 	out, err := ns.Try(args...)
 	if err != nil {
 		ns.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
@@ -172,9 +114,16 @@ func (ns *NS) Run(args ...string) string {
 
 // Try is Run that returns the error instead of failing.
 func (ns *NS) Try(args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	target, err := ns.open()
+	if err != nil {
+		return "", err
+	}
+	defer target.Close()
+	var out bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = netns.Run(target, cmd)
+	return out.String(), err
 }
 
 // Sysctl writes a sysctl inside the namespace.
@@ -191,12 +140,12 @@ func (ns *NS) Sysctl(key, value string) {
 func Veth(t testing.TB, a *NS, nameA string, addrA netip.Prefix, b *NS, nameB string, addrB netip.Prefix) {
 	t.Helper()
 	ha, hb := a.Netlink(), b.Netlink()
-	bh, err := netns.GetFromPath(b.Path)
+	bt, err := b.open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bh.Close()
-	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nameA}, PeerName: nameB, PeerNamespace: netlink.NsFd(bh)}
+	defer bt.Close()
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nameA}, PeerName: nameB, PeerNamespace: netlink.NsFd(bt.Fd())}
 	if err := ha.LinkAdd(v); err != nil {
 		t.Fatalf("veth %s/%s: %v", nameA, nameB, err)
 	}

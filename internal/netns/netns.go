@@ -1,12 +1,18 @@
-// Package nsx names the network namespace a driver acts on and runs code
-// inside it.
+// Package netns is weft's one toolkit for Linux network namespaces: open one
+// by path ([Open]), create and delete named ones under /run/netns
+// ([Create], [Delete]), run a function inside one ([Target.Do]), talk
+// netlink inside one ([Target.Netlink]), start a process inside one
+// ([Start], [MountNS], [Launcher]) and find the processes inside some
+// ([ProcessesIn]).
 //
 // Netlink and nftables sockets can be opened in another namespace directly
 // (a netlink handle made with netlink.NewHandleAt, nftables.WithNetNSFd).
-// Writes to /proc/sys/net and ethtool ioctls act on the namespace of the
-// calling thread, so [Target.Do] runs them on a locked OS thread switched
-// into the target namespace and switched back afterwards.
-package nsx
+// Writes to /proc/sys/net, ethtool ioctls and ordinary sockets act on the
+// namespace of the calling thread, so [Target.Do] runs them on an OS thread
+// switched into the target namespace. A thread that cannot be switched back
+// is never reused: it ends with the goroutine that [Target.Do] started for
+// it.
+package netns
 
 import (
 	"errors"
@@ -16,7 +22,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,14 +35,14 @@ const netlinkTimeout = 10 * time.Second
 var ErrNotNetNS = errors.New("not a network namespace")
 
 // Target is a network namespace: the process's own ("current") or one
-// opened from a path.
+// opened from a path. An open Target keeps its namespace alive: Close it.
 type Target struct {
 	path string
-	h    netns.NsHandle
+	h    vnetns.NsHandle
 }
 
 // Current is the namespace the process runs in.
-func Current() *Target { return &Target{h: netns.None()} }
+func Current() *Target { return &Target{h: vnetns.None()} }
 
 // Open opens the namespace at path; "" means [Current]. It fails with an
 // error wrapping os.ErrNotExist if the path is missing and [ErrNotNetNS] if
@@ -45,7 +51,7 @@ func Open(path string) (*Target, error) {
 	if path == "" {
 		return Current(), nil
 	}
-	h, err := netns.GetFromPath(path)
+	h, err := vnetns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}
@@ -89,14 +95,15 @@ func (t *Target) Fd() int {
 }
 
 // Handle is the namespace handle, netns.None() for the current one.
-func (t *Target) Handle() netns.NsHandle {
+func (t *Target) Handle() vnetns.NsHandle {
 	if t.IsCurrent() {
-		return netns.None()
+		return vnetns.None()
 	}
 	return t.h
 }
 
-// Netlink opens a netlink handle whose sockets live in the namespace.
+// Netlink opens a netlink handle whose sockets live in the namespace. Close
+// it: an open handle keeps the namespace alive.
 func (t *Target) Netlink() (*netlink.Handle, error) {
 	var (
 		h   *netlink.Handle
@@ -132,32 +139,85 @@ func OpenNetlink(path string) (t *Target, h *netlink.Handle, close func(), err e
 	return t, h, func() { h.Close(); t.Close() }, nil
 }
 
-// Do runs fn with the calling OS thread inside the namespace. fn must not
-// start goroutines that expect to be in the namespace: they run on other
-// threads.
+// Do runs fn on an OS thread inside the namespace and returns its error;
+// for the current namespace it just calls fn. Sockets fn opens belong to the
+// namespace for their whole life, whichever thread uses them later.
+//
+// fn runs on a goroutine of its own, locked to its thread: it must not call
+// t.FailNow or runtime.Goexit, and goroutines it starts run on other threads,
+// outside the namespace. If the thread cannot be switched back, the error
+// says so and the thread is discarded (it ends with that goroutine), so no
+// other code ever runs in the wrong namespace. A panic in fn is re-raised in
+// the caller once the thread is safe.
 func (t *Target) Do(fn func() error) error {
 	if t.IsCurrent() {
 		return fn()
 	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
+	return onThread(func() (func() error, error) {
+		orig, err := vnetns.Get()
+		if err != nil {
+			return nil, fmt.Errorf("get thread network namespace: %w", err)
+		}
+		if err := vnetns.Set(t.h); err != nil {
+			orig.Close()
+			return nil, fmt.Errorf("enter network namespace %s: %w", t.path, err)
+		}
+		return func() error {
+			defer orig.Close()
+			if err := vnetns.Set(orig); err != nil {
+				return fmt.Errorf("leave network namespace %s (the thread is discarded): %w", t.path, err)
+			}
+			return nil
+		}, nil
+	}, fn)
+}
+
+// onThread runs fn on a fresh goroutine locked to its OS thread, after
+// enter has switched the thread somewhere. enter returns how to switch
+// back; the thread returns to the runtime only when that succeeds (a failed
+// enter must leave the thread as it was). A nil leave means the thread
+// cannot be restored and is discarded.
+func onThread(enter func() (leave func() error, err error), fn func() error) error {
+	type result struct {
+		err      error
+		panicked any
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		leave, err := enter()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: err}
+			return
+		}
+		var res result
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					res.panicked = p
+				}
+			}()
+			res.err = fn()
+		}()
+		if leave == nil {
+			// Still locked: the runtime ends the thread with this goroutine.
+			done <- res
+			return
+		}
+		if err := leave(); err != nil {
+			res.err = errors.Join(res.err, err)
+			done <- res
+			return
+		}
 		runtime.UnlockOSThread()
-		return fmt.Errorf("get thread network namespace: %w", err)
+		done <- res
+	}()
+	res := <-done
+	if res.panicked != nil {
+		panic(res.panicked)
 	}
-	defer orig.Close()
-	if err := netns.Set(t.h); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", t.path, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Keep the thread locked: the runtime ends a locked thread when its
-		// goroutine exits, so no other goroutine runs in the wrong namespace.
-		return errors.Join(ferr, fmt.Errorf("leave network namespace %s: %w", t.path, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	return res.err
 }
 
 // Close releases the namespace handle.
