@@ -36,15 +36,14 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
-	"github.com/weftnet/weft/dataplane/internal/nsx"
 	"github.com/weftnet/weft/dataplane/internal/watch"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // KeyRing holds the node's private keys (the driver never stores them).
@@ -92,7 +91,7 @@ type Config struct {
 type Manager struct {
 	cfg    Config
 	log    *slog.Logger
-	ns     *nsx.Target
+	ns     *netns.Target
 	nl     *netlink.Handle
 	closer func()
 	writes atomic.Uint64
@@ -129,7 +128,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Second
 	}
-	ns, h, closer, err := nsx.OpenNetlink(cfg.NetNS)
+	ns, h, closer, err := netns.OpenNetlink(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -709,7 +708,7 @@ func (m *Manager) forget() {
 // recreated (a device process restarted by systemd) makes the next pass
 // repair it at once.
 func (m *Manager) Watch(ctx context.Context, kick func()) error {
-	ns := netns.None()
+	ns := netns.Current().Handle()
 	if m.ns != nil {
 		ns = m.ns.Handle()
 	}

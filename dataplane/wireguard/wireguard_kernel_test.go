@@ -24,7 +24,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/dataplane"
-	"github.com/weftnet/weft/dataplane/internal/nstest"
+	"github.com/weftnet/weft/internal/netns/nstest"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 // The test binary doubles as the device process: the starter runs it
@@ -54,13 +55,7 @@ func TestMain(m *testing.M) {
 
 func skipKernel(t *testing.T) {
 	t.Helper()
-	if os.Getenv("WEFT_SKIP_KERNEL") != "" {
-		t.Skip("WEFT_SKIP_KERNEL is set")
-	}
-	nstest.RequireRoot(t)
-	if _, err := exec.LookPath("wg"); err != nil {
-		t.Skip("wireguard-tools (wg) not installed")
-	}
+	testtier.Kernel(t, "wg", "ping", "ip")
 }
 
 // keyRing is an in-memory KeyRing.

@@ -410,6 +410,9 @@ func sanitizeWireGuard(out *Output) {
 // WireGuard device and what the configuration wants there: the store
 // writer compares it with the node's keys and acts on the difference.
 type WireGuardNodeState struct {
+	// Registered: this node's Node exists (the writer can only write
+	// once it does).
+	Registered bool
 	// Enabled is wireguard.enabled: false makes the writer clear what the
 	// Node publishes (the other nodes then reach it unencrypted).
 	Enabled bool
@@ -433,7 +436,8 @@ func (r *tunnels) wireguard(n *TunnelNeeds) {
 	cfg, topo := r.env.Config, r.env.Topology
 	wg := cfg.WireGuard
 	var w NodeWireGuard
-	if self := topo.Self(); self != nil {
+	self := topo.Self()
+	if self != nil {
 		w = self.WireGuard
 	}
 	var want4, want6 bool
@@ -451,7 +455,7 @@ func (r *tunnels) wireguard(n *TunnelNeeds) {
 	n.WireGuard = r.tunnelState(ipam.TunnelHandle(ipam.TunnelWireguard, cfg.NodeName, false), wg.Enabled && want4, w.Addr4)
 	n.WireGuardV6 = r.tunnelState(ipam.TunnelHandle(ipam.TunnelWireguard, cfg.NodeName, true), wg.Enabled && want6, w.Addr6)
 	n.WireGuardNode = WireGuardNodeState{
-		Enabled: wg.Enabled, PublicKey: w.PublicKey, BadKey: w.BadKey != "", NextKey: w.NextKey,
+		Registered: self != nil, Enabled: wg.Enabled, PublicKey: w.PublicKey, BadKey: w.BadKey != "", NextKey: w.NextKey,
 		ListenPort: w.ListenPort, WantPort: wg.ListenPort,
 		HostEncryption: w.HostEncryption, WantHostEncryption: wg.HostEncryption,
 	}

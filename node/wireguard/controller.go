@@ -208,6 +208,11 @@ func (c *Controller) act(ctx context.Context, n calc.TunnelNeeds) (done, waitDev
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	nn := n.WireGuardNode
+	if !nn.Registered {
+		// The agent registers its Node at start; the calculation tells
+		// when it exists.
+		return false, false, nil
+	}
 	u := nodeUpdate{Name: c.cfg.Node}
 	var errs []error
 	for _, fam := range []struct {

@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/testbed"
+	"github.com/weftnet/weft/node/localapi"
+)
+
+// The WireGuard e2e tests share these helpers: the device as `wg show`
+// reports it inside a host (its network and mount namespaces: the UAPI
+// socket is in the host's private /run/wireguard), the Nodes' keys, a
+// capture on the underlay bridge, and a continuous ping between workloads.
+
+// wgIface is the WireGuard device's default name (SPEC §2).
+const wgIface = "weft.wg"
+
+// wgTOML turns WireGuard on.
+const wgTOML = "[wireguard]\nenabled = true\n"
+
+// wgPeer is one peer of `wg show weft.wg dump`.
+type wgPeer struct {
+	Key, Endpoint string
+	AllowedIPs    []string
+	Handshake     int64
+	Rx, Tx        int64
+}
+
+// wgDevice is `wg show weft.wg dump` on h.
+type wgDevice struct {
+	PublicKey string
+	Port      int
+	Peers     map[string]wgPeer // by public key
+}
+
+func wgShow(t *testing.T, h *testbed.Host) wgDevice {
+	t.Helper()
+	d, err := wgShowErr(h)
+	if err != nil {
+		t.Fatalf("%s: %v", h.Name(), err)
+	}
+	return d
+}
+
+func wgShowErr(h *testbed.Host) (wgDevice, error) {
+	out, err := h.Exec("wg", "show", wgIface, "dump")
+	if err != nil {
+		return wgDevice{}, fmt.Errorf("wg show %s dump: %v", wgIface, err)
+	}
+	d := wgDevice{Peers: map[string]wgPeer{}}
+	for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, "\t")
+		if i == 0 {
+			if len(f) < 4 {
+				return d, fmt.Errorf("wg dump interface line %q", line)
+			}
+			d.PublicKey = f[1]
+			d.Port, _ = strconv.Atoi(f[2])
+			continue
+		}
+		if len(f) < 8 {
+			return d, fmt.Errorf("wg dump peer line %q", line)
+		}
+		p := wgPeer{Key: f[0], Endpoint: f[2]}
+		if f[3] != "(none)" {
+			p.AllowedIPs = strings.Split(f[3], ",")
+		}
+		p.Handshake, _ = strconv.ParseInt(f[4], 10, 64)
+		p.Rx, _ = strconv.ParseInt(f[5], 10, 64)
+		p.Tx, _ = strconv.ParseInt(f[6], 10, 64)
+		d.Peers[p.Key] = p
+	}
+	return d, nil
+}
+
+// wgNodeKeys maps node names to their published WireGuard keys.
+func wgNodeKeys(t *testing.T, h *testbed.Host) map[string]string {
+	t.Helper()
+	out, err := h.Weft("get", "nodes", "-o", "json")
+	if err != nil {
+		t.Fatalf("weft get nodes: %v", err)
+	}
+	keys := map[string]string{}
+	re := regexp.MustCompile(`"name": "([^"]+)"|"wireguardPublicKey": "([^"]+)"`)
+	name := ""
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		if m[1] != "" {
+			name = m[1]
+		} else if name != "" {
+			keys[name] = m[2]
+		}
+	}
+	return keys
+}
+
+// wgStatus is the WireGuard part of `weft node status -o json` on h.
+func wgStatus(t *testing.T, h *testbed.Host) *localapi.WireGuardStatus {
+	t.Helper()
+	st, err := localapi.NewClient(h.Socket()).Status(context.Background())
+	if err != nil {
+		t.Fatalf("%s: node status: %v", h.Name(), err)
+	}
+	return st.WireGuard
+}
+
+// wgWaitMesh waits until every host's device has every other host as a
+// peer with its published key.
+func wgWaitMesh(t *testing.T, hosts []*testbed.Host) {
+	t.Helper()
+	wlWaitFor(t, 30*time.Second, "every node a WireGuard peer of every other", func() error {
+		keys := map[string]string{}
+		for _, h := range hosts {
+			d, err := wgShowErr(h)
+			if err != nil {
+				return err
+			}
+			keys[h.Name()] = d.PublicKey
+		}
+		for _, h := range hosts {
+			d, _ := wgShowErr(h)
+			for _, o := range hosts {
+				if o == h {
+					continue
+				}
+				p, ok := d.Peers[keys[o.Name()]]
+				if !ok || p.Endpoint != o.Address()+":51820" {
+					return fmt.Errorf("%s has no peer %s (%s) at %s:51820: %+v", h.Name(), o.Name(), keys[o.Name()], o.Address(), d.Peers)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// capture is tcpdump on the site's underlay bridge.
+type capture struct {
+	cmd    *exec.Cmd
+	file   string
+	stderr *strings.Builder
+}
+
+// startCapture captures everything crossing the underlay (every port of
+// the bridge in the router's namespace: a capture on the bridge device
+// itself sees only what is addressed to the router) into a file.
+func startCapture(t *testing.T, site *testbed.Site) *capture {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "underlay.pcap")
+	cmd := exec.Command("nsenter", "--net="+site.Router().Path(), "tcpdump", "-i", "any", "-nn", "-U", "--immediate-mode", "-s", "128", "-w", file)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &capture{cmd: cmd, file: file, stderr: &stderr}
+	t.Cleanup(func() { c.stop() })
+	// tcpdump says "listening on br0" once it captures.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "listening on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c
+}
+
+func (c *capture) stop() {
+	if c.cmd.Process != nil && c.cmd.ProcessState == nil {
+		_ = c.cmd.Process.Signal(syscall.SIGINT)
+		_ = c.cmd.Wait()
+	}
+}
+
+// read stops the capture and returns the packets matching a tcpdump
+// filter, one line each.
+func (c *capture) read(t *testing.T, filter string) []string {
+	t.Helper()
+	c.stop()
+	out, err := exec.Command("tcpdump", "-r", c.file, "-nn", filter).Output()
+	if err != nil {
+		t.Fatalf("tcpdump -r %s %q: %v (capture: %s)", c.file, filter, err, c.stderr.String())
+	}
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines
+}
+
+// pinger is a continuous ping from a workload.
+type pinger struct {
+	cmd *exec.Cmd
+	out strings.Builder
+}
+
+// startPing pings to from the workload namespace every interval until
+// stopped.
+func startPing(t *testing.T, from *testbed.Netns, to string, interval time.Duration) *pinger {
+	t.Helper()
+	p := &pinger{}
+	p.cmd = exec.Command("nsenter", "--net="+from.Path(), "ping", "-n", "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "5", to)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// stop ends the ping (SIGINT: it prints its summary) and returns what it
+// sent and received.
+func (p *pinger) stop() (sent, received int, out string) {
+	if p.cmd.ProcessState == nil {
+		// Let the replies to the last requests arrive.
+		time.Sleep(300 * time.Millisecond)
+		_ = p.cmd.Process.Signal(syscall.SIGINT)
+		_ = p.cmd.Wait()
+	}
+	out = p.out.String()
+	m := pingSummary.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, out
+	}
+	sent, _ = strconv.Atoi(m[1])
+	received, _ = strconv.Atoi(m[2])
+	return sent, received, out
+}
+
+// poolOf is the default pool (the test bed seeds 10.244.0.0/16).
+var poolOf = netip.MustParsePrefix("10.244.0.0/16")
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
