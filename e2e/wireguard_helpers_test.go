@@ -211,7 +211,7 @@ type pinger struct {
 func startPing(t *testing.T, from *testbed.Netns, to string, interval time.Duration) *pinger {
 	t.Helper()
 	p := &pinger{}
-	p.cmd = exec.Command("nsenter", "--net="+from.Path(), "ping", "-n", "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "5", to)
+	p.cmd = exec.Command("nsenter", "--net="+from.Path(), "ping", "-n", "-D", "-O", "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "5", to)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -220,14 +220,16 @@ func startPing(t *testing.T, from *testbed.Netns, to string, interval time.Durat
 	return p
 }
 
-var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	pingReply   = regexp.MustCompile(`bytes from .* icmp_seq=(\d+) `)
+)
 
-// stop ends the ping (SIGINT: it prints its summary) and returns what it
-// sent and received.
-func (p *pinger) stop() (sent, received int, out string) {
+// stop ends the ping (SIGINT: it prints its summary) and returns how many
+// requests it sent and how many of them got no reply. The last request
+// may still be in flight when ping is interrupted: it is not counted.
+func (p *pinger) stop() (sent, lost int, out string) {
 	if p.cmd.ProcessState == nil {
-		// Let the replies to the last requests arrive.
-		time.Sleep(300 * time.Millisecond)
 		_ = p.cmd.Process.Signal(syscall.SIGINT)
 		_ = p.cmd.Wait()
 	}
@@ -237,8 +239,20 @@ func (p *pinger) stop() (sent, received int, out string) {
 		return 0, 0, out
 	}
 	sent, _ = strconv.Atoi(m[1])
-	received, _ = strconv.Atoi(m[2])
-	return sent, received, out
+	replied := map[int]bool{}
+	for _, r := range pingReply.FindAllStringSubmatch(out, -1) {
+		n, _ := strconv.Atoi(r[1])
+		replied[n] = true
+	}
+	if !replied[sent] {
+		sent-- // in flight when interrupted
+	}
+	for seq := 1; seq <= sent; seq++ {
+		if !replied[seq] {
+			lost++
+		}
+	}
+	return sent, lost, out
 }
 
 // poolOf is the default pool (the test bed seeds 10.244.0.0/16).
@@ -247,4 +261,80 @@ var poolOf = netip.MustParsePrefix("10.244.0.0/16")
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// wgMetrics scrapes h's /metrics over the underlay from the router.
+func wgMetrics(t *testing.T, site *testbed.Site, h *testbed.Host) metricsSample {
+	t.Helper()
+	resp, err := site.Router().HTTPClient(5 * time.Second).Get(fmt.Sprintf("http://%s:%d/metrics", h.Address(), testbed.MetricsPort))
+	if err != nil {
+		t.Fatalf("%s: GET /metrics: %v", h.Name(), err)
+	}
+	defer resp.Body.Close()
+	m := metricsSample{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				m[line[:i]] = v
+			}
+		}
+	}
+	return m
+}
+
+// copyBinary copies the weft binary to dst through a temporary file and a
+// rename: a new file at the path, as a package upgrade makes.
+func copyBinary(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wgPingPair pings a→b and b→a every interval until stopped; stop reports
+// both directions.
+type wgPingPair struct{ ab, ba *pinger }
+
+func startPingPair(t *testing.T, a, b *wlWorkload, interval time.Duration) *wgPingPair {
+	t.Helper()
+	return &wgPingPair{ab: startPing(t, a.Netns(), b.ip, interval), ba: startPing(t, b.Netns(), a.ip, interval)}
+}
+
+// stopAndCheck stops both pings and fails the test if one lost a packet.
+func (p *wgPingPair) stopAndCheck(t *testing.T, what string) (sent, lost int) {
+	t.Helper()
+	for _, pg := range []*pinger{p.ab, p.ba} {
+		s, l, out := pg.stop()
+		if s == 0 {
+			t.Fatalf("%s: ping printed no summary:\n%s", what, out)
+		}
+		sent += s
+		lost += l
+		if l > 0 {
+			t.Errorf("%s: %d of %d pings lost:\n%s", what, l, s, out)
+		}
+	}
+	return sent, lost
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

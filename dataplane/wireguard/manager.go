@@ -14,11 +14,11 @@
 // changes or the device has none, never merely because it differs: a peer
 // behind NAT roams, and WireGuard follows it.
 //
-// A peer added to the device is greeted at once (a keepalive, which makes
-// WireGuard handshake now rather than when traffic shows up): after a key
-// rotation the rotating node's traffic is held by WireGuard (it queues
-// packets while it handshakes) until its peers know the new key, and the
-// greeting makes that moment end as soon as they do.
+// When a node's key changes (it rotated), its new peer is greeted unless
+// it handshook by itself within a moment (see greetDue): the rotating
+// node's traffic is held by WireGuard (it queues packets while it
+// handshakes) until its peers know the new key, and the greeting makes
+// that moment end as soon as they do.
 package wireguard
 
 import (
@@ -106,6 +106,10 @@ type Manager struct {
 	// kept), by peer key: a desired endpoint is written when it differs
 	// from this, never merely because the device's differs (roaming).
 	endpoints map[dataplane.WireGuardKey]netip.AddrPort
+	// peerKeys are the nodes' keys as last configured, and greetings the
+	// replaced keys to look at (greetDue) and when.
+	peerKeys  map[string]dataplane.WireGuardKey
+	greetings map[dataplane.WireGuardKey]time.Time
 
 	// Read by other goroutines (status, metrics, the key rotation).
 	mu        sync.Mutex
@@ -114,6 +118,7 @@ type Manager struct {
 	nodes     map[dataplane.WireGuardKey]string // peer key → node
 	blocked   []string
 	devicePID int
+	kick      func() // the loop's wake-up, once Watch runs
 }
 
 // New opens a netlink handle in the configured namespace. Nothing is
@@ -135,6 +140,7 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		cfg: cfg, log: cfg.Logger.With("component", "wireguard"), ns: ns, nl: h, closer: closer,
 		endpoints: map[dataplane.WireGuardKey]netip.AddrPort{},
+		peerKeys:  map[string]dataplane.WireGuardKey{}, greetings: map[dataplane.WireGuardKey]time.Time{},
 	}, nil
 }
 
@@ -516,16 +522,9 @@ func (m *Manager) configure(want *dataplane.WireGuardDevice) (dataplane.WireGuar
 	for _, p := range dev.Peers {
 		actual[dataplane.WireGuardKey(p.PublicKey)] = p
 	}
-	var greet []wgtypes.PeerConfig
 	for _, p := range want.Peers {
-		pc, changed, added := m.peerChange(p, actual)
-		if !changed {
-			continue
-		}
-		cfg.Peers = append(cfg.Peers, pc)
-		if added && p.PersistentKeepalive == 0 {
-			zero := time.Duration(0)
-			greet = append(greet, wgtypes.PeerConfig{PublicKey: pc.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &zero})
+		if pc, changed := m.peerChange(p, actual); changed {
+			cfg.Peers = append(cfg.Peers, pc)
 		}
 	}
 	if cfg.PrivateKey != nil || cfg.ListenPort != nil || cfg.FirewallMark != nil || len(cfg.Peers) > 0 {
@@ -536,28 +535,94 @@ func (m *Manager) configure(want *dataplane.WireGuardDevice) (dataplane.WireGuar
 			m.log.Info("WireGuard device key set", "public_key", wgtypes.Key(priv).PublicKey().String())
 		}
 	}
-	if len(greet) > 0 {
-		// The greeting keepalive was sent when the peer was added with a
-		// 1 s interval; back to none.
-		if err := m.configureDevice(wgtypes.Config{Peers: greet}); err != nil {
-			return dataplane.WireGuardKey{}, fmt.Errorf("resetting the keepalive of new peers: %w", err)
-		}
+	m.peerKeys = map[string]dataplane.WireGuardKey{}
+	for _, p := range want.Peers {
+		m.peerKeys[p.Node] = p.PublicKey
+	}
+	if err := m.greetDue(want, actual); err != nil {
+		return dataplane.WireGuardKey{}, err
 	}
 	return dataplane.WireGuardKey(wgtypes.Key(priv).PublicKey()), keyErr
 }
 
+// greetDelay is how long after replacing a node's key the manager looks
+// whether the node handshook with the new key, and greets it if not.
+const greetDelay = 250 * time.Millisecond
+
+// scheduleGreeting makes a pass look at the peer greetDelay from now.
+func (m *Manager) scheduleGreeting(key dataplane.WireGuardKey) {
+	m.greetings[key] = time.Now().Add(greetDelay)
+	m.mu.Lock()
+	kick := m.kick
+	m.mu.Unlock()
+	if kick != nil {
+		time.AfterFunc(greetDelay, kick)
+	}
+}
+
+// greetDue greets the peers whose key was replaced greetDelay ago and
+// that have not handshaken since: a keepalive, which makes WireGuard
+// initiate now. A node that rotated its key first handshakes itself
+// (its traffic is queued meanwhile), but while the other nodes did not
+// know the key yet its initiation was dropped, and WireGuard retries only
+// after 5 s. Greeting at once instead would cross with that initiation
+// when it comes just after the key is known, and two crossing
+// initiations fail on both sides (each drops the response to its own):
+// 5 s lost. Greeting a little later, and only when no handshake happened,
+// avoids that. The configured keepalive is set then too.
+func (m *Manager) greetDue(want *dataplane.WireGuardDevice, actual map[dataplane.WireGuardKey]wgtypes.Peer) error {
+	var hello, after []wgtypes.PeerConfig
+	now := time.Now()
+	for _, p := range want.Peers {
+		due, pending := m.greetings[p.PublicKey]
+		if !pending || now.Before(due) {
+			continue
+		}
+		delete(m.greetings, p.PublicKey)
+		ka := p.PersistentKeepalive
+		if a, ok := actual[p.PublicKey]; ok && !a.LastHandshakeTime.IsZero() {
+			if ka > 0 {
+				after = append(after, wgtypes.PeerConfig{PublicKey: wgtypes.Key(p.PublicKey), UpdateOnly: true, PersistentKeepaliveInterval: &ka})
+			}
+			continue
+		}
+		// Turning a keepalive on sends one at once.
+		one := time.Second
+		if ka > 0 {
+			one = ka
+		}
+		hello = append(hello, wgtypes.PeerConfig{PublicKey: wgtypes.Key(p.PublicKey), UpdateOnly: true, PersistentKeepaliveInterval: &one})
+		if ka == 0 {
+			after = append(after, wgtypes.PeerConfig{PublicKey: wgtypes.Key(p.PublicKey), UpdateOnly: true, PersistentKeepaliveInterval: &ka})
+		}
+		m.log.Debug("greeting a peer whose key changed", "node", p.Node, "public_key", p.PublicKey.String())
+	}
+	for _, batch := range [][]wgtypes.PeerConfig{hello, after} {
+		if len(batch) == 0 {
+			continue
+		}
+		if err := m.configureDevice(wgtypes.Config{Peers: batch}); err != nil {
+			return fmt.Errorf("greeting peers: %w", err)
+		}
+	}
+	return nil
+}
+
 // peerChange is the configuration that brings the device's peer to p:
-// all of it for a new peer (greeted: a 1 s keepalive when none is
-// configured), only the differences for an existing one; allowed IPs are
-// only added here (a prefix added to this peer leaves the peer that had
-// it), the removal phase takes away the extra ones.
-func (m *Manager) peerChange(p dataplane.WireGuardPeer, actual map[dataplane.WireGuardKey]wgtypes.Peer) (pc wgtypes.PeerConfig, changed, added bool) {
+// all of it for a new peer, only the differences for an existing one;
+// allowed IPs are only added here (a prefix added to this peer leaves the
+// peer that had it), the removal phase takes away the extra ones. A new
+// key for a node the device knew under another key is added without its
+// keepalive and greeted later (see greetDue).
+func (m *Manager) peerChange(p dataplane.WireGuardPeer, actual map[dataplane.WireGuardKey]wgtypes.Peer) (pc wgtypes.PeerConfig, changed bool) {
 	pc = wgtypes.PeerConfig{PublicKey: wgtypes.Key(p.PublicKey)}
 	a, exists := actual[p.PublicKey]
+	_, greeting := m.greetings[p.PublicKey]
 	if !exists {
 		ka := p.PersistentKeepalive
-		if ka == 0 {
-			ka = time.Second
+		if old, known := m.peerKeys[p.Node]; known && old != p.PublicKey {
+			ka = 0
+			m.scheduleGreeting(p.PublicKey)
 		}
 		pc.PersistentKeepaliveInterval = &ka
 		pc.ReplaceAllowedIPs = true
@@ -566,7 +631,7 @@ func (m *Manager) peerChange(p dataplane.WireGuardPeer, actual map[dataplane.Wir
 			pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
 		}
 		m.endpoints[p.PublicKey] = p.Endpoint
-		return pc, true, true
+		return pc, true
 	}
 	pc.UpdateOnly = true
 	if last, known := m.endpoints[p.PublicKey]; p.Endpoint.IsValid() && (a.Endpoint == nil || (known && last != p.Endpoint)) {
@@ -576,7 +641,7 @@ func (m *Manager) peerChange(p dataplane.WireGuardPeer, actual map[dataplane.Wir
 	// What the device has is what this manager keeps from now on (an
 	// endpoint that roamed stays).
 	m.endpoints[p.PublicKey] = p.Endpoint
-	if a.PersistentKeepaliveInterval != p.PersistentKeepalive {
+	if a.PersistentKeepaliveInterval != p.PersistentKeepalive && !greeting {
 		ka := p.PersistentKeepalive
 		pc.PersistentKeepaliveInterval = &ka
 		changed = true
@@ -588,7 +653,7 @@ func (m *Manager) peerChange(p dataplane.WireGuardPeer, actual map[dataplane.Wir
 			changed = true
 		}
 	}
-	return pc, changed, false
+	return pc, changed
 }
 
 // describeConfigError turns the errors of a device configuration into
@@ -633,6 +698,7 @@ func (m *Manager) remove() error {
 		if !ok {
 			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: a.PublicKey, Remove: true})
 			delete(m.endpoints, key)
+			delete(m.greetings, key)
 			continue
 		}
 		if !containsAll(wantSet(p.AllowedIPs), a.AllowedIPs) {
@@ -699,6 +765,7 @@ func (m *Manager) removeDevice(link netlink.Link) error {
 func (m *Manager) forget() {
 	m.kind, m.announced = KindNone, ""
 	clear(m.endpoints)
+	clear(m.greetings)
 	m.mu.Lock()
 	m.devicePID = 0
 	m.mu.Unlock()
@@ -708,6 +775,9 @@ func (m *Manager) forget() {
 // recreated (a device process restarted by systemd) makes the next pass
 // repair it at once.
 func (m *Manager) Watch(ctx context.Context, kick func()) error {
+	m.mu.Lock()
+	m.kick = kick
+	m.mu.Unlock()
 	ns := netns.Current().Handle()
 	if m.ns != nil {
 		ns = m.ns.Handle()
