@@ -338,3 +338,21 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// wlWeftStdin runs the weft CLI against h's socket with stdin (in the
+// test's namespaces: the CLI only talks to the socket); the error carries
+// its stderr.
+func wlWeftStdin(h *testbed.Host, stdin string, args ...string) (string, error) {
+	bin := os.Getenv("WEFT_BIN")
+	if bin == "" {
+		return "", fmt.Errorf("needs WEFT_BIN")
+	}
+	cmd := exec.Command(bin, append([]string{"--socket", h.Socket()}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	return stdout.String(), nil
+}

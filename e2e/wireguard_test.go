@@ -3,10 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,4 +221,251 @@ func TestWireGuardKeyRotationUnderPing(t *testing.T) {
 		t.Errorf("key files after the rotation: %v %v", fi, err)
 	}
 	site.Expect(wlPairChecks(ws)...)
+}
+
+// A mixed cluster: h1 runs WireGuard with require, h2 WireGuard, h3 none.
+// h1 and h2 talk encrypted, h2 and h3 unencrypted over VXLAN (Calico's
+// default), and h1 and h3 not at all: h1 never sends h3 anything
+// unencrypted (its addresses are blackholed, and h1 has no VXLAN device,
+// so h3's VXLAN is refused), and says so in its status, its log and its
+// metrics.
+func TestWireGuardMixedClusterWithRequire(t *testing.T) {
+	testtier.EndToEnd(t, "wg", "tcpdump", "nsenter")
+	site := wlStartCluster(t, testbed.Options{Hosts: 3, HostTOML: func(h *testbed.Host) string {
+		switch h.Name() {
+		case "h1":
+			return "[wireguard]\nenabled = true\nrequire = true\n"
+		case "h2":
+			return wgTOML
+		}
+		return ""
+	}})
+	h1, h2, h3 := site.Hosts()[0], site.Hosts()[1], site.Hosts()[2]
+	w1 := wlAttach(t, site, h1, "w1")
+	w2 := wlAttach(t, site, h2, "w2")
+	w3 := wlAttach(t, site, h3, "w3")
+	wgWaitMesh(t, []*testbed.Host{h1, h2})
+
+	capture := startCapture(t, site)
+	site.Expect(
+		testbed.Reach(w1.Netns(), w2.ip, testbed.TCP(wlPort)), testbed.Reach(w2.Netns(), w1.ip, testbed.TCP(wlPort)),
+		testbed.Reach(w2.Netns(), w3.ip, testbed.TCP(wlPort)), testbed.Reach(w3.Netns(), w2.ip, testbed.TCP(wlPort)),
+		testbed.NoReach(w1.Netns(), w3.ip, testbed.TCP(wlPort)), testbed.NoReach(w3.Netns(), w1.ip, testbed.TCP(wlPort)),
+		testbed.NoReach(w1.Netns(), w3.ip, testbed.Ping()), testbed.NoReach(w3.Netns(), w1.ip, testbed.Ping()),
+	)
+	fromH1 := capture.read(t, fmt.Sprintf("src host %s and (udp port 4789 or net %s)", h1.Address(), poolOf))
+	if len(fromH1) > 0 {
+		t.Errorf("h1 sent %d packets unencrypted, e.g.:\n%s", len(fromH1), strings.Join(fromH1[:min(5, len(fromH1))], "\n"))
+	}
+	h1h2 := capture.read(t, fmt.Sprintf("(host %s and host %s) and (udp port 4789 or net %s)", h1.Address(), h2.Address(), poolOf))
+	if len(h1h2) > 0 {
+		t.Errorf("%d packets between the two WireGuard nodes in clear or over VXLAN", len(h1h2))
+	}
+	if n := len(capture.read(t, fmt.Sprintf("host %s and host %s and udp port 4789", h2.Address(), h3.Address()))); n == 0 {
+		t.Error("h2 and h3 did not use VXLAN (they should: h3 has no WireGuard)")
+	}
+
+	st := wgStatus(t, h1)
+	if st == nil || len(st.Blocked) != 1 || st.Blocked[0] != "h3" || len(st.Peers) != 1 {
+		t.Fatalf("h1 status wireguard %+v: want h2 as peer and h3 blocked", st)
+	}
+	if out, err := h1.Exec("ip", "link", "show", wlVXLAN); err == nil {
+		t.Errorf("h1 has a VXLAN device under require:\n%s", out)
+	}
+	m := wgMetrics(t, site, h1)
+	if v := m.value(`weft_wireguard_blocked_nodes{hostname="h1"}`); v != 1 {
+		t.Errorf("weft_wireguard_blocked_nodes = %v, want 1", v)
+	}
+	if !strings.Contains(h1.Logs(), `problem="wireguard: node h3 is not reached (wireguard.require is set): it publishes no WireGuard key"`) {
+		t.Error("no log line on h1 saying h3 is not reached")
+	}
+	if st2 := wgStatus(t, h2); st2 == nil || len(st2.Blocked) != 0 || len(st2.Peers) != 1 {
+		t.Errorf("h2 status wireguard %+v", st2)
+	}
+}
+
+// A node removed from the cluster (`weft cluster remove`) stops being a
+// peer everywhere within 5 s.
+func TestWireGuardRemovedNodePeerGoes(t *testing.T) {
+	testtier.EndToEnd(t, "wg")
+	site := wlStartCluster(t, testbed.Options{Hosts: 3, ExtraTOML: wgTOML})
+	h1, h2, h3 := site.Hosts()[0], site.Hosts()[1], site.Hosts()[2]
+	wgWaitMesh(t, site.Hosts())
+	gone := wgShow(t, h3).PublicKey
+	if err := h3.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := h1.Weft("cluster", "remove", "h3"); err != nil {
+		t.Fatalf("weft cluster remove h3: %v", err)
+	}
+	took := wlWaitFor(t, 5*time.Second, "h3's peer gone from h1 and h2", func() error {
+		for _, h := range []*testbed.Host{h1, h2} {
+			d, err := wgShowErr(h)
+			if err != nil {
+				return err
+			}
+			if _, ok := d.Peers[gone]; ok {
+				return fmt.Errorf("%s still has h3 (%s) as a peer", h.Name(), gone)
+			}
+		}
+		return nil
+	})
+	t.Logf("h3's peer gone from every node %s after `weft cluster remove` returned (%s after it was called)", took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	for _, h := range []*testbed.Host{h1, h2} {
+		if out, _ := h.Exec("ip", "route", "show", "table", "87"); strings.Count(out, "dev "+wgIface) == 0 {
+			t.Errorf("%s: table 87 lost its routes:\n%s", h.Name(), out)
+		}
+	}
+}
+
+// Bad input gives one clear error and leaves the other nodes' tunnels
+// intact: a key file others can read (the agent refuses to start), the
+// listen port in use and no /dev/net/tun (the device cannot be made; the
+// node fails closed and says why), a malformed key (refused at the store's
+// entrance) and a key two nodes publish (neither is used, with a log
+// line, as in Calico).
+func TestWireGuardBadInput(t *testing.T) {
+	testtier.EndToEnd(t, "wg", "mount", "umount")
+	site := wlStartCluster(t, testbed.Options{Hosts: 3, ExtraTOML: wgTOML})
+	h1, h2, h3 := site.Hosts()[0], site.Hosts()[1], site.Hosts()[2]
+	w1 := wlAttach(t, site, h1, "w1")
+	w2 := wlAttach(t, site, h2, "w2")
+	wgWaitMesh(t, site.Hosts())
+	intact := func(what string) {
+		t.Helper()
+		site.Expect(testbed.Reach(w1.Netns(), w2.ip, testbed.TCP(wlPort)), testbed.Reach(w2.Netns(), w1.ip, testbed.TCP(wlPort)))
+		d := wgShow(t, h1)
+		if _, ok := d.Peers[wgShow(t, h2).PublicKey]; !ok {
+			t.Fatalf("%s: h1 lost its peer h2", what)
+		}
+	}
+	// stopH3 stops h3's agent and its device process (a fresh start).
+	stopH3 := func() {
+		t.Helper()
+		pid := wgStatus(t, h3).DevicePID
+		if err := h3.StopAgent(); err != nil {
+			t.Fatal(err)
+		}
+		if pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			wlWaitFor(t, 5*time.Second, "h3's device process gone", func() error {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+					return fmt.Errorf("pid %d still there", pid)
+				}
+				return nil
+			})
+		}
+	}
+	startH3 := func() {
+		t.Helper()
+		if err := h3.StartAgent(); err != nil {
+			t.Fatal(err)
+		}
+		if err := h3.WaitReady(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	problem := func(want string) {
+		t.Helper()
+		wlWaitFor(t, 10*time.Second, "h3 reports "+want, func() error {
+			st := wgStatus(t, h3)
+			if st == nil || !strings.Contains(st.Problem, want) {
+				return fmt.Errorf("status %+v", st)
+			}
+			return nil
+		})
+	}
+
+	t.Run("key file readable by others", func(t *testing.T) {
+		stopH3()
+		key := filepath.Join(h3.DataDir(), "wireguard.key")
+		if err := os.Chmod(key, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := h3.StartAgent(); err != nil {
+			t.Fatal(err)
+		}
+		err := h3.WaitReady(context.Background())
+		want := fmt.Sprintf("weft: wireguard key file %s has mode 0644: it holds this node's private key and must be readable by its owner only (chmod 600 %s)", key, key)
+		if err == nil || !strings.Contains(h3.Logs(), want) {
+			t.Fatalf("agent with a 0644 key file: %v; log lacks %q", err, want)
+		}
+		intact("key file")
+		if err := os.Chmod(key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		startH3()
+	})
+
+	t.Run("listen port in use", func(t *testing.T) {
+		stopH3()
+		var udp *net.UDPConn
+		if err := h3.Netns().Do(func() error {
+			var err error
+			udp, err = net.ListenUDP("udp", &net.UDPAddr{Port: 51820})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		startH3()
+		problem("listen port 51820: address already in use (another program holds UDP 51820; free it or set wireguard.listen_port)")
+		intact("port in use")
+		udp.Close()
+		wgWaitMesh(t, site.Hosts())
+	})
+
+	t.Run("no /dev/net/tun", func(t *testing.T) {
+		stopH3()
+		if _, err := h3.Exec("mount", "-t", "tmpfs", "-o", "size=1k", "notun", "/dev/net"); err != nil {
+			t.Fatal(err)
+		}
+		startH3()
+		problem("/dev/net/tun does not exist: the userspace WireGuard device needs the tun driver")
+		intact("no tun")
+		if _, err := h3.Exec("umount", "/dev/net"); err != nil {
+			t.Fatal(err)
+		}
+		wgWaitMesh(t, site.Hosts())
+	})
+
+	t.Run("malformed key", func(t *testing.T) {
+		doc, err := h1.Weft("get", "node", "h3", "-o", "yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := regexp.MustCompile(`wireguardPublicKey: \S+`).ReplaceAllString(doc, "wireguardPublicKey: not-a-key")
+		_, err = wlWeftStdin(h1, bad, "apply", "-f", "-")
+		if err == nil || !strings.Contains(err.Error(), "status.wireguardPublicKey: is not a base64-encoded 32-byte WireGuard key") {
+			t.Fatalf("applying a malformed key: %v", err)
+		}
+		intact("malformed key")
+	})
+
+	t.Run("duplicate key", func(t *testing.T) {
+		stopH3() // or it publishes its own key again at once
+		doc, err := h1.Weft("get", "node", "h3", "-o", "yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k2 := wgShow(t, h2).PublicKey
+		dup := regexp.MustCompile(`wireguardPublicKey: \S+`).ReplaceAllString(doc, "wireguardPublicKey: "+k2)
+		if _, err := wlWeftStdin(h1, dup, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		wlWaitFor(t, 10*time.Second, "h1 uses neither h2 nor h3", func() error {
+			if n := len(wgShow(t, h1).Peers); n != 0 {
+				return fmt.Errorf("h1 has %d peers", n)
+			}
+			return nil
+		})
+		if !strings.Contains(h1.Logs(), "wireguard: node h2 is reached unencrypted: its public key is also published by h3 (a key claimed twice is used by neither)") {
+			t.Error("no log line on h1 about the duplicate key")
+		}
+		// As in Calico, h1 and h2 then talk unencrypted, over VXLAN.
+		site.Expect(testbed.Reach(w1.Netns(), w2.ip, testbed.TCP(wlPort)))
+		startH3() // publishes its own key again
+		wgWaitMesh(t, site.Hosts())
+		intact("duplicate key resolved")
+	})
 }
