@@ -49,12 +49,29 @@ func (a *Agent) wireguardDriverConfig() (wireguard.Config, error) {
 		return c, fmt.Errorf("finding this binary for the WireGuard device process: %w", err)
 	}
 	c.Keys = a.wgKeys
-	c.Start = wireguard.ProcessStarter{
+	var start wireguard.Starter = wireguard.ProcessStarter{
 		Command: []string{exe, "wireguard", "device"},
 		LogPath: filepath.Join(a.cfg.Node.DataDir, wireguardDeviceLog),
 		Logger:  a.log.With("component", "wireguard"),
 	}
+	if os.Getenv("INVOCATION_ID") != "" {
+		start = systemdStarter{start, a.log}
+	}
+	c.Start = start
 	return c, nil
+}
+
+// systemdStarter warns that, under systemd, a device process the agent
+// starts itself lives in weft.service's cgroup, where a restart of the
+// unit kills it: weft-wireguard.service should have started it first.
+type systemdStarter struct {
+	wireguard.Starter
+	log *slog.Logger
+}
+
+func (s systemdStarter) Start(name string) (*wireguard.Process, error) {
+	s.log.Warn("starting the WireGuard device process from the agent: under systemd it then dies with `systemctl restart weft`; install and start weft-wireguard.service (make install does) to keep the tunnel across agent restarts", "component", "wireguard")
+	return s.Starter.Start(name)
 }
 
 // wireguardCalcConfig is the calculation's [wireguard] configuration.
