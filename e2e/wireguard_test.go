@@ -469,3 +469,25 @@ func TestWireGuardBadInput(t *testing.T) {
 		intact("duplicate key resolved")
 	})
 }
+
+// `weft demo --wireguard` runs the demo on WireGuard: it shows a host's
+// device with `wg show`, every pair reachable, and a capture line proving
+// the underlay carried the workloads' traffic inside WireGuard only; it
+// leaves nothing behind.
+func TestDemoWireGuard(t *testing.T) {
+	bin := demoBinary(t)
+	out := runWeft(t, bin, "demo", "--wireguard")
+	for _, c := range []struct{ what, re string }{
+		{"all pairs reachable", `(?m)^30/30 pairs reachable$`},
+		{"wg show on h1", `(?s)wg show weft\.wg.*\ninterface: weft\.wg\n  public key: \S+\n  private key: \(hidden\)\n  listening port: 51820\n  fwmark: 0x100000\n(\npeer: \S+\n  endpoint: 10\.250\.77\.1[23]:51820\n  allowed ips: 10\.250\.8\d\.\d+/26\n.*){2}`},
+		{"table 87 routes", `(?m)^  10\.250\.\d+\.\d+/26 dev weft\.wg table 87 scope link$`},
+		{"the node status WireGuard table", `(?s)WireGuard: weft\.wg \(userspace, device process \d+\), port 51820, MTU 1440.*PEER NODE\s+ENDPOINT.*\nh2 .*\nh3 `},
+		{"the capture line", `(?m)^underlay capture \(every host's port on the site bridge, during the pings\): \d+ IPv4 packets: [1-9]\d* WireGuard \(udp/51820\), \d+ datastore \(tcp/7700, TLS\), 0 other; VXLAN: 0; workload addresses in clear: 0$`},
+		{"the verdict", `The underlay carried the workloads' traffic only inside WireGuard`},
+	} {
+		if !regexp.MustCompile(c.re).MatchString(out) {
+			t.Errorf("the WireGuard walkthrough shows no %s (%s):\n%s", c.what, c.re, out)
+		}
+	}
+	assertNoDemoLeft(t)
+}
