@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/dataplane/wireguard"
 	"github.com/weftnet/weft/internal/testbed"
 	"github.com/weftnet/weft/internal/testtier"
 )
@@ -490,4 +491,52 @@ func TestDemoWireGuard(t *testing.T) {
 		}
 	}
 	assertNoDemoLeft(t)
+}
+
+// The kernel's WireGuard, where the kernel has it: the same cluster runs
+// on kernel devices (configured through genetlink), reachable, and a
+// restarted agent adopts its device without writing to it. This machine's
+// kernel has no WireGuard module (platform notes): skipped, saying so.
+func TestWireGuardKernelDevice(t *testing.T) {
+	testtier.EndToEnd(t, "wg")
+	site := testbed.New(t, testbed.Options{Hosts: 2, NoStart: true, ExtraTOML: wgTOML})
+	var kernel bool
+	var why string
+	if err := site.Hosts()[0].Netns().Do(func() error {
+		var err error
+		kernel, why, err = wireguard.KernelSupported()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !kernel {
+		t.Skip("the kernel device path needs a kernel with WireGuard; here " + why)
+	}
+	if err := site.StartCluster(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := site.Hosts()[0], site.Hosts()[1]
+	a := wlAttach(t, site, h1, "a")
+	b := wlAttach(t, site, h2, "b")
+	wgWaitMesh(t, site.Hosts())
+	site.Expect(testbed.Reach(a.Netns(), b.ip, testbed.TCP(wlPort)), testbed.Reach(b.Netns(), a.ip, testbed.TCP(wlPort)))
+	for _, h := range site.Hosts() {
+		if st := wgStatus(t, h); st == nil || st.Kind != "kernel" || st.DevicePID != 0 {
+			t.Errorf("%s: device %+v, want the kernel's", h.Name(), st)
+		}
+	}
+	pings := startPingPair(t, a, b, 50*time.Millisecond)
+	if err := h1.Kill9(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if w := wgMetrics(t, site, h1).value(`weft_dataplane_kernel_writes_total{manager="wireguard"}`); w != 0 {
+		t.Errorf("the restarted agent wrote %v times to the kernel device it adopted", w)
+	}
+	pings.stopAndCheck(t, "kill -9 and restart on the kernel device")
 }
