@@ -254,9 +254,11 @@ func TestWireGuardMixedClusterWithRequire(t *testing.T) {
 		testbed.NoReach(w1.Netns(), w3.ip, testbed.TCP(wlPort)), testbed.NoReach(w3.Netns(), w1.ip, testbed.TCP(wlPort)),
 		testbed.NoReach(w1.Netns(), w3.ip, testbed.Ping()), testbed.NoReach(w3.Netns(), w1.ip, testbed.Ping()),
 	)
-	fromH1 := capture.read(t, fmt.Sprintf("src host %s and (udp port 4789 or net %s)", h1.Address(), poolOf))
+	// A workload address in an outer header is clear text from anyone; VXLAN
+	// from h1 would be h1 reaching h3 unencrypted.
+	fromH1 := capture.read(t, fmt.Sprintf("net %s or (src host %s and udp port 4789)", poolOf, h1.Address()))
 	if len(fromH1) > 0 {
-		t.Errorf("h1 sent %d packets unencrypted, e.g.:\n%s", len(fromH1), strings.Join(fromH1[:min(5, len(fromH1))], "\n"))
+		t.Errorf("%d packets in clear or VXLAN from h1, e.g.:\n%s", len(fromH1), strings.Join(fromH1[:min(5, len(fromH1))], "\n"))
 	}
 	h1h2 := capture.read(t, fmt.Sprintf("(host %s and host %s) and (udp port 4789 or net %s)", h1.Address(), h2.Address(), poolOf))
 	if len(h1h2) > 0 {
@@ -539,4 +541,50 @@ func TestWireGuardKernelDevice(t *testing.T) {
 		t.Errorf("the restarted agent wrote %v times to the kernel device it adopted", w)
 	}
 	pings.stopAndCheck(t, "kill -9 and restart on the kernel device")
+}
+
+// Fail closed: with h1's agent stopped and its device process gone (its
+// routes go with it), h1's workloads reach nothing on h2 — and nothing
+// leaves h1 in clear or over VXLAN instead (h1 has a VXLAN device for the
+// VXLAN pool, and the main table's blackholes keep it from being used).
+// The agent started again rebuilds the device.
+func TestWireGuardFailsClosed(t *testing.T) {
+	testtier.EndToEnd(t, "wg", "tcpdump", "nsenter")
+	site := wlStartCluster(t, testbed.Options{Hosts: 2, ExtraTOML: wgTOML})
+	h1, h2 := site.Hosts()[0], site.Hosts()[1]
+	a := wlAttach(t, site, h1, "a")
+	b := wlAttach(t, site, h2, "b")
+	wgWaitMesh(t, site.Hosts())
+	site.Expect(testbed.Reach(a.Netns(), b.ip, testbed.TCP(wlPort)))
+	pid := wgStatus(t, h1).DevicePID
+	if err := h1.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wlWaitFor(t, 5*time.Second, "h1's device gone", func() error {
+		if _, err := h1.Exec("ip", "link", "show", wgIface); err == nil {
+			return fmt.Errorf("%s still there", wgIface)
+		}
+		return nil
+	})
+	if _, err := h1.Exec("ip", "link", "show", wlVXLAN); err != nil {
+		t.Fatalf("h1 has no VXLAN device (the test needs one to prove it is not used): %v", err)
+	}
+	capture := startCapture(t, site)
+	site.Expect(
+		testbed.NoReach(a.Netns(), b.ip, testbed.TCP(wlPort)), testbed.NoReach(a.Netns(), b.ip, testbed.Ping()),
+		testbed.NoReach(b.Netns(), a.ip, testbed.TCP(wlPort)),
+	)
+	if leaked := capture.read(t, fmt.Sprintf("net %s or (src host %s and udp port 4789)", poolOf, h1.Address())); len(leaked) > 0 {
+		t.Fatalf("with its device gone h1 sent %d packets in clear or over VXLAN, e.g.:\n%s", len(leaked), strings.Join(leaked[:min(5, len(leaked))], "\n"))
+	}
+	if err := h1.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	site.Expect(testbed.Reach(a.Netns(), b.ip, testbed.TCP(wlPort)), testbed.Reach(b.Netns(), a.ip, testbed.TCP(wlPort)))
 }

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 
 func skipKernel(t *testing.T) {
 	t.Helper()
-	testtier.Kernel(t, "wg", "ping", "ip")
+	testtier.Kernel(t, "wg", "ping", "ip", "nft")
 }
 
 // keyRing is an in-memory KeyRing.
@@ -493,4 +493,36 @@ func TestMissingTUNDevice(t *testing.T) {
 	if err == nil || !regexp.MustCompile(`/nonexistent/net/tun does not exist: the userspace WireGuard device needs the tun driver`).MatchString(err.Error()) {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// Endpoint roaming: when a peer's packets come from a new address,
+// WireGuard follows it, and applying the same desired state again (the
+// store still says the old address) does not pull the endpoint back: a
+// node behind NAT stays reachable.
+func TestEndpointRoamingIsKept(t *testing.T) {
+	a, b := twoNodes(t)
+	connect(t, a, b)
+	// b's packets now reach a from another address (a NAT in front of b
+	// changed its mapping).
+	b.ns.Run("ip", "addr", "add", "192.168.61.3/24", "dev", "upl")
+	b.ns.Run("nft", "add table ip roam; add chain ip roam post { type nat hook postrouting priority 100; }; add rule ip roam post udp sport 51820 snat to 192.168.61.3")
+	// a learns the new source from b's next packets.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := b.ns.Try("ping", "-c", "1", "-W", "1", a.tunnel.String()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b cannot reach a from its new address")
+		}
+	}
+	mustContain(t, "wg show before", a.ns.Run("wg", "show", a.iface, "endpoints"), "192.168.61.3:51820")
+	apply(t, a.m, a.device(dataplane.WireGuardKey{}, b.peer(b.keys.pub(), "10.244.2.0/24")))
+	mustContain(t, "wg show after a re-apply", a.ns.Run("wg", "show", a.iface, "endpoints"), "192.168.61.3:51820")
+	a.ns.Run("ping", "-c", "2", "-i", "0.1", "-W", "2", b.tunnel.String())
+
+	// A changed desired endpoint is written.
+	moved := b.peer(b.keys.pub(), "10.244.2.0/24")
+	moved.Endpoint = netip.MustParseAddrPort("192.168.61.2:51821")
+	apply(t, a.m, a.device(dataplane.WireGuardKey{}, moved))
+	mustContain(t, "wg show after the store moved it", a.ns.Run("wg", "show", a.iface, "endpoints"), "192.168.61.2:51821")
 }

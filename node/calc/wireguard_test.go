@@ -331,3 +331,27 @@ func TestWireGuardOrderIndependence(t *testing.T) {
 		}
 	}
 }
+
+// A native pool (nodes on one subnet): WireGuard peers get no native route
+// either, only the table and the blackhole; a node without WireGuard keeps
+// its native route.
+func TestWireGuardNativePoolOnePath(t *testing.T) {
+	objs := wgScenario(t)
+	objs[2] = wgNode(t, "n3", "192.168.7.3/24", "", "", "", nil) // n3 on our subnet, no key
+	objs[3] = pool(t, "p", "10.244.0.0/16", api.EncapNever, true)
+	d := computeOut(t, wgCfg, objs).Desired
+	routes := allRoutes(d.Routes)
+	for _, r := range routes {
+		if strings.Contains(r, "via 192.168.7.2") {
+			t.Fatalf("native route to the WireGuard peer n2: %s", r)
+		}
+	}
+	for _, want := range []string{"10.244.0.64/26 dev weft.wg table 87", "blackhole 10.244.0.64/26", "10.244.0.128/26 via 192.168.7.3 dev "} {
+		if !slices.Contains(routes, want) {
+			t.Errorf("routes %q lack %q", routes, want)
+		}
+	}
+	if d.VXLAN != nil {
+		t.Fatal("a VXLAN device without a VXLAN pool")
+	}
+}

@@ -81,7 +81,7 @@ type rig struct {
 
 // run wires the controller to the real calculation over a one-node store,
 // as the agent does.
-func run(t *testing.T, enabled bool) *rig {
+func run(t *testing.T, enabled bool, tweak ...func(*Config)) *rig {
 	t.Helper()
 	st := storetest.Single(t, func(r *store.Registry) {
 		cluster.Register(r)
@@ -101,7 +101,11 @@ func run(t *testing.T, enabled bool) *rig {
 		}
 		r.keys = k
 	}
-	r.c = New(Config{Node: "n1", RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}, st, r.keys, r.dev, r.dev)
+	cfg0 := Config{Node: "n1", RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	for _, f := range tweak {
+		f(&cfg0)
+	}
+	r.c = New(cfg0, st, r.keys, r.dev, r.dev)
 	cfg := calc.Config{NodeName: "n1", Address: netip.MustParseAddr("192.0.2.1"),
 		WireGuard: calc.WireGuardConfig{Enabled: enabled, Interface: "weft.wg", ListenPort: 51820}}
 	disp := calc.New(cfg)
@@ -255,4 +259,16 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// key_rotation_interval: a key older than the interval is rotated on its
+// own, in the same lossless order.
+func TestAutomaticRotation(t *testing.T) {
+	r := run(t, true, func(c *Config) { c.RotationInterval = 2 * time.Second })
+	first, _ := r.keys.Current()
+	waitFor(t, "the key published", func() bool { return r.node(t).Status.WireguardPublicKey == first.String() })
+	waitFor(t, "an automatic rotation", func() bool {
+		cur, _ := r.keys.Current()
+		return cur != first && r.node(t).Status.WireguardPublicKey == cur.String()
+	})
 }
