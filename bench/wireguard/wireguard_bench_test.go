@@ -114,8 +114,12 @@ type path struct {
 }
 
 func iperfFrom(name string, exec func(argv ...string) (string, error), to string) path {
+	return iperfFromPort(name, exec, to, iperfPort)
+}
+
+func iperfFromPort(name string, exec func(argv ...string) (string, error), to string, port int) path {
 	return path{name: name, run: func(seconds int) (float64, error) {
-		out, err := exec("iperf3", "-c", to, "-p", strconv.Itoa(iperfPort), "-t", strconv.Itoa(seconds), "-O", "1", "-J")
+		out, err := exec("iperf3", "-c", to, "-p", strconv.Itoa(port), "-t", strconv.Itoa(seconds), "-O", "1", "-J")
 		if err != nil {
 			return 0, fmt.Errorf("iperf3 %s: %w: %s", name, err, out)
 		}
@@ -134,11 +138,11 @@ func iperfFrom(name string, exec func(argv ...string) (string, error), to string
 	}}
 }
 
-// startIn runs argv inside the network namespace nsName until the
+// startNsenter runs argv inside the network namespace at path until the
 // benchmark ends.
-func startIn(b *testing.B, nsName string, env []string, argv ...string) *exec.Cmd {
+func startNsenter(b *testing.B, path string, env []string, argv ...string) *exec.Cmd {
 	b.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", nsName}, argv...)...)
+	cmd := exec.Command("nsenter", append([]string{"--net=" + path}, argv...)...)
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -176,21 +180,40 @@ func waitListening(b *testing.B, exec func(argv ...string) (string, error), prot
 	}
 }
 
-// standalone joins two plain namespaces with a veth and a standalone
-// wireguard-go tunnel over it (MTU 1440, as weft's device on a 1500-byte
-// underlay), and returns the paths through the tunnel and over the bare
-// veth.
-func standalone(b *testing.B) (tunnel, veth path) {
+// wireguardGoBinary is the standalone wireguard-go (built once if not
+// given).
+func wireguardGoBinary(b *testing.B) string {
 	b.Helper()
-	bin := *wireguardGo
-	if bin == "" {
-		bin = filepath.Join(b.TempDir(), "wireguard-go")
+	if *wireguardGo == "" {
+		bin := filepath.Join(os.TempDir(), fmt.Sprintf("weft-bench-wireguard-go-%d", os.Getpid()))
 		if out, err := exec.Command("go", "build", "-o", bin, "golang.zx2c4.com/wireguard").CombinedOutput(); err != nil {
 			b.Fatalf("building wireguard-go: %v: %s", err, out)
 		}
+		*wireguardGo = bin
 	}
-	a, z := nstest.New(b, "sa"), nstest.New(b, "sz")
-	nstest.Veth(b, a, "upl", netip.MustParsePrefix("192.168.90.1/24"), z, "upl", netip.MustParsePrefix("192.168.90.2/24"))
+	return *wireguardGo
+}
+
+// side is one end of a standalone tunnel: a network namespace (path), its
+// underlay address.
+type side struct {
+	netns string
+	under string
+}
+
+func (s side) exec(argv ...string) (string, error) {
+	out, err := exec.Command("nsenter", append([]string{"--net=" + s.netns}, argv...)...).CombinedOutput()
+	return string(out), err
+}
+
+// standaloneTunnel joins two namespaces with a standalone wireguard-go
+// tunnel (same module version as weft's, MTU 1440 as weft's device on a
+// 1500-byte underlay, listening on port), addresses <subnet>.1 and .2/24,
+// an iperf3 server on the second; it returns the first's exec and the
+// second's tunnel address.
+func standaloneTunnel(b *testing.B, ends [2]side, port int, subnet, tag string) (func(...string) (string, error), string) {
+	b.Helper()
+	bin := wireguardGoBinary(b)
 	var keys [2]string
 	var pubs [2]string
 	for i := range keys {
@@ -207,14 +230,20 @@ func standalone(b *testing.B) (tunnel, veth path) {
 		}
 		pubs[i] = strings.TrimSpace(string(p))
 	}
-	id := strconv.Itoa(os.Getpid() % 100000)
-	for i, n := range []*nstest.NS{a, z} {
+	id := strconv.Itoa(os.Getpid()%100000) + tag
+	must := func(s side, argv ...string) {
+		b.Helper()
+		if out, err := s.exec(argv...); err != nil {
+			b.Fatalf("%v: %v: %s", argv, err, out)
+		}
+	}
+	for i, s := range ends {
 		name := "wgs" + id + string(rune('a'+i))
 		b.Cleanup(func() { os.Remove("/var/run/wireguard/" + name + ".sock") })
-		startIn(b, n.Name, []string{"LOG_LEVEL=error"}, bin, "-f", name)
+		startNsenter(b, s.netns, []string{"LOG_LEVEL=error"}, bin, "-f", name)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			if _, err := n.Try("wg", "show", name); err == nil {
+			if _, err := s.exec("wg", "show", name); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -226,16 +255,30 @@ func standalone(b *testing.B) (tunnel, veth path) {
 		if err := os.WriteFile(keyFile, []byte(keys[i]), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		peer := 1 - i
-		n.Run("wg", "set", name, "private-key", keyFile, "listen-port", "51820", "peer", pubs[peer],
-			"endpoint", fmt.Sprintf("192.168.90.%d:51820", peer+1), "allowed-ips", fmt.Sprintf("10.99.0.%d/32", peer+1))
-		n.Run("ip", "addr", "add", fmt.Sprintf("10.99.0.%d/24", i+1), "dev", name)
-		n.Run("ip", "link", "set", name, "mtu", "1440", "up")
+		peer := ends[1-i]
+		must(s, "wg", "set", name, "private-key", keyFile, "listen-port", strconv.Itoa(port), "peer", pubs[1-i],
+			"endpoint", fmt.Sprintf("%s:%d", peer.under, port), "allowed-ips", fmt.Sprintf("%s.%d/32", subnet, 2-i))
+		must(s, "ip", "addr", "add", fmt.Sprintf("%s.%d/24", subnet, i+1), "dev", name)
+		must(s, "ip", "link", "set", name, "mtu", "1440", "up")
 	}
-	startIn(b, z.Name, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+	to := subnet + ".2"
+	startNsenter(b, ends[1].netns, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort+1))
+	waitListening(b, ends[1].exec, "tcp", iperfPort+1)
+	must(ends[0], "ping", "-c", "2", "-W", "2", to)
+	return ends[0].exec, to
+}
+
+// standalone joins two plain namespaces with a veth and a standalone
+// wireguard-go tunnel over it, and returns the paths through the tunnel and
+// over the bare veth.
+func standalone(b *testing.B) (tunnel, veth path) {
+	b.Helper()
+	a, z := nstest.New(b, "sa"), nstest.New(b, "sz")
+	nstest.Veth(b, a, "upl", netip.MustParsePrefix("192.168.90.1/24"), z, "upl", netip.MustParsePrefix("192.168.90.2/24"))
+	from, to := standaloneTunnel(b, [2]side{{a.Path, "192.168.90.1"}, {z.Path, "192.168.90.2"}}, 51820, "10.99.0", "p")
+	startNsenter(b, z.Path, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
 	waitListening(b, z.Try, "tcp", iperfPort)
-	a.Run("ping", "-c", "2", "-W", "2", "10.99.0.2")
-	return iperfFrom("standalone wireguard-go tunnel over a veth, two plain namespaces (MTU 1440) — the baseline", a.Try, "10.99.0.2"),
+	return iperfFromPort("standalone wireguard-go tunnel over a veth, two plain namespaces (MTU 1440) — the baseline", from, to, iperfPort+1),
 		iperfFrom("diagnostic: the bare veth under it (MTU 1500)", a.Try, "192.168.90.2")
 }
 
@@ -254,10 +297,14 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		b.Fatalf("the path to %s goes %q (%v), not through weft.wg", w2.ip, out, err)
 	}
 	for _, n := range []*testbed.Netns{w2.Netns(), h2.Netns()} {
-		startIn(b, n.Name(), nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+		startNsenter(b, n.Path(), nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
 		waitListening(b, n.Exec, "tcp", iperfPort)
 	}
 	tunnel, veth := standalone(b)
+	// The same standalone tunnel between the test bed's hosts: what the
+	// test bed's underlay (bridge, router namespace) costs a tunnel by
+	// itself, apart from weft.
+	bedFrom, bedTo := standaloneTunnel(b, [2]side{{h1.Netns().Path(), h1.Address()}, {h2.Netns().Path(), h2.Address()}}, 51900, "10.96.0", "t")
 	wgAddr := ""
 	if st := status(b, h2).WireGuard; st != nil && len(st.Addresses) > 0 {
 		wgAddr = strings.Split(st.Addresses[0], "/")[0]
@@ -266,6 +313,7 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		tunnel,
 		iperfFrom("weft workloads over WireGuard (h1 → h2, device MTU 1440)", w1.Exec, w2.ip),
 		iperfFrom("diagnostic: weft hosts over WireGuard (h1 → h2's tunnel address: no workload veths)", h1.Exec, wgAddr),
+		iperfFromPort("diagnostic: the standalone wireguard-go tunnel between the test bed's hosts h1 and h2 (no weft)", bedFrom, bedTo, iperfPort+1),
 		veth,
 		iperfFrom("diagnostic: the test bed's underlay (host h1 → host h2: veth, bridge, veth)", h1.Exec, h2.Address()),
 	}
@@ -285,7 +333,7 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	base, bare := median(got[0]), median(got[3])
+	base, bare := median(got[0]), median(got[4])
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nTCP throughput, one iperf3 stream, %d s per run (+1 s omitted), %d rounds interleaved, %d CPUs, load %s\n\n", *iperfSeconds, *iperfRounds, runtime.NumCPU(), loadAvg())
 	fmt.Fprintf(&sb, "| path | rounds (Gbit/s) | median (Gbit/s) | ratio to standalone wireguard-go | ratio to the bare veth |\n| --- | --- | --- | --- | --- |\n")
