@@ -462,8 +462,8 @@ func startPing(b *testing.B, from *testbed.Netns, to string, interval time.Durat
 var pingReply = regexp.MustCompile(`icmp_seq=(\d+) `)
 var pingSent = regexp.MustCompile(`(\d+) packets transmitted`)
 
-// stop returns the requests sent and lost (the last one, in flight when
-// ping is interrupted, not counted).
+// stop returns the requests sent and lost (those after the last answered
+// one, in flight when ping is interrupted, not counted).
 func (p *pinger) stop() (sent, lost int) {
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	_ = p.cmd.Wait()
@@ -476,7 +476,7 @@ func (p *pinger) stop() (sent, lost int) {
 		n, _ := strconv.Atoi(m[1])
 		replied[n] = true
 	}
-	if !replied[sent] {
+	for sent > 0 && !replied[sent] {
 		sent--
 	}
 	for i := 1; i <= sent; i++ {
