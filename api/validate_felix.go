@@ -4,10 +4,21 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
+)
+
+// Bounds of routeRefreshInterval: the dataplane's periodic resync repairs
+// drift within at most 90 s (the same bounds as network.resync_period).
+const (
+	MinRouteRefreshInterval = time.Second
+	MaxRouteRefreshInterval = 90 * time.Second
 )
 
 func validateFelixConfiguration(p *problems, c *FelixConfiguration) {
 	s := &c.Spec
+	// Last: the format of a refused field is still checked first, so the
+	// error stays right when its subsystem starts applying it.
+	defer validateFelixFields(p, s)
 	if s.LogSeverityScreen != "" && !validLogSeverity(s.LogSeverityScreen) {
 		p.add("spec.logSeverityScreen", "must be Trace, Debug, Info, Warning, Error or Fatal, got %q", s.LogSeverityScreen)
 	}
@@ -90,6 +101,18 @@ func validateFelixConfiguration(p *problems, c *FelixConfiguration) {
 		if d.d != nil && d.d.Duration < 0 {
 			p.add(d.field, "must not be negative")
 		}
+	}
+	if d := s.WireguardKeepAlive; d != nil && d.Duration >= 0 &&
+		(d.Duration%time.Second != 0 || d.Duration > 65535*time.Second) {
+		p.add("spec.wireguardKeepAlive", "must be whole seconds, at most 65535s (WireGuard's persistent keepalive), got %s", d.Duration)
+	}
+	if w, x := s.WireguardListeningPort, s.VXLANPort; w != nil && x != nil && *w == *x {
+		p.add("spec.wireguardListeningPort", "UDP port %d is already vxlanPort", *w)
+	}
+	if d := s.RouteRefreshInterval; d != nil && d.Duration >= 0 &&
+		(d.Duration < MinRouteRefreshInterval || d.Duration > MaxRouteRefreshInterval) {
+		p.add("spec.routeRefreshInterval", "must be between %s and %s (weft repairs drift within 90 s), got %s",
+			MinRouteRefreshInterval, MaxRouteRefreshInterval, d.Duration)
 	}
 	if s.NATOutgoingAddress != "" {
 		if a, err := parseAddr(s.NATOutgoingAddress); err != nil || !a.Is4() {

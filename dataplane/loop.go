@@ -32,6 +32,11 @@ type LoopConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Jitter returns a number in [0,1); default math/rand/v2.Float64.
 	Jitter func() float64
+	// LogLevel, when set, is the level of the dataplane's logger (see
+	// [LevelHandler]): the loop sets it from each new state's
+	// Loop.LogLevel, and back to DefaultLogLevel when a state has none.
+	LogLevel        *slog.LevelVar
+	DefaultLogLevel slog.Level
 }
 
 // Loop applies desired states to the managers; see the package comment.
@@ -48,6 +53,10 @@ type Loop struct {
 
 	mu      sync.Mutex
 	lastErr error
+
+	// period is the resync period in force: the desired state's
+	// Loop.ResyncPeriod, or the configured one. Loop goroutine only.
+	period time.Duration
 }
 
 type loopMetrics struct {
@@ -96,6 +105,7 @@ func NewLoop(cfg LoopConfig, managers ...Manager) (*Loop, error) {
 		kick:     make(chan struct{}, 1),
 		synced:   make(chan struct{}),
 		reports:  newReports(),
+		period:   cfg.ResyncPeriod,
 	}
 	if err := l.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err
@@ -252,6 +262,10 @@ func (l *Loop) Run(ctx context.Context, updates <-chan Desired) error {
 				continue
 			}
 			current = &d
+			if l.applySettings(current.Loop) {
+				resync.Stop()
+				resync = l.cfg.Clock.NewTimer(l.nextResync())
+			}
 			for _, m := range l.managers {
 				m.Set(current)
 			}
@@ -351,7 +365,45 @@ func (l *Loop) queueResync(reason string) {
 // nextResync is the jittered wait before the next periodic resync, in
 // [0.8, 1.0] × the period.
 func (l *Loop) nextResync() time.Duration {
-	return l.cfg.ResyncPeriod - time.Duration(0.2*l.cfg.Jitter()*float64(l.cfg.ResyncPeriod))
+	return l.period - time.Duration(0.2*l.cfg.Jitter()*float64(l.period))
+}
+
+// applySettings takes the loop settings of a new state: the log level at
+// once, and the resync period, reporting whether it changed (the caller
+// restarts the resync timer). States are valid (validated by the
+// calculation), so the level parses.
+func (l *Loop) applySettings(s LoopSettings) (periodChanged bool) {
+	// The changes are logged while the lower of the old and new levels is
+	// in force, at Info or that level: the lines get out either way.
+	noteLevel, final := slog.LevelInfo, slog.Level(0)
+	levelChanged := false
+	if l.cfg.LogLevel != nil {
+		final = l.cfg.DefaultLogLevel
+		if lv, err := s.Level(); err == nil && lv != nil {
+			final = *lv
+		}
+		old := l.cfg.LogLevel.Level()
+		levelChanged = old != final
+		l.cfg.LogLevel.Set(min(old, final))
+		noteLevel = max(min(old, final), slog.LevelInfo)
+	}
+	ctx := context.Background()
+	if levelChanged {
+		l.log.Log(ctx, noteLevel, "dataplane log level", "level", final)
+	}
+	period := l.cfg.ResyncPeriod
+	if s.ResyncPeriod > 0 && s.ResyncPeriod <= MaxResyncPeriod {
+		period = s.ResyncPeriod
+	}
+	if period != l.period {
+		l.log.Log(ctx, noteLevel, "dataplane resync period", "period", period)
+		l.period = period
+		periodChanged = true
+	}
+	if l.cfg.LogLevel != nil {
+		l.cfg.LogLevel.Set(final)
+	}
+	return periodChanged
 }
 
 // applyPass runs the update phase in order and the removal phase in

@@ -35,6 +35,11 @@ type Desired struct {
 	VXLANPeers []VXLANPeer
 	// NAT is the outgoing NAT configuration.
 	NAT NATConfig
+	// IPIP is the node's IP-in-IP device; nil means none (an existing one
+	// is removed).
+	IPIP *IPIPDevice
+	// Loop are the settings of the apply loop itself.
+	Loop LoopSettings
 	// WireGuard is the node's WireGuard device and its peers; nil means
 	// none (an existing one is removed). Its routes are in Routes
 	// ([RouteClassWireGuard], [TableWireGuard]) and its rules in Rules.
@@ -371,9 +376,13 @@ func (r Rule) String() string {
 	return s + fmt.Sprintf(" lookup %d", r.Table)
 }
 
-// VXLANDevice is the desired state of the node's VXLAN device. Its name,
-// VNI and port are static configuration of the VXLAN driver.
+// VXLANDevice is the desired state of the node's VXLAN device. Its name is
+// static configuration of the VXLAN driver.
 type VXLANDevice struct {
+	// VNI and Port are the device's VXLAN network identifier and UDP
+	// port; 0 means the driver's configured default. A change recreates
+	// the device.
+	VNI, Port int
 	// TunnelAddr is the node's tunnel address, put on the device as a /32
 	// (/128); the zero Addr means none.
 	TunnelAddr netip.Addr
@@ -395,7 +404,7 @@ func (v *VXLANDevice) Equal(o *VXLANDevice) bool {
 		return v == o
 	}
 	return v.TunnelAddr == o.TunnelAddr && bytes.Equal(v.MAC, o.MAC) && v.Source == o.Source &&
-		v.Parent == o.Parent && v.MTU == o.MTU
+		v.Parent == o.Parent && v.MTU == o.MTU && v.VNI == o.VNI && v.Port == o.Port
 }
 
 // Validate checks the device description.
@@ -412,6 +421,12 @@ func (v *VXLANDevice) Validate() error {
 	}
 	if v.MTU != 0 && (v.MTU < 68 || v.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("MTU %d out of range 68..65535", v.MTU))
+	}
+	if v.VNI < 0 || v.VNI > 1<<24-1 {
+		errs = append(errs, fmt.Errorf("VNI %d out of range 1..16777215", v.VNI))
+	}
+	if v.Port < 0 || v.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port %d out of range 1..65535", v.Port))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("vxlan device: %w", err)
@@ -449,12 +464,21 @@ type NATConfig struct {
 	// ExcludeDests are further destinations never masqueraded, e.g. the
 	// nodes' own addresses.
 	ExcludeDests []netip.Prefix
+	// SNATAddress, when valid, replaces MASQUERADE for IPv4 with SNAT to
+	// it (FelixConfiguration natOutgoingAddress).
+	SNATAddress netip.Addr
+	// PortMin..PortMax, when set, is the source port range of the TCP and
+	// UDP traffic SNATed to SNATAddress (natPortRange); 0..0 leaves the
+	// ports to the kernel. It needs SNATAddress (the NAT driver cannot
+	// give a masquerade a port range).
+	PortMin, PortMax uint16
 }
 
 // Equal reports whether two NAT configurations are the same.
 func (n NATConfig) Equal(o NATConfig) bool {
 	return samePrefixSet(n.MasqPools, o.MasqPools) && samePrefixSet(n.AllPools, o.AllPools) &&
-		samePrefixSet(n.ExcludeDests, o.ExcludeDests)
+		samePrefixSet(n.ExcludeDests, o.ExcludeDests) && n.SNATAddress == o.SNATAddress &&
+		n.PortMin == o.PortMin && n.PortMax == o.PortMax
 }
 
 // Validate checks the prefixes.
@@ -466,6 +490,15 @@ func (n NATConfig) Validate() error {
 				errs = append(errs, fmt.Errorf("nat: invalid prefix %s", p))
 			}
 		}
+	}
+	if n.SNATAddress.IsValid() && (!n.SNATAddress.Is4() || n.SNATAddress.IsUnspecified()) {
+		errs = append(errs, fmt.Errorf("nat: SNAT address %s is not a usable IPv4 address", n.SNATAddress))
+	}
+	if (n.PortMin == 0) != (n.PortMax == 0) || n.PortMin > n.PortMax {
+		errs = append(errs, fmt.Errorf("nat: port range %d-%d: want 1 <= min <= max, or none", n.PortMin, n.PortMax))
+	}
+	if n.PortMin != 0 && !n.SNATAddress.IsValid() {
+		errs = append(errs, errors.New("nat: a port range needs an SNAT address"))
 	}
 	return errors.Join(errs...)
 }
@@ -546,6 +579,14 @@ func (d *Desired) Validate() error {
 	if err := d.NAT.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if d.IPIP != nil {
+		if err := d.IPIP.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.Loop.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if d.WireGuard != nil {
 		if err := d.WireGuard.Validate(); err != nil {
 			errs = append(errs, err)
@@ -575,7 +616,7 @@ func (d *Desired) Equal(o *Desired) bool {
 		sameSet(d.Rules, o.Rules, func(r Rule) Rule { return r }, func(a, b Rule) bool { return a == b }) &&
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
-		d.NAT.Equal(o.NAT) && d.WireGuard.Equal(o.WireGuard)
+		d.NAT.Equal(o.NAT) && d.IPIP.Equal(o.IPIP) && d.Loop == o.Loop && d.WireGuard.Equal(o.WireGuard)
 }
 
 // sameSet compares two slices as sets of items identified by key. Slices

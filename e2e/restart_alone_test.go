@@ -39,6 +39,13 @@ func TestRestartAloneKeepsItsState(t *testing.T) {
 	ws := wlAttachTwoEach(t, site)
 	site.ExpectWithin(30*time.Second, wlPairChecks(ws)...)
 	wlExpectKernelState(t, site, true, 20*time.Second)
+	// All three must be voters before two stop: a joiner is a non-voter
+	// until promoted, and h1 alone among voters would simply lead on.
+	vctx, vcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer vcancel()
+	if err := site.WaitVoters(vctx, h1, 3); err != nil {
+		t.Fatal(err)
+	}
 
 	wantPools := c.listNames(h1, "ippools")
 	wantWorkloads := raWorkloadNames(wlWorkloadList(t, h1))

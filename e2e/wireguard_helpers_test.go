@@ -144,17 +144,17 @@ func wgWaitMesh(t *testing.T, hosts []*testbed.Host) {
 	})
 }
 
-// capture is tcpdump on the site's underlay bridge.
-type capture struct {
+// underlayCapture is tcpdump on the site's underlay bridge.
+type underlayCapture struct {
 	cmd    *exec.Cmd
 	file   string
 	stderr *strings.Builder
 }
 
-// startCapture captures everything crossing the underlay (every port of
+// startUnderlayCapture captures everything crossing the underlay (every port of
 // the bridge in the router's namespace: a capture on the bridge device
 // itself sees only what is addressed to the router) into a file.
-func startCapture(t *testing.T, site *testbed.Site) *capture {
+func startUnderlayCapture(t *testing.T, site *testbed.Site) *underlayCapture {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "underlay.pcap")
 	cmd := exec.Command("nsenter", "--net="+site.Router().Path(), "tcpdump", "-i", "any", "-nn", "-U", "--immediate-mode", "-s", "128", "-w", file)
@@ -163,7 +163,7 @@ func startCapture(t *testing.T, site *testbed.Site) *capture {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &capture{cmd: cmd, file: file, stderr: &stderr}
+	c := &underlayCapture{cmd: cmd, file: file, stderr: &stderr}
 	t.Cleanup(func() { c.stop() })
 	// tcpdump says "listening on br0" once it captures.
 	deadline := time.Now().Add(10 * time.Second)
@@ -176,7 +176,7 @@ func startCapture(t *testing.T, site *testbed.Site) *capture {
 	return c
 }
 
-func (c *capture) stop() {
+func (c *underlayCapture) stop() {
 	if c.cmd.Process != nil && c.cmd.ProcessState == nil {
 		_ = c.cmd.Process.Signal(syscall.SIGINT)
 		_ = c.cmd.Wait()
@@ -185,7 +185,7 @@ func (c *capture) stop() {
 
 // read stops the capture and returns the packets matching a tcpdump
 // filter, one line each.
-func (c *capture) read(t *testing.T, filter string) []string {
+func (c *underlayCapture) read(t *testing.T, filter string) []string {
 	t.Helper()
 	c.stop()
 	out, err := exec.Command("tcpdump", "-r", c.file, "-nn", filter).Output()
@@ -331,14 +331,6 @@ func (p *wgPingPair) stopAndCheck(t *testing.T, what string) (sent, lost int) {
 		}
 	}
 	return sent, lost
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // wlWeftStdin runs the weft CLI against h's socket with stdin (in the

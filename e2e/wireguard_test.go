@@ -31,7 +31,7 @@ func TestWireGuardEncryptsEveryPair(t *testing.T) {
 	ws := wlAttachTwoEach(t, site)
 	wgWaitMesh(t, hosts)
 
-	capture := startCapture(t, site)
+	capture := startUnderlayCapture(t, site)
 	site.Expect(wlPairChecks(ws)...)
 	clear := capture.read(t, fmt.Sprintf("net %s or udp port 4789", poolOf))
 	encrypted := capture.read(t, "udp port 51820")
@@ -247,7 +247,7 @@ func TestWireGuardMixedClusterWithRequire(t *testing.T) {
 	w3 := wlAttach(t, site, h3, "w3")
 	wgWaitMesh(t, []*testbed.Host{h1, h2})
 
-	capture := startCapture(t, site)
+	capture := startUnderlayCapture(t, site)
 	site.Expect(
 		testbed.Reach(w1.Netns(), w2.ip, testbed.TCP(wlPort)), testbed.Reach(w2.Netns(), w1.ip, testbed.TCP(wlPort)),
 		testbed.Reach(w2.Netns(), w3.ip, testbed.TCP(wlPort)), testbed.Reach(w3.Netns(), w2.ip, testbed.TCP(wlPort)),
@@ -575,7 +575,7 @@ func TestWireGuardFailsClosed(t *testing.T) {
 	if _, err := h1.Exec("ip", "link", "show", wlVXLAN); err != nil {
 		t.Fatalf("h1 has no VXLAN device (the test needs one to prove it is not used): %v", err)
 	}
-	capture := startCapture(t, site)
+	capture := startUnderlayCapture(t, site)
 	site.Expect(
 		testbed.NoReach(a.Netns(), b.ip, testbed.TCP(wlPort)), testbed.NoReach(a.Netns(), b.ip, testbed.Ping()),
 		testbed.NoReach(b.Netns(), a.ip, testbed.TCP(wlPort)),

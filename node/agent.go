@@ -26,7 +26,9 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/linux"
+	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/calcrun"
@@ -72,6 +74,11 @@ type Agent struct {
 	wgKeys  *nodewg.Keys // nil with WireGuard off
 	wg      *nodewg.Controller
 
+	// ipipSupport is whether this node can do IP-in-IP (set at start by
+	// the probe, and by the driver should creating the device fail).
+	ipipSupport   atomic.Pointer[ipip.Support]
+	ipipAvailable prometheus.Gauge
+
 	// bg counts the background goroutines Run waits for before closing
 	// the datastore and the dataplane.
 	bg sync.WaitGroup
@@ -97,13 +104,19 @@ func New(cfg *config.Config, log *slog.Logger) *Agent {
 	}, []string{"version", "commit", "goversion"})
 	buildInfo.WithLabelValues(info.Version, info.Commit, info.GoVersion).Set(1)
 	reg.MustRegister(buildInfo)
+	ipipAvailable := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_ipip_available",
+		Help: "1 when this node's kernel can create IP-in-IP devices; 0 when it cannot: traffic to other nodes' blocks of ipipMode pools is dropped on this node.",
+	})
+	reg.MustRegister(ipipAvailable)
 	return &Agent{
-		cfg:    cfg,
-		log:    log,
-		reg:    reg,
-		health: newHealth(),
-		notify: notifier{log: log},
-		api:    http.NewServeMux(),
+		cfg:           cfg,
+		log:           log,
+		reg:           reg,
+		health:        newHealth(),
+		notify:        notifier{log: log},
+		api:           http.NewServeMux(),
+		ipipAvailable: ipipAvailable,
 	}
 }
 
@@ -141,7 +154,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if a.cfg.Metrics.Listen != "" {
 		l, err := net.Listen("tcp", a.cfg.Metrics.Listen)
 		if err != nil {
-			apiSrv.shutdown(context.Background())
+			apiSrv.shutdown(context.Background(), 0)
 			return fmt.Errorf("metrics.listen %s: %w", a.cfg.Metrics.Listen, err)
 		}
 		metricsSrv = startHTTP("metrics", l, metricsHandler(a.reg, a.health), a.log)
@@ -149,8 +162,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
-		apiSrv.shutdown(sctx)
-		metricsSrv.shutdown(sctx)
+		apiSrv.shutdown(sctx, 0)
+		metricsSrv.shutdown(sctx, 0)
 	}()
 	a.watchAgentReadiness()
 
@@ -190,14 +203,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	// Stopping runs in this order (this defer runs before the ones above):
-	// no new local API requests and the in-flight ones finished, then the
-	// background work stopped and waited for, then the datastore and the
-	// dataplane closed. A CNI call during SIGTERM either completes or is
-	// refused whole, never cut off half-way.
+	// no new local API requests; the in-flight ones finish, or are told to
+	// stop and undo what they did (a workload add waiting for the
+	// dataplane deletes its endpoint and releases its addresses) and answer;
+	// then the background work stopped and waited for, then the datastore
+	// and the dataplane closed. A CNI call during SIGTERM either completes
+	// or is refused whole, never cut off half-way.
 	defer func() {
 		a.apiReady.Store(false)
-		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout/2)
-		apiSrv.shutdown(sctx)
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout*3/8)
+		apiSrv.shutdown(sctx, ShutdownTimeout*3/8)
 		cancel()
 		stopRun()
 		a.bg.Wait()
@@ -235,10 +250,19 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 	if err != nil {
 		return err
 	}
+	// What the node observed before the calculation existed, so that its
+	// first state already has it (the links watch keeps them current).
+	if s := a.ipipSupport.Load(); s != nil {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindIPIP, Value: calc.Support{Available: s.Available, Reason: s.Reason}})
+	}
+	if links, err := mtu.Links(a.linksConfig(), a.nodeAddrs()...); err == nil {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindLinks, Value: links})
+	}
 	a.wl = workloads.New(workloads.Config{
 		Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, IfacePrefix: a.cfg.Network.InterfacePrefix, Logger: log,
 	}, a.store, a.dp.Plumber, a.dp.Loop)
-	resources.New(a.store, map[string]resources.DeleteHook{api.KindIPPool: a.ipam.DeletePool}).Register(a.api)
+	resources.New(a.store, map[string]resources.DeleteHook{api.KindIPPool: a.ipam.DeletePool}).
+		AddWarner(a.ipipWarnings).Register(a.api)
 	a.ipam.Register(a.api)
 	a.wl.Register(a.api)
 	a.cluster.Register(a.api)
@@ -264,6 +288,7 @@ func (a *Agent) subsystems() []subsystem {
 		{"applied-revision", func(ctx context.Context) { a.runner.RecordApplied(ctx, a.dp.Loop) }},
 		{"tunnels", a.tunnel.Run},
 		{"wireguard", a.wg.Run},
+		{"underlay-links", a.watchLinks},
 		{"ipam-housekeeping", a.ipam.Run},
 		{"workload-cleanup", a.wl.Run},
 	}

@@ -1,11 +1,16 @@
 package node
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/linux"
 	"github.com/weftnet/weft/dataplane/mtu"
 	"github.com/weftnet/weft/dataplane/sysctls"
@@ -43,7 +48,8 @@ func underlayInfo(addr netip.Addr) (iface string, prefix netip.Prefix, err error
 	return "", netip.PrefixFrom(addr, addr.BitLen()), nil
 }
 
-// buildDataplane detects the underlay MTU and builds the dataplane's
+// buildDataplane detects the underlay MTU and whether the kernel can do
+// IP-in-IP (reading only: one start line each) and builds the dataplane's
 // drivers and loop. Nothing is written to the kernel until the loop gets
 // its first desired state, which comes only after the store is in sync.
 func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
@@ -52,26 +58,13 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		return nil, calc.Config{}, fmt.Errorf("detecting the underlay MTU: %w", err)
 	}
 	a.log.Info("underlay MTU", "mtu", under.MTU, "from", under.How, "iface", under.Iface)
-	wgCfg, err := a.wireguardDriverConfig()
-	if err != nil {
+	a.setIPIPSupport(ipip.ProbeSystem(), "start")
+	lc := a.linuxConfig()
+	if lc.WireGuard, err = a.wireguardDriverConfig(); err != nil {
 		return nil, calc.Config{}, err
 	}
-	dp, err := linux.New(linux.Config{
-		Logger:                 a.log.With("component", "dataplane"),
-		Registerer:             a.reg,
-		IfacePrefix:            a.cfg.Network.InterfacePrefix,
-		VXLANName:              a.cfg.VXLAN.Interface,
-		VXLANVNI:               a.cfg.VXLAN.VNI,
-		VXLANPort:              a.cfg.VXLAN.Port,
-		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
-		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
-		// IPv6 forwarding only on a node with an IPv6 underlay address:
-		// turning it on makes the kernel ignore router advertisements on
-		// interfaces with accept_ra=1, which a v4-only host may rely on.
-		Sysctls:   sysctls.Forwarding(a.addr6.IsValid()),
-		WireGuard: wgCfg,
-		NodeName:  a.cfg.Node.Name,
-	})
+	lc.NodeName = a.cfg.Node.Name
+	dp, err := linux.New(lc)
 	if err != nil {
 		return nil, calc.Config{}, err
 	}
@@ -83,11 +76,106 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		UnderlayPrefix6: a.underlay6.Masked(),
 		UnderlayIface:   a.underlayIface,
 		VXLANIface:      a.cfg.VXLAN.Interface,
+		VXLANVNI:        a.cfg.VXLAN.VNI,
+		VXLANPort:       a.cfg.VXLAN.Port,
+		IPIPIface:       dataplane.DefaultIPIPIface,
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
 		WireGuard:       a.wireguardCalcConfig(),
 	}
 	return dp, cc, nil
+}
+
+// linuxConfig is the dataplane's static configuration.
+func (a *Agent) linuxConfig() linux.Config {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(a.cfg.Log.Level)) // validated with the config
+	return linux.Config{
+		Logger:                 a.log.With("component", "dataplane"),
+		Registerer:             a.reg,
+		IfacePrefix:            a.cfg.Network.InterfacePrefix,
+		VXLANName:              a.cfg.VXLAN.Interface,
+		VXLANVNI:               a.cfg.VXLAN.VNI,
+		VXLANPort:              a.cfg.VXLAN.Port,
+		VXLANTxChecksumOffload: a.cfg.VXLAN.TxChecksumOffload,
+		ResyncPeriod:           a.cfg.Network.ResyncPeriod.Duration,
+		// IPv6 forwarding only on a node with an IPv6 underlay address:
+		// turning it on makes the kernel ignore router advertisements on
+		// interfaces with accept_ra=1, which a v4-only host may rely on.
+		Sysctls:  sysctls.Forwarding(a.addr6.IsValid()),
+		LogLevel: level,
+		// The probe said yes but creating the device said no.
+		IPIPUnsupported: func(reason string) { a.setIPIPSupport(ipip.Support{Reason: reason}, "device creation") },
+	}
+}
+
+// setIPIPSupport records whether this node can do IP-in-IP: one log line
+// (a warning when it cannot), the weft_ipip_available metric, the ipip
+// component of `weft node status`, the apply warnings, and the
+// calculation's local input (which then routes no IP-in-IP pool here).
+func (a *Agent) setIPIPSupport(s ipip.Support, how string) {
+	a.ipipSupport.Store(&s)
+	if s.Available {
+		a.log.Info("IP-in-IP available", "how", how, "reason", s.Reason)
+		a.ipipAvailable.Set(1)
+		a.health.set(localapi.ComponentStatus{Name: "ipip", State: localapi.StateRunning, Live: true, Ready: true, Detail: s.Reason})
+	} else {
+		a.log.Warn("IP-in-IP is not available on this node: traffic to other nodes' blocks of pools with ipipMode Always or CrossSubnet is dropped here, never sent unencapsulated",
+			"how", how, "reason", s.Reason)
+		a.ipipAvailable.Set(0)
+		a.health.set(localapi.ComponentStatus{Name: "ipip", State: localapi.StateUnavailable, Live: true, Ready: true,
+			Detail: s.Reason + "; traffic to other nodes' blocks of ipipMode pools is dropped on this node"})
+	}
+	if r := a.runner; r != nil {
+		r.SetLocal(calc.LocalInput{Kind: calc.LocalKindIPIP, Value: calc.Support{Available: s.Available, Reason: s.Reason}})
+	}
+}
+
+// ipipWarnings warns at `weft apply` of an IP pool with IP-in-IP that
+// this node cannot honour it (resources.Warner).
+func (a *Agent) ipipWarnings(r api.Resource) []string {
+	p, ok := r.(*api.IPPool)
+	if !ok || p.Spec.Disabled || (p.Spec.IPIPMode != api.EncapAlways && p.Spec.IPIPMode != api.EncapCrossSubnet) {
+		return nil
+	}
+	s := a.ipipSupport.Load()
+	if s == nil || s.Available {
+		return nil
+	}
+	return []string{fmt.Sprintf("IPPool %s: ipipMode %s: this node (%s) cannot honour IP-in-IP (%s): traffic from it to the pool's blocks on other nodes is dropped, never sent unencapsulated; see `weft node status`",
+		p.Metadata.Name, p.Spec.IPIPMode, a.cfg.Node.Name, s.Reason)}
+}
+
+// watchLinks feeds the node's links into the calculation, now and on
+// every change (the underlay MTU, with FelixConfiguration mtuIfacePattern,
+// is decided there).
+func (a *Agent) watchLinks(ctx context.Context) {
+	err := mtu.Watch(ctx, a.linksConfig(), a.nodeAddrs(), func(links []dataplane.Link) {
+		a.runner.SetLocal(calc.LocalInput{Kind: calc.LocalKindLinks, Value: links})
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("watching the links for the underlay MTU stopped; the MTU found at start stays", "err", err)
+	}
+}
+
+// linksConfig lists the links that count for the underlay MTU: not weft's
+// own interfaces, whose MTUs follow the underlay's.
+func (a *Agent) linksConfig() mtu.Config {
+	prefix := a.cfg.Network.InterfacePrefix
+	return mtu.Config{Ignore: func(name string) bool {
+		return dataplane.IsWorkloadIface(prefix, name) || name == a.cfg.VXLAN.Interface || name == dataplane.DefaultIPIPIface
+	}}
+}
+
+// nodeAddrs are the node's underlay addresses.
+func (a *Agent) nodeAddrs() []netip.Addr {
+	var addrs []netip.Addr
+	for _, x := range []netip.Addr{a.addr4, a.addr6} {
+		if x.IsValid() {
+			addrs = append(addrs, x)
+		}
+	}
+	return addrs
 }
 
 // dataplaneHealth reports the dataplane: ready after its first complete

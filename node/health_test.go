@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 
 	"github.com/weftnet/weft/node/config"
@@ -43,4 +44,22 @@ func testConfig(t *testing.T) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// IPv6 forwarding is turned on only on a node with an IPv6 underlay
+// address: on a v4-only host it would make the kernel ignore router
+// advertisements the host may rely on.
+func TestIPv6ForwardingOnlyWithAnIPv6Underlay(t *testing.T) {
+	a := New(testConfig(t), slog.New(slog.DiscardHandler))
+	a.addr4 = netip.MustParseAddr("192.0.2.1")
+	if v, ok := a.linuxConfig().Sysctls["net/ipv6/conf/all/forwarding"]; ok {
+		t.Fatalf("v4-only node sets IPv6 forwarding to %q", v)
+	}
+	if v := a.linuxConfig().Sysctls["net/ipv4/ip_forward"]; v != "1" {
+		t.Fatalf("IPv4 forwarding %q", v)
+	}
+	a.addr6 = netip.MustParseAddr("fd00::1")
+	if v := a.linuxConfig().Sysctls["net/ipv6/conf/all/forwarding"]; v != "1" {
+		t.Fatalf("dual-stack node: IPv6 forwarding %q", v)
+	}
 }

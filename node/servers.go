@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,17 +56,24 @@ type httpServer struct {
 	l    net.Listener
 	log  *slog.Logger
 	done chan struct{}
+	// cancel ends the contexts of the requests being handled; inflight
+	// counts the handlers still running.
+	cancel   context.CancelFunc
+	inflight sync.WaitGroup
 }
 
 func startHTTP(name string, l net.Listener, h http.Handler, log *slog.Logger) *httpServer {
-	s := &httpServer{
-		name: name,
-		srv: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		},
-		l: l, log: log, done: make(chan struct{}),
+	base, cancel := context.WithCancel(context.Background())
+	s := &httpServer{name: name, l: l, log: log, done: make(chan struct{}), cancel: cancel}
+	s.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.inflight.Add(1)
+			defer s.inflight.Done()
+			h.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	go func() {
 		defer close(s.done)
@@ -76,15 +84,29 @@ func startHTTP(name string, l net.Listener, h http.Handler, log *slog.Logger) *h
 	return s
 }
 
-// shutdown stops accepting, lets in-flight requests finish until ctx ends,
-// then closes what is left (long watches).
-func (s *httpServer) shutdown(ctx context.Context) {
+// shutdown stops accepting and lets in-flight requests finish until ctx
+// ends; then it ends the contexts of the requests still running, so that
+// each either completes or undoes what it did and answers, and waits for
+// them for drain at most, before closing what is left (long watches). A
+// handler is never cut off half-way while the services it writes through
+// are still there: the agent closes the store and the dataplane only after
+// this returns.
+func (s *httpServer) shutdown(ctx context.Context, drain time.Duration) {
 	if s == nil {
 		return
 	}
 	if err := s.srv.Shutdown(ctx); err != nil {
+		s.cancel()
+		finished := make(chan struct{})
+		go func() { s.inflight.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(drain):
+			s.log.Warn("requests still running at shutdown; cutting them off", "server", s.name)
+		}
 		_ = s.srv.Close()
 	}
+	s.cancel()
 	<-s.done
 }
 

@@ -64,6 +64,11 @@ func newWriteCommand(g *globals, mode, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Done, but not everything asked for can be honoured: say so
+			// on stderr, whatever the output format.
+			for _, w := range resp.Warnings {
+				fmt.Fprintln(c.ErrOrStderr(), "Warning:", w)
+			}
 			return printWriteResults(c, g, mode, resp.Results)
 		},
 	}

@@ -3,8 +3,8 @@
 // everything they own.
 //
 // Order of the update phase: sysctls (forwarding) → nat → links (workload
-// veths) → vxlan (device, then neighbours and FDB) → wireguard (device,
-// key, peers) → routes (every table) → rules. The removal phase runs in reverse: rules go before the routes
+// veths) → vxlan (device, then neighbours and FDB) → ipip (device) →
+// wireguard (device, key, peers) → routes (every table) → rules. The removal phase runs in reverse: rules go before the routes
 // they lead to, routes before the neighbours and interfaces they use, and
 // neighbours before their device. A new workload's traffic can flow only
 // once the whole pass that plumbs it has run: its host route comes after
@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/ipip"
 	"github.com/weftnet/weft/dataplane/links"
 	"github.com/weftnet/weft/dataplane/nat"
 	"github.com/weftnet/weft/dataplane/routes"
@@ -79,6 +80,13 @@ type Config struct {
 	WireGuard wireguard.Config
 	// NodeName labels the WireGuard metrics.
 	NodeName string
+	// LogLevel is the agent's log level: the dataplane logs at it unless
+	// the desired state's Loop.LogLevel says otherwise (FelixConfiguration
+	// logSeverityScreen). The zero value is Info.
+	LogLevel slog.Level
+	// IPIPUnsupported, if set, hears once that the kernel cannot create the
+	// IP-in-IP device after all (see ipip.Config.Unsupported).
+	IPIPUnsupported func(reason string)
 }
 
 // Dataplane is the assembled dataplane.
@@ -108,6 +116,11 @@ func New(cfg Config) (*Dataplane, error) {
 	if cfg.Sysctls == nil {
 		cfg.Sysctls = sysctls.Forwarding(false)
 	}
+	// Every driver logs through a handler whose level the loop sets from
+	// the desired state.
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	cfg.Logger = slog.New(dataplane.LevelHandler(cfg.Logger.Handler(), level))
 	d := &Dataplane{}
 	fail := func(err error) (*Dataplane, error) {
 		d.Close()
@@ -160,6 +173,12 @@ func New(cfg Config) (*Dataplane, error) {
 		}
 	}
 
+	im, err := ipip.New(ipip.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, Unsupported: cfg.IPIPUnsupported})
+	if err != nil {
+		return fail(fmt.Errorf("ipip: %w", err))
+	}
+	d.closers = append(d.closers, im.Close)
+
 	rm, err := routes.New(routes.Config{Logger: cfg.Logger, NetNS: cfg.NetNS})
 	if err != nil {
 		return fail(fmt.Errorf("routes: %w", err))
@@ -172,9 +191,10 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, rules.Close)
 
-	d.Managers = []dataplane.Manager{sc, nm, lm, vm, wm, rm, rules}
+	d.Managers = []dataplane.Manager{sc, nm, lm, vm, im, wm, rm, rules}
 	d.Loop, err = dataplane.NewLoop(dataplane.LoopConfig{
 		Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, ResyncPeriod: cfg.ResyncPeriod,
+		LogLevel: level, DefaultLogLevel: cfg.LogLevel,
 	}, d.Managers...)
 	if err != nil {
 		return fail(err)

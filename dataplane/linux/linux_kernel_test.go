@@ -83,7 +83,7 @@ func topology(t *testing.T) (a, b *testNode, ext *nstest.NS) {
 func (n *testNode) start(t *testing.T) {
 	t.Helper()
 	dp, err := New(Config{
-		Logger:      slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", n.name),
+		Logger:     slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", n.name),
 		Registerer: prometheus.NewRegistry(),
 		NetNS:      n.ns.Path,
 	})

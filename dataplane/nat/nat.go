@@ -3,8 +3,15 @@
 // Traffic whose source is in a natOutgoing pool and whose destination is
 // in no pool (nor in the extra excluded destinations, e.g. node addresses)
 // is masqueraded (with fully random source ports) as it leaves, IPv4 and
-// IPv6, in the table "inet weft". The manager owns these objects in it and
-// nothing else:
+// IPv6, in the table "inet weft"; with an SNAT address (FelixConfiguration
+// natOutgoingAddress) IPv4 traffic is source-NATed to it instead, and with
+// a port range as well (natPortRange) its TCP and UDP take their source
+// ports from the range (one rule each, before the rule for the other
+// protocols, as Calico does). A masquerade cannot take a port range here:
+// google/nftables v0.3.0 writes a masquerade's port registers without the
+// flag that makes the kernel use them, so the calculation turns a port
+// range without an address into SNAT to the node's own address. The
+// manager owns these objects in it and nothing else:
 //
 //	set   nat-masq-v4, nat-masq-v6       sources to masquerade (interval)
 //	set   nat-nomasq-v4, nat-nomasq-v6   destinations never masqueraded (interval)
@@ -24,6 +31,7 @@ package nat
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -59,6 +67,75 @@ const (
 	ruleTagV6 = "weft:nat-outgoing:v1:ipv6"
 )
 
+// Action is how matching traffic is translated: MASQUERADE, or for IPv4
+// SNAT to an address, optionally into a source port range for TCP and UDP
+// (only with an address; IPv6 is always masqueraded).
+type Action struct {
+	SNAT             netip.Addr
+	PortMin, PortMax uint16
+}
+
+// natRule is one rule of the chain: a family, optionally one transport
+// protocol, and the action.
+type natRule struct {
+	nfproto byte
+	l4proto byte // 0: any
+	snat    netip.Addr
+	portMin uint16
+	portMax uint16
+}
+
+// tag identifies the rule in its user data. The tag carries every
+// parameter of the rule, so the chain holds the wanted rules exactly when
+// its tags are the wanted tags (the rules are never decoded).
+func (r natRule) tag() string {
+	t := ruleTagV4
+	if r.nfproto == unix.NFPROTO_IPV6 {
+		t = ruleTagV6
+	}
+	switch r.l4proto {
+	case unix.IPPROTO_TCP:
+		t += ":tcp"
+	case unix.IPPROTO_UDP:
+		t += ":udp"
+	}
+	if r.snat.IsValid() {
+		t += ":snat=" + r.snat.String()
+	}
+	if r.portMin != 0 {
+		t += fmt.Sprintf(":ports=%d-%d", r.portMin, r.portMax)
+	}
+	return t
+}
+
+// rules are the chain's rules for an action, in order.
+func (a Action) rules() []natRule {
+	var out []natRule
+	for _, fam := range []byte{unix.NFPROTO_IPV4, unix.NFPROTO_IPV6} {
+		base := natRule{nfproto: fam}
+		if fam == unix.NFPROTO_IPV4 {
+			base.snat = a.SNAT
+		}
+		if a.PortMin != 0 && base.snat.IsValid() {
+			for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+				r := base
+				r.l4proto, r.portMin, r.portMax = proto, a.PortMin, a.PortMax
+				out = append(out, r)
+			}
+		}
+		out = append(out, base)
+	}
+	return out
+}
+
+func (a Action) tags() []string {
+	var out []string
+	for _, r := range a.rules() {
+		out = append(out, r.tag())
+	}
+	return out
+}
+
 // Config configures a [Manager].
 type Config struct {
 	Logger *slog.Logger
@@ -73,10 +150,14 @@ type Manager struct {
 	conn   *nftables.Conn
 	writes atomic.Uint64
 
-	want    NATSets
-	applied *NATSets // last state known to be in the kernel; nil = unknown
-	resync  bool
-	setID   uint32
+	want       NATSets
+	wantAction Action
+	applied    *NATSets // last state known to be in the kernel; nil = unknown
+	// appliedAction is the action of the rules in the kernel when applied
+	// is known.
+	appliedAction Action
+	resync        bool
+	setID         uint32
 }
 
 // NATSets is the content of the four sets, as sorted, merged intervals.
@@ -127,7 +208,10 @@ func (m *Manager) Name() string { return "nat" }
 func (m *Manager) KernelWrites() uint64 { return m.writes.Load() }
 
 // Set implements dataplane.Manager.
-func (m *Manager) Set(d *dataplane.Desired) { m.want = Compute(d.NAT) }
+func (m *Manager) Set(d *dataplane.Desired) {
+	m.want = Compute(d.NAT)
+	m.wantAction = Action{SNAT: d.NAT.SNATAddress, PortMin: d.NAT.PortMin, PortMax: d.NAT.PortMax}
+}
 
 // QueueResync implements dataplane.Manager.
 func (m *Manager) QueueResync() { m.resync = true }
@@ -275,7 +359,7 @@ func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
 	if phase != dataplane.PhaseUpdate {
 		return nil
 	}
-	if !m.resync && m.applied != nil && m.applied.Equal(m.want) {
+	if !m.resync && m.applied != nil && m.applied.Equal(m.want) && m.appliedAction == m.wantAction {
 		return nil
 	}
 	k, err := m.read()
@@ -290,7 +374,7 @@ func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
 	case !k.sets.Equal(m.want):
 		err = m.replaceElements(k.sets)
 	default:
-		m.applied = &k.sets
+		m.applied, m.appliedAction = &k.sets, m.wantAction
 		return nil
 	}
 	if err != nil {
@@ -307,7 +391,7 @@ func (m *Manager) Apply(_ context.Context, phase dataplane.Phase) error {
 		m.applied = nil
 		return fmt.Errorf("nat: the kernel does not hold what was written (%s)", cmp.Or(k.why, "set contents differ"))
 	}
-	m.applied = &k.sets
+	m.applied, m.appliedAction = &k.sets, m.wantAction
 	return nil
 }
 
@@ -411,8 +495,8 @@ func (m *Manager) read() (kernelState, error) {
 			for _, r := range rules {
 				tags = append(tags, string(r.UserData))
 			}
-			if !slices.Equal(tags, []string{ruleTagV4, ruleTagV6}) {
-				problems = append(problems, fmt.Sprintf("chain holds %d rules, not weft's two", len(rules)))
+			if want := m.wantAction.tags(); !slices.Equal(tags, want) {
+				problems = append(problems, fmt.Sprintf("chain holds rules %q, want %q", tags, want))
 			}
 		}
 	}
@@ -465,8 +549,13 @@ func (m *Manager) replaceAll(k kernelState) error {
 		Hooknum:  nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
 	})
-	m.conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: masqRule(unix.NFPROTO_IPV4, sets[setMasq4], sets[setNoMasq4]), UserData: []byte(ruleTagV4)})
-	m.conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: masqRule(unix.NFPROTO_IPV6, sets[setMasq6], sets[setNoMasq6]), UserData: []byte(ruleTagV6)})
+	for _, r := range m.wantAction.rules() {
+		masq, noMasq := sets[setMasq4], sets[setNoMasq4]
+		if r.nfproto == unix.NFPROTO_IPV6 {
+			masq, noMasq = sets[setMasq6], sets[setNoMasq6]
+		}
+		m.conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: r.exprs(masq, noMasq), UserData: []byte(r.tag())})
+	}
 	if err := m.conn.Flush(); err != nil {
 		return fmt.Errorf("nat: program table inet %s: %w", TableName, err)
 	}
@@ -474,23 +563,47 @@ func (m *Manager) replaceAll(k kernelState) error {
 	return nil
 }
 
-// masqRule is "meta nfproto F <family> saddr @masq <family> daddr != @nomasq
-// counter masquerade fully-random".
-func masqRule(nfproto byte, masq, noMasq *nftables.Set) []expr.Any {
+// exprs is "meta nfproto F [meta l4proto P] <family> saddr @masq <family>
+// daddr != @nomasq counter" and then "masquerade fully-random" or "snat to
+// ADDR[:MIN-MAX] fully-random".
+func (r natRule) exprs(masq, noMasq *nftables.Set) []expr.Any {
 	srcOff, dstOff, alen := uint32(12), uint32(16), uint32(4)
-	if nfproto == unix.NFPROTO_IPV6 {
+	if r.nfproto == unix.NFPROTO_IPV6 {
 		srcOff, dstOff, alen = 8, 24, 16
 	}
-	return []expr.Any{
+	es := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.nfproto}},
+	}
+	if r.l4proto != 0 {
+		es = append(es,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.l4proto}})
+	}
+	es = append(es,
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: alen},
 		&expr.Lookup{SourceRegister: 1, SetName: masq.Name, SetID: masq.ID},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: dstOff, Len: alen},
 		&expr.Lookup{SourceRegister: 1, SetName: noMasq.Name, SetID: noMasq.ID, Invert: true},
 		&expr.Counter{},
-		&expr.Masq{FullyRandom: true},
+	)
+	ports := r.portMin != 0
+	if ports {
+		es = append(es,
+			&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, r.portMin)},
+			&expr.Immediate{Register: 3, Data: binary.BigEndian.AppendUint16(nil, r.portMax)})
 	}
+	switch {
+	case r.snat.IsValid():
+		nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, FullyRandom: true}
+		if ports {
+			nat.RegProtoMin, nat.RegProtoMax, nat.Specified = 2, 3, true
+		}
+		es = append(es, &expr.Immediate{Register: 1, Data: r.snat.AsSlice()}, nat)
+	default:
+		es = append(es, &expr.Masq{FullyRandom: true})
+	}
+	return es
 }
 
 // replaceElements swaps the contents of the sets that differ, in one

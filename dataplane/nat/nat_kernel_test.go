@@ -3,10 +3,12 @@ package nat
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/internal/netns/nstest"
@@ -158,5 +160,92 @@ func TestNATLargeSetsArriveWhole(t *testing.T) {
 	}
 	if got := len(k.sets.NoMasq4); got != 3001 {
 		t.Fatalf("kernel holds %d ranges, want 3001", got)
+	}
+}
+
+// TestNATAddressAndPortRange: natOutgoingAddress and natPortRange take
+// effect on a running manager. A workload's UDP packets to a router are
+// seen from the node's address (masquerade), then from the SNAT address,
+// then from it with a source port in the range; the rules hold what the
+// tags say. Each step sends from a new source port (conntrack keeps a
+// flow's translation).
+func TestNATAddressAndPortRange(t *testing.T) {
+	node, router, wl := nstest.New(t, "n"), nstest.New(t, "r"), nstest.New(t, "w")
+	nstest.Veth(t, node, "upl", netip.MustParsePrefix("192.168.70.1/24"), router, "upl", netip.MustParsePrefix("192.168.70.2/24"))
+	nstest.Veth(t, node, "wl0", netip.MustParsePrefix("10.244.0.1/24"), wl, "eth0", netip.MustParsePrefix("10.244.0.5/24"))
+	wl.Run("ip", "route", "add", "default", "via", "10.244.0.1")
+	node.Sysctl("net/ipv4/ip_forward", "1")
+	router.Run("ip", "route", "add", "192.168.71.0/24", "dev", "upl") // the SNAT address's replies would come back here
+
+	var conn *net.UDPConn
+	if err := router.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("192.168.70.2"), Port: 9999})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	srcPort := 20000
+	seen := func() *net.UDPAddr {
+		t.Helper()
+		srcPort++
+		if err := wl.Do(func() error {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{Port: srcPort}, &net.UDPAddr{IP: net.ParseIP("192.168.70.2"), Port: 9999})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("x"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 16)
+		_, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("the router received nothing: %v", err)
+		}
+		return from
+	}
+
+	m := newManager(t, node)
+	cfg := dataplane.NATConfig{MasqPools: prefixes("10.244.0.0/16"), AllPools: prefixes("10.244.0.0/16")}
+	set := func(c dataplane.NATConfig) {
+		t.Helper()
+		m.Set(&dataplane.Desired{NAT: c})
+		apply(t, m)
+	}
+	set(cfg)
+	if from := seen(); from.IP.String() != "192.168.70.1" {
+		t.Errorf("masqueraded: the router saw %s, want the node's 192.168.70.1", from)
+	}
+
+	cfg.SNATAddress = netip.MustParseAddr("192.168.71.9")
+	set(cfg)
+	mustContain(t, listWeft(t, node), "snat ip to 192.168.71.9 fully-random", "masquerade fully-random")
+	if from := seen(); from.IP.String() != "192.168.71.9" {
+		t.Errorf("SNAT: the router saw %s, want 192.168.71.9", from)
+	}
+
+	cfg.PortMin, cfg.PortMax = 40000, 40010
+	set(cfg)
+	mustContain(t, listWeft(t, node), "meta l4proto tcp", "meta l4proto udp", "snat ip to 192.168.71.9:40000-40010")
+	if from := seen(); from.IP.String() != "192.168.71.9" || from.Port < 40000 || from.Port > 40010 {
+		t.Errorf("SNAT with ports: the router saw %s, want 192.168.71.9:40000-40010", from)
+	}
+
+	// Adopted as it is by a restarted agent.
+	m2 := newManager(t, node)
+	m2.Set(&dataplane.Desired{NAT: cfg})
+	apply(t, m2)
+	if m2.KernelWrites() != 0 {
+		t.Errorf("adoption wrote %d transactions", m2.KernelWrites())
+	}
+
+	cfg.PortMin, cfg.PortMax, cfg.SNATAddress = 0, 0, netip.Addr{}
+	set(cfg)
+	if out := listWeft(t, node); strings.Contains(out, "l4proto") || strings.Contains(out, "snat") {
+		t.Errorf("back to masquerade, rules left:\n%s", out)
 	}
 }

@@ -1,7 +1,8 @@
 // Package vxlan manages the node's VXLAN device and its static peers
 // (calico.md §5.3).
 //
-// The device: the configured name, VNI and port, learning off, bound to
+// The device: the configured name, the desired VNI and port (the
+// configured ones when the desired state leaves them 0), learning off, bound to
 // the parent interface and its source address, MTU = parent MTU − 50
 // (IPv4 underlay) or − 70 (IPv6) unless set, the node's deterministic MAC,
 // the tunnel address as a /32 (/128), and transmit checksum offload off (a
@@ -19,6 +20,7 @@
 package vxlan
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/internal/devaddr"
 	"github.com/weftnet/weft/dataplane/internal/kroute"
 	"github.com/weftnet/weft/dataplane/internal/nlutil"
 	"github.com/weftnet/weft/dataplane/internal/resync"
@@ -54,8 +57,9 @@ type Config struct {
 	// NetNS is the namespace holding the device; "" is the current one.
 	NetNS string
 	Name  string // default DefaultName
-	VNI   int    // default DefaultVNI
-	Port  int    // default DefaultPort
+	// VNI and Port are used when the desired device leaves its own 0.
+	VNI  int // default DefaultVNI
+	Port int // default DefaultPort
 	// TxChecksumOffload keeps the device's transmit checksum offload on.
 	// Off (the default) avoids the checksum bugs some kernels and NICs have
 	// with VXLAN (calico.md §5.3) but costs throughput: without checksum
@@ -211,6 +215,8 @@ func (m *Manager) readKernel() error {
 
 // spec is the device the desired state asks for, with the parent resolved.
 type spec struct {
+	vni    int
+	port   int
 	parent netlink.Link
 	src    netip.Addr
 	mtu    int
@@ -219,13 +225,13 @@ type spec struct {
 }
 
 func (m *Manager) resolve(want *dataplane.VXLANDevice) (spec, error) {
-	s := spec{src: want.Source, mac: want.MAC, tunnel: want.TunnelAddr}
+	s := spec{src: want.Source, mac: want.MAC, tunnel: want.TunnelAddr, vni: cmp.Or(want.VNI, m.cfg.VNI), port: cmp.Or(want.Port, m.cfg.Port)}
 	var err error
 	if want.Parent != "" {
 		if s.parent, err = m.nl.LinkByName(want.Parent); err != nil {
 			return s, fmt.Errorf("parent %s: %w", want.Parent, err)
 		}
-	} else if s.parent, err = m.linkHolding(want.Source); err != nil {
+	} else if s.parent, err = devaddr.LinkHolding(m.nl, want.Source); err != nil {
 		return s, err
 	}
 	s.mtu = want.MTU
@@ -235,28 +241,10 @@ func (m *Manager) resolve(want *dataplane.VXLANDevice) (spec, error) {
 	return s, nil
 }
 
-// linkHolding finds the interface that holds addr.
-func (m *Manager) linkHolding(addr netip.Addr) (netlink.Link, error) {
-	addrs, err := nlutil.Dump(func() ([]netlink.Addr, error) { return m.nl.AddrList(nil, kroute.Family(addr)) })
-	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if kroute.Addr(a.IP) == addr {
-			l, err := m.nl.LinkByIndex(a.LinkIndex)
-			if err != nil {
-				return nil, fmt.Errorf("interface holding %s: %w", addr, err)
-			}
-			return l, nil
-		}
-	}
-	return nil, fmt.Errorf("no interface holds the VXLAN source address %s", addr)
-}
-
 // fixedMatches reports whether the device's creation-time parameters are
 // the desired ones.
 func (m *Manager) fixedMatches(dev *netlink.Vxlan, s spec) bool {
-	return dev.VxlanId == m.cfg.VNI && dev.Port == m.cfg.Port && dev.VtepDevIndex == s.parent.Attrs().Index &&
+	return dev.VxlanId == s.vni && dev.Port == s.port && dev.VtepDevIndex == s.parent.Attrs().Index &&
 		kroute.Addr(dev.SrcAddr) == s.src && !dev.Learning
 }
 
@@ -285,7 +273,8 @@ func (m *Manager) applyUpdates() error {
 func (m *Manager) ensureDevice(s spec) error {
 	if m.dev != nil && !m.fixedMatches(m.dev, s) {
 		m.log.Info("recreating the VXLAN device: its fixed parameters changed",
-			"vni", m.dev.VxlanId, "port", m.dev.Port, "parent_index", m.dev.VtepDevIndex, "src", m.dev.SrcAddr)
+			"vni", m.dev.VxlanId, "port", m.dev.Port, "parent_index", m.dev.VtepDevIndex, "src", m.dev.SrcAddr,
+			"new_vni", s.vni, "new_port", s.port)
 		if err := m.nl.LinkDel(m.dev); err != nil && !nlutil.IsLinkNotFound(err) {
 			return fmt.Errorf("delete %s: %w", m.cfg.Name, err)
 		}
@@ -330,10 +319,10 @@ func (m *Manager) create(s spec) error {
 			MTU:          s.mtu,
 			HardwareAddr: s.mac,
 		},
-		VxlanId:      m.cfg.VNI,
+		VxlanId:      s.vni,
 		VtepDevIndex: s.parent.Attrs().Index,
 		SrcAddr:      s.src.AsSlice(),
-		Port:         m.cfg.Port,
+		Port:         s.port,
 		Learning:     false,
 	}
 	if err := m.nl.LinkAdd(dev); err != nil {
@@ -385,40 +374,13 @@ func (m *Manager) ensureTxChecksum() error {
 
 // ensureAddr makes the tunnel address the device's only global address.
 func (m *Manager) ensureAddr(tunnel netip.Addr) error {
-	addrs, err := nlutil.Dump(func() ([]netlink.Addr, error) { return m.nl.AddrList(m.dev, netlink.FAMILY_ALL) })
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", m.cfg.Name, err)
-	}
 	var want netip.Prefix
 	if tunnel.IsValid() {
 		want = netip.PrefixFrom(tunnel, tunnel.BitLen())
 	}
-	found := false
-	var errs []error
-	for _, a := range addrs {
-		ip := kroute.Addr(a.IP)
-		if ip.IsLinkLocalUnicast() {
-			continue
-		}
-		ones, _ := a.Mask.Size()
-		if netip.PrefixFrom(ip, ones) == want {
-			found = true
-			continue
-		}
-		if err := m.nl.AddrDel(m.dev, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", ip, m.cfg.Name, err))
-			continue
-		}
-		m.writes.Add(1)
-	}
-	if want.IsValid() && !found {
-		if err := m.nl.AddrAdd(m.dev, &netlink.Addr{IPNet: kroute.IPNet(want)}); err != nil && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("add tunnel address %s to %s: %w", want, m.cfg.Name, err))
-		} else {
-			m.writes.Add(1)
-		}
-	}
-	return errors.Join(errs...)
+	n, err := devaddr.EnsureOnly(m.nl, m.dev, want)
+	m.writes.Add(uint64(n))
+	return err
 }
 
 func (m *Manager) neighEntry(ip netip.Addr, mac net.HardwareAddr) *netlink.Neigh {

@@ -214,3 +214,47 @@ func TestVXLANTxChecksumOffloadSetting(t *testing.T) {
 	apply(t, off)
 	mustContain(t, "features", a.ns.Run("ethtool", "-k", "weft.vxlan"), "tx-checksum-ip-generic: off")
 }
+
+// TestVXLANDesiredVNIAndPort: the VNI and port of the desired state (the
+// FelixConfiguration's vxlanVNI and vxlanPort) override the configured
+// ones; changing them on a running manager recreates the device with its
+// address, neighbours and FDB entries, and packets cross again; going back
+// to 0 returns to the configured values.
+func TestVXLANDesiredVNIAndPort(t *testing.T) {
+	a, b := twoNodes(t)
+	ma, mb := newManager(t, a, Config{}), newManager(t, b, Config{})
+	both := func(vni, port int) {
+		t.Helper()
+		da, db := a.device(), b.device()
+		da.VNI, da.Port, db.VNI, db.Port = vni, port, vni, port
+		ma.Set(&dataplane.Desired{VXLAN: da, VXLANPeers: []dataplane.VXLANPeer{b.peer()}})
+		mb.Set(&dataplane.Desired{VXLAN: db, VXLANPeers: []dataplane.VXLANPeer{a.peer()}})
+		apply(t, ma)
+		apply(t, mb)
+	}
+	both(0, 0)
+	checkState(t, a, b)
+	a.ns.Run("ip", "route", "add", b.tunnel.String()+"/32", "dev", "weft.vxlan")
+	b.ns.Run("ip", "route", "add", a.tunnel.String()+"/32", "dev", "weft.vxlan")
+	a.ns.Run("ping", "-c1", "-W2", b.tunnel.String())
+
+	both(4097, 4790)
+	for _, n := range []node{a, b} {
+		mustContain(t, "link", n.ns.Run("ip", "-d", "link", "show", "weft.vxlan"), "vxlan id 4097 ", "dstport 4790", "nolearning", "UP")
+		mustContain(t, "addresses", n.ns.Run("ip", "addr", "show", "dev", "weft.vxlan"), "inet "+n.tunnel.String()+"/32")
+	}
+	mustContain(t, "fdb", a.ns.Run("bridge", "fdb", "show", "dev", "weft.vxlan"), dataplane.VXLANMAC(b.name).String()+" dst "+b.under.String())
+	// The route went with the old device; the route manager puts it back
+	// in the agent (the link event makes it re-read).
+	a.ns.Run("ip", "route", "replace", b.tunnel.String()+"/32", "dev", "weft.vxlan")
+	b.ns.Run("ip", "route", "replace", a.tunnel.String()+"/32", "dev", "weft.vxlan")
+	a.ns.Run("ping", "-c1", "-W2", b.tunnel.String())
+	w := ma.KernelWrites()
+	apply(t, ma)
+	if d := ma.KernelWrites() - w; d != 0 {
+		t.Errorf("re-apply with the same VNI and port made %d writes", d)
+	}
+
+	both(0, 0)
+	checkState(t, a, b)
+}

@@ -12,11 +12,23 @@ import (
 // (RouteClassBlock): a blackhole for each block this node owns, and a
 // route to each other node's block and to each address another node
 // borrowed from a block, over VXLAN (the pool's vxlanMode, once the VXLAN
-// device exists: it reads the vxlan resolver's section) or natively to a
-// node on this node's subnet. Without one of those a remote block has no
-// route here (BGP, when it runs, provides them). Nodes the wireguard
+// device exists: it reads the vxlan resolver's section), over IP-in-IP
+// (the pool's ipipMode, once the IP-in-IP device exists, to a peer that
+// has its IP-in-IP tunnel address: "via <peer underlay> dev weft.ipip
+// onlink"), or natively to a node on this node's subnet. A block whose
+// pool asks for an encapsulation this node refuses (no ipip module,
+// FelixConfiguration ipipEnabled or vxlanEnabled false) or the peer cannot
+// take (no IP-in-IP tunnel address) gets a blackhole: its traffic is
+// dropped here, never sent unencapsulated (to a neighbour on this subnet,
+// or to a router by the default route); the ipip and vxlan resolvers say
+// why in the problems. Otherwise a remote block without one of those has
+// no route here (BGP, when it runs, provides them). Nodes the wireguard
 // resolver routes are left to it.
-type blockRoutes struct{ env Env }
+type blockRoutes struct {
+	env Env
+	// Set by Contribute: this node refuses the encapsulation.
+	vxlanRefused, ipipRefused bool
+}
 
 func newBlockRoutes(env Env) Resolver { return &blockRoutes{env: env} }
 
@@ -29,7 +41,10 @@ func (r *blockRoutes) OnUpdate(Update) {}
 func (r *blockRoutes) Contribute(out *Output) {
 	me := r.env.Config.NodeName
 	topo := r.env.Topology
-	vxlanUp := out.Desired.VXLAN != nil
+	vxlanUp, ipipUp := out.Desired.VXLAN != nil, out.Desired.IPIP != nil
+	r.vxlanRefused = topo.Felix.VXLANEnabled != nil && !*topo.Felix.VXLANEnabled
+	r.ipipRefused = (topo.Felix.IPIPEnabled != nil && !*topo.Felix.IPIPEnabled) || !topo.IPIPSupport().Available
+	noIPIPAddr := map[string]bool{} // peers whose blocks need IP-in-IP but that have no tunnel address
 	local := map[netip.Addr]bool{}
 	for _, w := range out.Desired.Workloads {
 		for _, p := range w.IPs {
@@ -47,7 +62,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			}
 		case b.Owner != "" && pool != nil && !out.wireguardOwns[b.Owner]:
 			if peer, ok := topo.Nodes[b.Owner]; ok {
-				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp); ok {
+				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp, ipipUp, noIPIPAddr); ok {
 					routes[b.CIDR] = rt
 				}
 			}
@@ -61,7 +76,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 				continue
 			}
 			dst := netip.PrefixFrom(addr, addr.BitLen())
-			if rt, ok := r.routeTo(dst, pool, peer, vxlanUp); ok {
+			if rt, ok := r.routeTo(dst, pool, peer, vxlanUp, ipipUp, noIPIPAddr); ok {
 				routes[dst] = rt
 			}
 		}
@@ -69,13 +84,16 @@ func (r *blockRoutes) Contribute(out *Output) {
 	for _, rt := range routes {
 		out.Desired.Routes = append(out.Desired.Routes, rt)
 	}
+	for _, n := range sortedKeys(noIPIPAddr) {
+		out.problem("node %s has no IP-in-IP tunnel address (it cannot honour IP-in-IP, or is still allocating it): traffic to its blocks of IP-in-IP pools is dropped here, never sent unencapsulated", n)
+	}
 }
 
 // routeTo builds the route for dst (a remote block or borrowed address)
 // held by peer under pool, or reports that there is none (the peer is not
 // reachable without BGP, or the VXLAN device or the peer's VXLAN details
 // are not there yet).
-func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, vxlanUp bool) (dataplane.Route, bool) {
+func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, vxlanUp, ipipUp bool, noIPIPAddr map[string]bool) (dataplane.Route, bool) {
 	cfg := r.env.Config
 	base := dataplane.Route{Dst: dst, Class: dataplane.RouteClassBlock}
 	if !dst.Addr().Is4() {
@@ -90,11 +108,33 @@ func (r *blockRoutes) routeTo(dst netip.Prefix, pool *PoolView, peer *NodeView, 
 	}
 	sameSubnet := cfg.UnderlayPrefix.IsValid() && peer.Underlay.IsValid() && cfg.UnderlayPrefix.Contains(peer.Underlay)
 	useVXLAN := pool.Spec.VXLANMode == api.EncapAlways || (pool.Spec.VXLANMode == api.EncapCrossSubnet && !sameSubnet)
+	drop := dataplane.Route{Dst: dst, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}
 	if useVXLAN {
+		if r.vxlanRefused {
+			return drop, true
+		}
 		if !vxlanUp || !peer.TunnelIP.IsValid() || !peer.Underlay.IsValid() {
 			return dataplane.Route{}, false
 		}
 		base.Dev, base.Via, base.OnLink = cfg.VXLANIface, peer.TunnelIP, true
+		return base, true
+	}
+	useIPIP := pool.Spec.IPIPMode == api.EncapAlways || (pool.Spec.IPIPMode == api.EncapCrossSubnet && !sameSubnet)
+	if useIPIP {
+		// This node cannot honour IP-in-IP (the ipip resolver reports
+		// why), or the peer cannot decapsulate (no tunnel address):
+		// dropped, never unencapsulated.
+		if r.ipipRefused {
+			return drop, true
+		}
+		if !ipipUp || !peer.Underlay.IsValid() {
+			return dataplane.Route{}, false // the device is on its way
+		}
+		if !peer.IPIPTunnelIP.IsValid() {
+			noIPIPAddr[peer.Name] = true
+			return drop, true
+		}
+		base.Dev, base.Via, base.OnLink = cfg.ipipIface(), peer.Underlay, true
 		return base, true
 	}
 	if sameSubnet {

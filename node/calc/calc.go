@@ -1,7 +1,8 @@
 // Package calc turns the replicated store's state into this node's desired
 // state: the dataplane's ([dataplane.Desired]: workloads, routes, rules, the
-// VXLAN device and its peers, outgoing NAT) and what the node's store
-// writers must do (its tunnel addresses, [TunnelNeeds]). It is pure: no
+// VXLAN device and its peers, the IP-in-IP device, outgoing NAT, the apply
+// loop's settings) and what the node's store writers must do (its tunnel
+// addresses, [TunnelNeeds]). It is pure: no
 // I/O, no clocks, and the result depends only on the current state, never
 // on the order in which changes arrived (ARCHITECTURE.md, "Calc depends on
 // current state only").
@@ -9,8 +10,12 @@
 // # Shape
 //
 // A [Dispatcher] receives store events, decodes each object once and keeps
-// the shared [Topology] (nodes, pools, IPAM block summaries and every
-// WorkloadEndpoint in the cluster). Each [Resolver] owns one section of the
+// the shared [Topology] (nodes, pools, IPAM block summaries, every
+// WorkloadEndpoint in the cluster, and the FelixConfigurations that apply
+// to this node, merged). What the node observes of itself rather than
+// reads from the store (its links, its kernel's IP-in-IP support; later the
+// routes BGP learns) enters the same way, as local inputs
+// ([Dispatcher.OnLocal], see local.go). Each [Resolver] owns one section of the
 // output and declares the kinds it reads; the dispatcher passes it the
 // changes of those kinds and, on [Dispatcher.Compute], asks every resolver
 // for its section, in registration order (a resolver may read the sections
@@ -63,9 +68,17 @@ type Config struct {
 	VXLANIface string
 	// VXLANMTU is the configured VXLAN device MTU, 0 = derive.
 	VXLANMTU int
-	// UnderlayMTU is the detected MTU of the underlay (0: unknown, the
-	// kernel default is left on workload interfaces).
+	// UnderlayMTU is the MTU of the underlay detected at start (0:
+	// unknown, the kernel default is left on workload interfaces). The
+	// links the node observes (local input [LocalKindLinks]) replace it.
 	UnderlayMTU int
+	// IPIPIface is the IP-in-IP device name; "" is
+	// dataplane.DefaultIPIPIface.
+	IPIPIface string
+	// VXLANVNI and VXLANPort are the VXLAN device's VNI and port from the
+	// config file (0: the driver's defaults); FelixConfiguration's
+	// vxlanVNI and vxlanPort override them.
+	VXLANVNI, VXLANPort int
 	// MTU is network.mtu: when positive, the workload MTU whatever the
 	// encapsulation.
 	MTU int
@@ -126,9 +139,11 @@ func defaultResolvers(env Env) []Resolver {
 		newWorkloads(env),
 		newWireGuard(env),
 		newVXLAN(env),
+		newIPIP(env),
 		newBlockRoutes(env),
 		newNAT(env),
 		newTunnels(env),
+		newLoopSettings(env),
 	}
 }
 
@@ -171,11 +186,12 @@ func NewWith(cfg Config, build func(Env) []Resolver) *Dispatcher {
 }
 
 // Kinds are the store kinds the calculation reads: what the Topology keeps
-// and every kind a resolver declares.
+// and every store kind a resolver declares (local kinds are not in the
+// store).
 func (d *Dispatcher) Kinds() []string {
 	kinds := slices.Clone(topologyKinds)
 	for k := range d.byKind {
-		if !slices.Contains(kinds, k) {
+		if !slices.Contains(kinds, k) && !IsLocalKind(k) {
 			kinds = append(kinds, k)
 		}
 	}

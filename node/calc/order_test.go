@@ -22,6 +22,8 @@ func sections(o Output) map[string]any {
 	return map[string]any{
 		"workloads":    [2]any{o.Desired.Workloads, byClass[dataplane.RouteClassWorkload]},
 		"vxlan":        [2]any{o.Desired.VXLAN, o.Desired.VXLANPeers},
+		"ipip":         o.Desired.IPIP,
+		"loop":         o.Desired.Loop,
 		"block-routes": byClass[dataplane.RouteClassBlock],
 		"nat":          o.Desired.NAT,
 		"tunnels":      o.Tunnels,
@@ -44,7 +46,15 @@ func orderScenarios(t *testing.T) map[string][]store.Object {
 		withRev(wep(t, "default", "x", "n1", "weftxxxxxxxxxxx", "10.244.0.9/32"), 50),
 		withRev(wep(t, "default", "y", "n1", "weftyyyyyyyyyyy", "10.244.0.9/32"), 40),
 	)
+	felix := append(scenario(t, api.EncapAlways),
+		felixConfig(t, "default", api.FelixConfigurationSpec{VXLANPort: new(4790), NATOutgoingAddress: "192.0.2.9", LogSeverityScreen: "Debug"}),
+		felixConfig(t, "node.n1", api.FelixConfigurationSpec{VXLANVNI: new(4097), LogSeverityScreen: "Error"}),
+		felixConfig(t, "node.n2", api.FelixConfigurationSpec{VXLANVNI: new(1)}),
+	)
 	return map[string][]store.Object{
+		"ipip always":     ipipScenario(t, api.EncapAlways),
+		"ipip cross":      ipipScenario(t, api.EncapCrossSubnet),
+		"felix":           felix,
 		"vxlan always":    scenario(t, api.EncapAlways),
 		"native":          scenario(t, api.EncapNever),
 		"cross subnet":    scenario(t, api.EncapCrossSubnet),
@@ -152,6 +162,8 @@ func older(t *testing.T, o store.Object) store.Object {
 		return pool(t, o.Name, "10.244.0.0/16", api.EncapNever, false)
 	case api.KindNode:
 		return node(t, o.Name, "192.168.99.1/24", "")
+	case api.KindFelixConfiguration:
+		return felixConfig(t, o.Name, api.FelixConfigurationSpec{VXLANPort: new(5555), LogSeverityScreen: "Info"})
 	}
 	return o
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // topologyKinds are the kinds the Topology keeps for every resolver.
-var topologyKinds = []string{api.KindNode, api.KindIPPool, ipam.KindBlock, api.KindWorkloadEndpoint}
+var topologyKinds = []string{api.KindNode, api.KindIPPool, ipam.KindBlock, api.KindWorkloadEndpoint, api.KindFelixConfiguration}
 
 // Topology is the decoded state every resolver may read: the cluster's
 // nodes, pools, IPAM blocks and WorkloadEndpoints (of every node: policy
@@ -25,6 +25,16 @@ type Topology struct {
 	Pools     map[string]*PoolView
 	Blocks    map[string]ipam.BlockSummary
 	Endpoints map[store.Key]*EndpointView
+	// FelixConfigs are the FelixConfigurations that apply to this node:
+	// "default" and "node.<this node>", by name.
+	FelixConfigs map[string]*api.FelixConfiguration
+	// Felix is their merged spec: node.<name> over default (calico.md
+	// §1.14).
+	Felix api.FelixConfigurationSpec
+
+	// local holds the local inputs (see [LocalInput]); a store RESET
+	// leaves them.
+	local map[store.Key]any
 }
 
 // NodeView is what the calculation needs of a Node.
@@ -39,6 +49,11 @@ type NodeView struct {
 	TunnelMAC net.HardwareAddr
 	// RawTunnelMAC is the Node's vxlanTunnelMACAddr as written.
 	RawTunnelMAC string
+	// IPIPTunnelIP is the Node's IP-in-IP tunnel address
+	// (spec.bgp.ipv4IPIPTunnelAddr). A node records one only when it can
+	// honour IP-in-IP, so its absence also says that IP-in-IP packets
+	// sent to it would be lost.
+	IPIPTunnelIP netip.Addr
 	Labels       map[string]string
 	// WireGuard is what the Node publishes about its WireGuard device.
 	WireGuard NodeWireGuard
@@ -60,7 +75,7 @@ type EndpointView struct {
 }
 
 func newTopology(me string) *Topology {
-	t := &Topology{me: me}
+	t := &Topology{me: me, local: map[store.Key]any{}}
 	t.reset()
 	return t
 }
@@ -70,6 +85,26 @@ func (t *Topology) reset() {
 	t.Pools = map[string]*PoolView{}
 	t.Blocks = map[string]ipam.BlockSummary{}
 	t.Endpoints = map[store.Key]*EndpointView{}
+	t.FelixConfigs = map[string]*api.FelixConfiguration{}
+	t.Felix = api.FelixConfigurationSpec{}
+}
+
+// appliesHere reports whether a FelixConfiguration of that name applies to
+// this node (selector-scoped ones are refused at the API).
+func (t *Topology) appliesHere(name string) bool {
+	return name == "default" || name == "node."+t.me
+}
+
+// mergeFelix recomputes the merged FelixConfiguration spec.
+func (t *Topology) mergeFelix() {
+	var base, over api.FelixConfigurationSpec
+	if c := t.FelixConfigs["default"]; c != nil {
+		base = c.Spec
+	}
+	if c := t.FelixConfigs["node."+t.me]; c != nil {
+		over = c.Spec
+	}
+	t.Felix = api.MergeFelixConfiguration(base, over)
 }
 
 // put decodes and caches an object of a kind the Topology keeps; for other
@@ -113,6 +148,17 @@ func (t *Topology) put(o store.Object) (any, error) {
 		v := &EndpointView{WorkloadEndpoint: &w, CreateRevision: o.CreateRevision}
 		t.Endpoints[o.Key] = v
 		return v, nil
+	case api.KindFelixConfiguration:
+		r, err := api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
+		if err != nil {
+			return nil, err
+		}
+		c := r.(*api.FelixConfiguration)
+		if t.appliesHere(o.Name) {
+			t.FelixConfigs[o.Name] = c
+			t.mergeFelix()
+		}
+		return c, nil
 	}
 	return api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
 }
@@ -127,6 +173,11 @@ func (t *Topology) del(k store.Key) {
 		delete(t.Blocks, k.Name)
 	case api.KindWorkloadEndpoint:
 		delete(t.Endpoints, k)
+	case api.KindFelixConfiguration:
+		if _, ok := t.FelixConfigs[k.Name]; ok {
+			delete(t.FelixConfigs, k.Name)
+			t.mergeFelix()
+		}
 	}
 }
 
@@ -148,6 +199,11 @@ func decodeNode(name string, n *api.Node) *NodeView {
 	}
 	if a, err := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr); err == nil {
 		v.TunnelIP = a
+	}
+	if n.Spec.BGP != nil {
+		if a, err := netip.ParseAddr(n.Spec.BGP.IPv4IPIPTunnelAddr); err == nil && a.Is4() {
+			v.IPIPTunnelIP = a
+		}
 	}
 	if mac, err := net.ParseMAC(n.Spec.VXLANTunnelMACAddr); err == nil && len(mac) == 6 && mac[0]&1 == 0 && !isZero(mac) {
 		v.TunnelMAC = mac
@@ -177,14 +233,35 @@ func (t *Topology) PoolFor(p netip.Prefix) *PoolView {
 	return best
 }
 
-// VXLANWanted reports whether any pool uses VXLAN.
+// VXLANWanted reports whether this node uses VXLAN: some pool uses it and
+// FelixConfiguration's vxlanEnabled is not false.
 func (t *Topology) VXLANWanted() bool {
-	for _, p := range t.Pools {
-		if p.Spec.VXLANMode == api.EncapAlways || p.Spec.VXLANMode == api.EncapCrossSubnet {
-			return true
+	if e := t.Felix.VXLANEnabled; e != nil && !*e {
+		return false
+	}
+	return len(t.PoolsWith(func(s api.IPPoolSpec) string { return s.VXLANMode })) > 0
+}
+
+// IPIPWanted reports whether this node is asked to use IP-in-IP: some pool
+// uses it and FelixConfiguration's ipipEnabled is not false. Whether the
+// kernel can is [Topology.IPIPSupport].
+func (t *Topology) IPIPWanted() bool {
+	if e := t.Felix.IPIPEnabled; e != nil && !*e {
+		return false
+	}
+	return len(t.PoolsWith(func(s api.IPPoolSpec) string { return s.IPIPMode })) > 0
+}
+
+// PoolsWith returns the names (sorted) of the pools whose encapsulation
+// mode, as mode reads it, is Always or CrossSubnet.
+func (t *Topology) PoolsWith(mode func(api.IPPoolSpec) string) []string {
+	var out []string
+	for _, name := range t.PoolNames() {
+		if m := mode(t.Pools[name].Spec); m == api.EncapAlways || m == api.EncapCrossSubnet {
+			out = append(out, name)
 		}
 	}
-	return false
+	return out
 }
 
 // NodeNames returns the node names, sorted.

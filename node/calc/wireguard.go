@@ -1,6 +1,7 @@
 package calc
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -99,15 +100,70 @@ func (c Config) WireGuardOverhead() int {
 	return dataplane.OverheadWireGuardV4
 }
 
-// WireGuardMTU is the device's MTU: the underlay's less the overhead (a
-// larger one makes wireguard-go's batched sends fail outright, they are
-// not fragmented), 0 when the underlay MTU is unknown (the driver's
-// default).
-func (c Config) WireGuardMTU() int {
-	if c.UnderlayMTU <= 0 {
-		return 0
+// wireGuardSettings is the [wireguard] configuration with the
+// FelixConfiguration wireguard* fields weft applies laid over it (a set
+// field wins, as for VXLAN): wireguardListeningPort, wireguardKeepAlive,
+// wireguardHostEncryptionEnabled, wireguardMTU and
+// wireguardRoutingRulePriority. Switching WireGuard on or off and the
+// device's name stay the config file's (the key and the device are set up
+// at the agent's start); api.FelixFields refuses those fields.
+type wireGuardSettings struct {
+	WireGuardConfig
+	// MTU is wireguardMTU, 0 when unset (the underlay's less the
+	// overhead).
+	MTU int
+	// RulePriority is the priority of the "not fwmark" rule.
+	RulePriority int
+}
+
+// wireGuard returns the node's WireGuard settings and a problem ("" if
+// none) with a FelixConfiguration value it could not take.
+func (e Env) wireGuard() (wireGuardSettings, string) {
+	s := wireGuardSettings{WireGuardConfig: e.Config.WireGuard, RulePriority: dataplane.RulePriorityWireGuard}
+	f := e.Topology.Felix
+	problem := ""
+	if p := deref(f.WireguardListeningPort); p > 0 {
+		vxlanPort := e.Config.VXLANPort
+		if v := deref(f.VXLANPort); v > 0 {
+			vxlanPort = v
+		}
+		if p == vxlanPort {
+			problem = fmt.Sprintf("FelixConfiguration wireguardListeningPort %d is the VXLAN port: the config file's listen port %d is kept", p, s.ListenPort)
+		} else {
+			s.ListenPort = p
+		}
 	}
-	return c.UnderlayMTU - c.WireGuardOverhead()
+	if d := f.WireguardKeepAlive; d != nil {
+		s.PersistentKeepalive = d.Duration
+	}
+	if h := f.WireguardHostEncryptionEnabled; h != nil {
+		s.HostEncryption = *h
+	}
+	s.MTU = deref(f.WireguardMTU)
+	if p := deref(f.WireguardRoutingRulePriority); p > 0 {
+		s.RulePriority = p
+	}
+	return s, problem
+}
+
+// mtu is the device's MTU: wireguardMTU, else the underlay's (as the node
+// observes it, see Topology.UnderlayMTU) less the overhead (a larger one
+// makes wireguard-go's batched sends fail outright, they are not
+// fragmented), 0 when the underlay MTU is unknown (the driver's default).
+// A wireguardMTU above that limit is used, and reported as a problem.
+func (r *wireguard) mtu(wg wireGuardSettings, out *Output) int {
+	u, _ := r.env.Topology.UnderlayMTU(r.env.Config.UnderlayMTU)
+	limit := 0
+	if u > 0 {
+		limit = u - r.env.Config.WireGuardOverhead()
+	}
+	if wg.MTU > 0 {
+		if limit > 0 && wg.MTU > limit {
+			out.problem("wireguard: FelixConfiguration wireguardMTU %d is above the underlay MTU %d less WireGuard's overhead (%d): packets that large are dropped by the sender, not fragmented", wg.MTU, u, limit)
+		}
+		return wg.MTU
+	}
+	return limit
 }
 
 // wireguard is the resolver of the WireGuard device, its peers, and the
@@ -143,22 +199,25 @@ func newWireGuard(env Env) Resolver { return &wireguard{env: env} }
 
 func (r *wireguard) Name() string { return "wireguard" }
 func (r *wireguard) Kinds() []string {
-	return []string{api.KindNode, api.KindIPPool, ipam.KindBlock, api.KindWorkloadEndpoint}
+	return []string{api.KindNode, api.KindIPPool, ipam.KindBlock, api.KindWorkloadEndpoint, api.KindFelixConfiguration, LocalKindLinks}
 }
 func (r *wireguard) OnUpdate(Update) {}
 
 func (r *wireguard) Contribute(out *Output) {
 	cfg := r.env.Config
-	wg := cfg.WireGuard
+	wg, settingsProblem := r.env.wireGuard()
 	topo := r.env.Topology
 	self := topo.Self()
 	if !wg.Enabled || self == nil || wg.Interface == "" {
 		return
 	}
+	if settingsProblem != "" {
+		out.problem("wireguard: %s", settingsProblem)
+	}
 	dev := &dataplane.WireGuardDevice{
 		ListenPort: wg.ListenPort,
 		Mark:       dataplane.WireGuardMark,
-		MTU:        cfg.WireGuardMTU(),
+		MTU:        r.mtu(wg, out),
 		PublicKey:  self.WireGuard.PublicKey,
 	}
 	if !self.WireGuard.NextKey.IsZero() {
@@ -226,7 +285,7 @@ func (r *wireguard) Contribute(out *Output) {
 		}
 		n := topo.Nodes[name]
 		problem := keyProblem(n)
-		endpoint := r.endpoint(n)
+		endpoint := r.endpoint(n, wg.ListenPort)
 		owned := holdings[name]
 		for _, a := range []netip.Addr{n.WireGuard.Addr4, n.WireGuard.Addr6} {
 			if a.IsValid() && !containedIn(a, owned) {
@@ -291,7 +350,7 @@ func (r *wireguard) Contribute(out *Output) {
 	for _, fam := range []int{4, 6} {
 		if families[fam] {
 			out.Desired.Rules = append(out.Desired.Rules, dataplane.Rule{
-				Family: fam, Priority: dataplane.RulePriorityWireGuard, Table: dataplane.TableWireGuard,
+				Family: fam, Priority: wg.RulePriority, Table: dataplane.TableWireGuard,
 				Mark: dataplane.WireGuardMark, Mask: dataplane.WireGuardMark, Invert: true,
 			})
 		}
@@ -303,12 +362,13 @@ func (r *wireguard) Contribute(out *Output) {
 }
 
 // endpoint is where n's device listens, in the family this node's tunnels
-// use (IPv4 when both have it); zero when there is none.
-func (r *wireguard) endpoint(n *NodeView) netip.AddrPort {
+// use (IPv4 when both have it); zero when there is none. A node that
+// publishes no port listens on ownPort (as Calico assumes).
+func (r *wireguard) endpoint(n *NodeView, ownPort int) netip.AddrPort {
 	cfg := r.env.Config
 	port := n.WireGuard.ListenPort
 	if port == 0 {
-		port = cfg.WireGuard.ListenPort
+		port = ownPort
 	}
 	switch {
 	case cfg.Address.IsValid() && n.Underlay.IsValid():
@@ -434,7 +494,7 @@ type WireGuardNodeState struct {
 // published key and settings.
 func (r *tunnels) wireguard(n *TunnelNeeds) {
 	cfg, topo := r.env.Config, r.env.Topology
-	wg := cfg.WireGuard
+	wg, _ := r.env.wireGuard()
 	var w NodeWireGuard
 	self := topo.Self()
 	if self != nil {

@@ -355,3 +355,119 @@ func TestWireGuardNativePoolOnePath(t *testing.T) {
 		t.Fatal("a VXLAN device without a VXLAN pool")
 	}
 }
+
+// The FelixConfiguration wireguard* fields weft applies override the
+// config file live: listen port (the device's and the one the Node must
+// publish; a node publishing none is reached on it), keepalive, host
+// encryption, MTU (device and workloads) and the rule's priority; a node.
+// config wins over default; a port equal to the VXLAN port is not taken.
+func TestWireGuardFelixFields(t *testing.T) {
+	objs := append(wgScenario(t),
+		felixConfig(t, "default", api.FelixConfigurationSpec{
+			WireguardListeningPort: new(51830), WireguardMTU: new(1380), WireguardRoutingRulePriority: new(98),
+			WireguardKeepAlive: &api.Duration{Duration: 25 * time.Second},
+		}),
+		felixConfig(t, "node.n1", api.FelixConfigurationSpec{WireguardHostEncryptionEnabled: new(true), WireguardMTU: new(1400)}),
+	)
+	objs[1] = wgNode(t, "n2", "192.168.7.2/24", "10.244.0.64", k2.String(), "10.244.0.66",
+		map[string]string{AnnotationWireGuardHostEncryption: "true"})
+	out := computeOut(t, wgCfg, objs)
+	d := out.Desired
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	wg := d.WireGuard
+	if wg == nil || wg.ListenPort != 51830 || wg.MTU != 1400 {
+		t.Fatalf("device = %+v: want port 51830, MTU 1400 (node.n1 over default)", wg)
+	}
+	p, _ := wg.Peer("n2")
+	if p.Endpoint != netip.MustParseAddrPort("192.168.7.2:51830") || p.PersistentKeepalive != 25*time.Second ||
+		!slices.Contains(p.AllowedIPs, netip.MustParsePrefix("192.168.7.2/32")) {
+		t.Fatalf("peer %+v: want endpoint on port 51830 (n2 publishes none), keepalive 25s, host address (host encryption)", p)
+	}
+	if len(d.Rules) != 1 || d.Rules[0].Priority != 98 {
+		t.Fatalf("rules = %v: want priority 98", d.Rules)
+	}
+	for _, w := range d.Workloads {
+		if w.MTU != 1400 {
+			t.Fatalf("workload MTU %d, want wireguardMTU 1400", w.MTU)
+		}
+	}
+	if n := out.Tunnels.WireGuardNode; n.WantPort != 51830 || !n.WantHostEncryption {
+		t.Fatalf("node state %+v: want port 51830 and host encryption published", n)
+	}
+	if len(out.Problems) != 0 {
+		t.Fatalf("problems %v", out.Problems)
+	}
+
+	// Above the underlay less the overhead: used, and reported.
+	objs = append(objs, felixConfig(t, "node.n1", api.FelixConfigurationSpec{WireguardMTU: new(1460)}))
+	if out = computeOut(t, wgCfg, objs); out.Desired.WireGuard.MTU != 1460 || !hasProblem(out, "wireguardMTU 1460") {
+		t.Fatalf("MTU %d, problems %v", out.Desired.WireGuard.MTU, out.Problems)
+	}
+
+	// The VXLAN port: the config file's port is kept.
+	cfg := wgCfg
+	cfg.VXLANPort = 51830
+	if out = computeOut(t, cfg, objs); out.Desired.WireGuard.ListenPort != 51820 || !hasProblem(out, "wireguardListeningPort 51830 is the VXLAN port") {
+		t.Fatalf("port %d, problems %v", out.Desired.WireGuard.ListenPort, out.Problems)
+	}
+}
+
+// An IP-in-IP pool: a WireGuard node's blocks and borrowed addresses go
+// through WireGuard only (no route over weft.ipip, none in clear); a node
+// without a key keeps IP-in-IP; workloads get the smaller of the two MTUs.
+// With wireguard.require there is no IP-in-IP device nor tunnel address.
+func TestWireGuardIPIPPoolOnePath(t *testing.T) {
+	ipipNodeWG := func(name, addr, ipipTunnel, key string) store.Object {
+		n := api.Node{Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: addr, IPv4IPIPTunnelAddr: ipipTunnel}}}
+		n.Metadata.Name = name
+		n.Status.WireguardPublicKey = key
+		return obj(t, api.KindNode, "", name, n)
+	}
+	objs := []store.Object{
+		ipipNodeWG("n1", "192.168.7.1/24", "10.244.0.1", k1.String()),
+		ipipNodeWG("n2", "192.168.7.2/24", "10.244.0.65", k2.String()),
+		ipipNodeWG("n3", "192.168.8.3/24", "10.244.0.129", ""),
+		ipipPool(t, "p", "10.244.0.0/16", api.EncapAlways),
+		block(t, "10.244.0.0/26", "n1", map[int]string{0: "n1", 5: "n1", 9: "n2"}),
+		block(t, "10.244.0.64/26", "n2", map[int]string{0: "n2"}),
+		block(t, "10.244.0.128/26", "n3", map[int]string{0: "n3"}),
+		wep(t, "default", "a", "n1", "weft0123456789a", "10.244.0.5/32"),
+	}
+	out := run(t, wgCfg, objs)
+	d := out.Desired
+	routes := allRoutes(d.Routes)
+	for _, r := range routes {
+		if strings.Contains(r, "via 192.168.7.2") {
+			t.Fatalf("route to the WireGuard peer n2 outside WireGuard: %s (all %q)", r, routes)
+		}
+	}
+	for _, want := range []string{
+		"10.244.0.64/26 dev weft.wg table 87", "10.244.0.9/32 dev weft.wg table 87",
+		"blackhole 10.244.0.64/26", "blackhole 10.244.0.9/32",
+		"10.244.0.128/26 via 192.168.8.3 dev weft.ipip onlink",
+	} {
+		if !slices.Contains(routes, want) {
+			t.Errorf("routes %q lack %q", routes, want)
+		}
+	}
+	if d.IPIP == nil {
+		t.Fatal("no IP-in-IP device for n3")
+	}
+	for _, w := range d.Workloads {
+		if w.MTU != 1440 {
+			t.Fatalf("workload MTU %d, want min(1500-20, 1500-60)", w.MTU)
+		}
+	}
+
+	cfg := wgCfg
+	cfg.WireGuard.Require = true
+	out = run(t, cfg, objs)
+	if out.Desired.IPIP != nil || out.Tunnels.IPIP.Wanted {
+		t.Fatalf("IP-in-IP device %+v, tunnel wanted %v under wireguard.require", out.Desired.IPIP, out.Tunnels.IPIP.Wanted)
+	}
+	if routes := allRoutes(out.Desired.Routes); !slices.Contains(routes, "blackhole 10.244.0.128/26") {
+		t.Fatalf("n3 (no key) reachable under require: %q", routes)
+	}
+}

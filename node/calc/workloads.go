@@ -11,9 +11,12 @@ import (
 
 // workloads is the resolver of this node's workloads: the plumbing of each
 // local WorkloadEndpoint (its veth, addresses and MTU) and its host routes.
-// The MTU follows the encapsulations (calico.md §5.5): the underlay MTU,
-// less the VXLAN overhead when some pool uses VXLAN and WireGuard's when
-// it is enabled; network.mtu overrides.
+// The MTU follows the encapsulations (calico.md §5.5): the underlay MTU
+// (as the node observes it, FelixConfiguration mtuIfacePattern applied),
+// or the smallest MTU of the encapsulations in use (VXLAN: vxlanMTU or
+// underlay − 50; IP-in-IP: ipipMTU or underlay − 20; WireGuard, when it
+// is enabled, whatever the pools: wireguardMTU or underlay − 60, − 80 on
+// an IPv6-only underlay); network.mtu overrides.
 type workloads struct{ env Env }
 
 func newWorkloads(env Env) Resolver { return &workloads{env: env} }
@@ -21,33 +24,42 @@ func newWorkloads(env Env) Resolver { return &workloads{env: env} }
 func (r *workloads) Name() string { return "workloads" }
 
 func (r *workloads) Kinds() []string {
-	return []string{api.KindWorkloadEndpoint, api.KindIPPool}
+	return []string{api.KindWorkloadEndpoint, api.KindIPPool, api.KindFelixConfiguration, LocalKindLinks}
 }
 
 func (r *workloads) OnUpdate(Update) {}
 
-// MTU is the workload MTU the current pools call for (0: kernel default).
-func (r *workloads) MTU() int {
-	cfg := r.env.Config
+// MTU is the workload MTU the current pools call for (0: kernel default),
+// and a problem with the underlay MTU's detection ("" if none).
+func (r *workloads) MTU() (int, string) {
+	cfg, topo := r.env.Config, r.env.Topology
+	underlay, problem := topo.UnderlayMTU(cfg.UnderlayMTU)
 	if cfg.MTU > 0 {
-		return cfg.MTU
+		return cfg.MTU, problem
 	}
-	if cfg.UnderlayMTU <= 0 {
-		return 0
+	if underlay <= 0 {
+		return 0, problem
 	}
-	enc := dataplane.Encaps{VXLANv4: r.env.Topology.VXLANWanted()}
+	enc := dataplane.Encaps{
+		VXLANv4: topo.VXLANWanted(), IPIP: topo.IPIPWanted(),
+		VXLANMTU: deref(topo.Felix.VXLANMTU), IPIPMTU: deref(topo.Felix.IPIPMTU),
+	}
 	if cfg.WireGuard.Enabled {
 		// Whatever the pools' VXLAN mode: traffic to WireGuard nodes
 		// carries WireGuard's overhead.
 		v6 := cfg.WireGuardOverhead() == dataplane.OverheadWireGuardV6
 		enc.WireGuardV4, enc.WireGuardV6 = !v6, v6
+		enc.WireGuardMTU = deref(topo.Felix.WireguardMTU)
 	}
-	return dataplane.WorkloadMTU(cfg.UnderlayMTU, enc, 0)
+	return dataplane.WorkloadMTU(underlay, enc, 0), problem
 }
 
 func (r *workloads) Contribute(out *Output) {
 	me := r.env.Config.NodeName
-	mtu := r.MTU()
+	mtu, problem := r.MTU()
+	if problem != "" {
+		out.problem("%s", problem)
+	}
 	var local []*EndpointView
 	for _, e := range r.env.Topology.Endpoints {
 		if e.Spec.Node == me {

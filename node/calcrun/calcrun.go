@@ -3,6 +3,14 @@
 // dataplane loop (through a mailbox that keeps only the latest) and each
 // new tunnel need to the tunnel controller.
 //
+// # Local inputs
+//
+// What the node observes of itself (its links, its kernel's IP-in-IP
+// support; later the routes its BGP speaker learns) reaches the
+// calculation through [Runner.SetLocal], from any goroutine: the runner
+// applies it on its own goroutine, in order with the store's changes, and
+// publishes the new state (once the store listing is complete).
+//
 // # Never less than what was applied
 //
 // The runner records, in the data directory, the store revision of the
@@ -18,11 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,10 +69,17 @@ type Runner struct {
 
 	synced       atomic.Bool
 	lastProblems atomic.Value // []string
-	floor        uint64       // the applied-revision mark found at start
-	waiting      bool         // a state was held back because of floor
-	last         calc.Output
-	published    bool
+
+	// Local inputs waiting for the runner's goroutine: the latest value
+	// of each key, and a kick.
+	localMu      sync.Mutex
+	localPending map[store.Key]calc.LocalInput
+	localKick    chan struct{}
+
+	floor     uint64 // the applied-revision mark found at start
+	waiting   bool   // a state was held back because of floor
+	last      calc.Output
+	published bool
 
 	problems prometheus.Gauge
 	held     prometheus.Gauge
@@ -75,6 +92,7 @@ func New(cfg Config, st store.Store, disp *calc.Dispatcher, sink Sink, tunnels T
 	}
 	r := &Runner{
 		cfg: cfg, log: cfg.Logger.With("component", "calc"), st: st, disp: disp, sink: sink, tunnels: tunnels,
+		localPending: map[store.Key]calc.LocalInput{}, localKick: make(chan struct{}, 1),
 		problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_calc_problems",
 			Help: "Objects or items the calculation had to leave out of this node's desired state (see the agent's log and `weft node status`).",
@@ -107,6 +125,34 @@ func (r *Runner) Synced() bool { return r.synced.Load() }
 // Problems are the problems of the last computation.
 func (r *Runner) Problems() []string { return slices.Clone(r.lastProblems.Load().([]string)) }
 
+// SetLocal hands the calculation a local input (calc.LocalInput). It never
+// blocks and may be called from any goroutine, also before Run; of several
+// values of one input not yet taken only the latest counts.
+func (r *Runner) SetLocal(in calc.LocalInput) {
+	r.localMu.Lock()
+	r.localPending[in.Key()] = in
+	r.localMu.Unlock()
+	select {
+	case r.localKick <- struct{}{}:
+	default:
+	}
+}
+
+// takeLocal applies the pending local inputs; it reports whether there
+// were any.
+func (r *Runner) takeLocal() bool {
+	r.localMu.Lock()
+	pending := r.localPending
+	r.localPending = map[store.Key]calc.LocalInput{}
+	r.localMu.Unlock()
+	for _, k := range slices.SortedFunc(maps.Keys(pending), func(a, b store.Key) int { return strings.Compare(a.String(), b.String()) }) {
+		if err := r.disp.OnLocal(pending[k]); err != nil {
+			r.log.Error("local input refused", "err", err)
+		}
+	}
+	return len(pending) > 0
+}
+
 // Run watches the store and publishes until ctx ends. It resumes after a
 // watch ends (a slow consumer is cut off by the store) from the last
 // revision it saw.
@@ -127,15 +173,28 @@ func (r *Runner) Run(ctx context.Context) {
 	}
 }
 
-// consume feeds a watch's events to the calculation until the channel
-// closes, publishing after each batch of changes, but only a complete
-// state: after a RESET the listing that follows is partial until its SYNC,
-// and a partial state would tear down the workloads not yet listed.
+// consume feeds a watch's events and the local inputs to the calculation
+// until the channel closes, publishing after each batch of changes, but
+// only a complete state: after a RESET the listing that follows is partial
+// until its SYNC, and a partial state would tear down the workloads not
+// yet listed.
 func (r *Runner) consume(events <-chan store.Event, rev *uint64) {
-	for ev := range events {
-		r.apply(ev, rev)
-		// Coalesce: take everything already queued before computing.
-		r.drain(events, rev)
+	r.takeLocal()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			r.apply(ev, rev)
+			// Coalesce: take everything already queued before computing.
+			r.drain(events, rev)
+			r.takeLocal()
+		case <-r.localKick:
+			if !r.takeLocal() {
+				continue
+			}
+		}
 		if r.synced.Load() {
 			r.publish(*rev)
 		}

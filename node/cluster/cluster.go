@@ -108,19 +108,23 @@ func poolResource(p config.Pool) (*api.IPPool, error) {
 	return pool, nil
 }
 
-// Tunnel is a change of this node's VXLAN tunnel address recorded on its
-// Node: an address and its VTEP MAC, or Clear.
+// Tunnel is a change of this node's tunnel addresses recorded on its Node:
+// the VXLAN address and its VTEP MAC, or Clear (of the VXLAN address); the
+// IP-in-IP address, or ClearIPIP.
 type Tunnel struct {
 	VXLANAddr string
 	VXLANMAC  string
 	Clear     bool
+	IPIPAddr  string
+	ClearIPIP bool
 }
 
 // RegisterNode writes this node's Node resource (addresses, labels, and a
 // tunnel change when given), keeping what operators set on it.
 func (s *Service) RegisterNode(ctx context.Context, t Tunnel) error {
 	req := registerRequest{Name: s.self.Name, Labels: s.self.Labels,
-		VXLANAddr: t.VXLANAddr, VXLANMAC: t.VXLANMAC, ClearVXLAN: t.Clear}
+		VXLANAddr: t.VXLANAddr, VXLANMAC: t.VXLANMAC, ClearVXLAN: t.Clear,
+		IPIPAddr: t.IPIPAddr, ClearIPIP: t.ClearIPIP}
 	if s.self.Address4.IsValid() {
 		req.IPv4Address = s.self.Address4.String()
 	}

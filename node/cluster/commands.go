@@ -46,6 +46,10 @@ type registerRequest struct {
 	VXLANMAC    string            `json:"vxlanTunnelMAC,omitempty"`
 	// ClearVXLAN drops the tunnel address (no pool uses VXLAN any more).
 	ClearVXLAN bool `json:"clearVXLAN,omitempty"`
+	// IPIPAddr records the IP-in-IP tunnel address (spec.bgp.
+	// ipv4IPIPTunnelAddr); ClearIPIP drops it.
+	IPIPAddr  string `json:"ipipTunnelAddr,omitempty"`
+	ClearIPIP bool   `json:"clearIPIP,omitempty"`
 }
 
 // removeRequest deletes what a removed node held besides IPAM state (which
@@ -143,6 +147,12 @@ func applyRegister(tx store.Tx, payload []byte) ([]byte, error) {
 	}
 	if req.ClearVXLAN {
 		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr = "", ""
+	}
+	if req.IPIPAddr != "" {
+		n.Spec.BGP.IPv4IPIPTunnelAddr = req.IPIPAddr
+	}
+	if req.ClearIPIP {
+		n.Spec.BGP.IPv4IPIPTunnelAddr = ""
 	}
 	n.Spec.OrchRefs = nil
 	// Metadata the store owns is filled in again on read.

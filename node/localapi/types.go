@@ -12,6 +12,9 @@ const (
 	StateDisabled = "disabled"
 	StateNotBuilt = "not built"
 	StateFailed   = "failed"
+	// StateUnavailable: the kernel lacks what the subsystem needs (no
+	// ipip module); the rest of the node works.
+	StateUnavailable = "unavailable"
 )
 
 // NodeStatus is the answer of GET /v1/status (`weft node status`).
@@ -90,6 +93,10 @@ type ResourceResult struct {
 // WriteResponse answers writes and deletes.
 type WriteResponse struct {
 	Results []ResourceResult `json:"results"`
+	// Warnings are things the written resources ask for that this node
+	// (or the cluster) cannot honour, one line each: the write is done,
+	// but the CLI prints them (an ipipMode pool on a node without IP-in-IP).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ListResponse answers GET /v1/resources/{kind}: each item is a resource

@@ -23,6 +23,11 @@ import (
 // to another subsystem (IPAM owns IPPool deletion).
 type DeleteHook func(ctx context.Context, k store.Key, rev uint64, force bool) (store.Object, error)
 
+// Warner says what in a written resource this node cannot honour (one
+// line each, naming the resource); the write goes ahead and the warnings
+// go back to the caller (WriteResponse.Warnings).
+type Warner func(r api.Resource) []string
+
 // Service serves the resource calls. Every request is decoded, defaulted
 // and validated completely before anything is written, and all of a
 // request's writes commit in one transaction: nothing is ever
@@ -30,6 +35,13 @@ type DeleteHook func(ctx context.Context, k store.Key, rev uint64, force bool) (
 type Service struct {
 	st          store.Store
 	deleteHooks map[string]DeleteHook
+	warners     []Warner
+}
+
+// AddWarner adds a source of write warnings (call before Register).
+func (s *Service) AddWarner(w Warner) *Service {
+	s.warners = append(s.warners, w)
+	return s
 }
 
 // New returns the service; hooks maps kinds to their delete hooks.
@@ -92,25 +104,46 @@ func (s *Service) handleWrite(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, err)
 		return
 	}
-	res, err := s.write(r.Context(), req.Mode, []byte(req.Data))
+	res, warnings, err := s.writeWarn(r.Context(), req.Mode, []byte(req.Data))
 	if err != nil {
 		localapi.WriteError(w, err)
 		return
 	}
-	localapi.WriteJSON(w, http.StatusOK, localapi.WriteResponse{Results: res})
+	localapi.WriteJSON(w, http.StatusOK, localapi.WriteResponse{Results: res, Warnings: warnings})
 }
 
 // write applies, creates or replaces resources atomically.
 func (s *Service) write(ctx context.Context, mode string, data []byte) ([]localapi.ResourceResult, error) {
+	res, _, err := s.writeWarn(ctx, mode, data)
+	return res, err
+}
+
+// writeWarn is write, and says what of the resources this node cannot
+// honour.
+func (s *Service) writeWarn(ctx context.Context, mode string, data []byte) ([]localapi.ResourceResult, []string, error) {
 	switch mode {
 	case localapi.ModeApply, localapi.ModeCreate, localapi.ModeReplace:
 	default:
-		return nil, localapi.Errorf(localapi.CodeInvalid, "unknown write mode %q", mode)
+		return nil, nil, localapi.Errorf(localapi.CodeInvalid, "unknown write mode %q", mode)
 	}
 	rs, err := prepare(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	res, err := s.writePrepared(ctx, mode, rs)
+	if err != nil {
+		return nil, nil, err
+	}
+	var warnings []string
+	for _, r := range rs {
+		for _, w := range s.warners {
+			warnings = append(warnings, w(r)...)
+		}
+	}
+	return res, warnings, nil
+}
+
+func (s *Service) writePrepared(ctx context.Context, mode string, rs []api.Resource) ([]localapi.ResourceResult, error) {
 	// Compare against the cluster's current state, not a replica that may
 	// lag or be cut off: otherwise "unchanged" could be reported for a
 	// write the cluster never saw.

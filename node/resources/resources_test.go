@@ -142,3 +142,48 @@ func TestResourceDelete(t *testing.T) {
 		t.Fatalf("delete of a read-only kind: %v", err)
 	}
 }
+
+// A write's warnings come from the warners, for every resource written
+// (also one left unchanged), after the write succeeded.
+func TestWriteWarnings(t *testing.T) {
+	st := singleStore(t)
+	s := New(st, nil).AddWarner(func(r api.Resource) []string {
+		if p, ok := r.(*api.IPPool); ok && p.Spec.IPIPMode == api.EncapAlways {
+			return []string{"IPPool " + p.Metadata.Name + ": no IP-in-IP here"}
+		}
+		return nil
+	})
+	ctx := context.Background()
+	doc := strings.Replace(poolYAML, "cidr: 10.20.0.0/16", "cidr: 10.20.0.0/16\n  ipipMode: Always", 1)
+	for range 2 {
+		res, warnings, err := s.writeWarn(ctx, localapi.ModeApply, []byte(doc))
+		if err != nil || len(res) != 2 || len(warnings) != 1 || warnings[0] != "IPPool p1: no IP-in-IP here" {
+			t.Fatalf("results %+v, warnings %q, err %v", res, warnings, err)
+		}
+	}
+	if _, warnings, err := s.writeWarn(ctx, localapi.ModeApply, []byte("kind: IPPool\n")); err == nil || warnings != nil {
+		t.Errorf("a refused write warned %q (err %v)", warnings, err)
+	}
+}
+
+// noQuorum is a store whose linearizable barrier fails (no leader): its
+// local replica may lag the cluster.
+type noQuorum struct{ store.Store }
+
+func (noQuorum) ConsistentRevision(context.Context) (uint64, error) { return 0, store.ErrNoLeader }
+
+// A write compares against the cluster's current state, never a replica
+// that may lag or be cut off: without quorum it is refused whole, rather
+// than reporting "unchanged" for a write the cluster never saw.
+func TestWriteNeedsAConsistentRead(t *testing.T) {
+	st := singleStore(t)
+	s := New(noQuorum{st}, nil)
+	before := st.Revision()
+	_, err := s.write(context.Background(), localapi.ModeApply, []byte(poolYAML))
+	if code(err) != localapi.CodeUnavailable {
+		t.Fatalf("apply without quorum: %v, want unavailable", err)
+	}
+	if st.Revision() != before {
+		t.Fatal("something was written")
+	}
+}

@@ -1,7 +1,10 @@
 // Package tunnels carries out what the calculation decides about this
 // node's tunnel addresses (calc.TunnelNeeds): it allocates the VXLAN
 // tunnel address in IPAM and records it with the VTEP MAC on this node's
-// Node when some pool uses VXLAN, and gives it back when none does. It
+// Node when some pool uses VXLAN, and gives it back when none does; the
+// IP-in-IP tunnel address (ipip-tunnel-addr-<node>, recorded as the Node's
+// spec.bgp.ipv4IPIPTunnelAddr) likewise when some pool uses IP-in-IP and
+// this node can honour it. It
 // decides nothing itself: every input comes from the calculation, which
 // sees the pools, the Node and the IPAM blocks (so an address taken away
 // by a forced pool delete or `ipam release` is noticed at once, not by a
@@ -96,17 +99,66 @@ func (c *Controller) Run(ctx context.Context) {
 			have = true
 		case <-retry.C:
 		}
-		if !have || cur.VXLAN.Settled() {
+		if !have || cur.Settled() {
 			backoff = c.cfg.RetryMin
 			retry.Stop()
 			continue
 		}
-		if err := c.actVXLAN(ctx, cur.VXLAN); err != nil && ctx.Err() == nil {
-			c.log.Warn("VXLAN tunnel address not ready; retrying", "err", err, "in", backoff)
+		if !cur.VXLAN.Settled() {
+			if err := c.actVXLAN(ctx, cur.VXLAN); err != nil && ctx.Err() == nil {
+				c.log.Warn("VXLAN tunnel address not ready; retrying", "err", err, "in", backoff)
+			}
+		}
+		if !cur.IPIP.Settled() {
+			if err := c.actIPIP(ctx, cur.IPIP); err != nil && ctx.Err() == nil {
+				c.log.Warn("IP-in-IP tunnel address not ready; retrying", "err", err, "in", backoff)
+			}
 		}
 		retry.Reset(backoff)
 		backoff = min(2*backoff, c.cfg.RetryMax)
 	}
+}
+
+func (c *Controller) actIPIP(ctx context.Context, need calc.TunnelState) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	handle := ipam.TunnelHandle(ipam.TunnelIPIP, c.cfg.Node, false)
+	if !need.Wanted {
+		if _, err := c.ipam.ReleaseHandle(ctx, handle); err != nil && !errors.Is(err, store.ErrNotFound) {
+			c.log.Debug("releasing the IP-in-IP tunnel address", "err", err)
+		}
+		return c.reg.RegisterNode(ctx, cluster.Tunnel{ClearIPIP: true})
+	}
+	if need.Addr.IsValid() && need.Allocated {
+		return nil // settled but for a stale view
+	}
+	if need.Addr.IsValid() {
+		c.log.Warn("the IP-in-IP tunnel address is no longer allocated to this node; allocating again", "address", need.Addr)
+	}
+	addr, err := c.assign(ctx, ipam.TunnelIPIP)
+	if err != nil {
+		return err
+	}
+	c.log.Info("IP-in-IP tunnel address", "address", addr)
+	return c.reg.RegisterNode(ctx, cluster.Tunnel{IPIPAddr: addr})
+}
+
+// assign allocates this node's tunnel address of that kind (the same
+// request again returns the same address).
+func (c *Controller) assign(ctx context.Context, kind ipam.TunnelKind) (string, error) {
+	req, err := ipam.TunnelRequest(kind, c.cfg.Node, false)
+	if err != nil {
+		return "", err
+	}
+	req.NodeLabels = c.cfg.NodeLabels
+	resp, err := c.ipam.Assign(ctx, req)
+	if err != nil {
+		return "", fmt.Errorf("allocating the %s tunnel address: %w", kind, err)
+	}
+	if len(resp.Addresses) == 0 {
+		return "", fmt.Errorf("allocating the %s tunnel address: empty answer", kind)
+	}
+	return resp.Addresses[0].IP, nil
 }
 
 func (c *Controller) actVXLAN(ctx context.Context, need calc.TunnelState) error {
@@ -127,19 +179,10 @@ func (c *Controller) actVXLAN(ctx context.Context, need calc.TunnelState) error 
 	if need.Addr.IsValid() {
 		c.log.Warn("the VXLAN tunnel address is no longer allocated to this node; allocating again", "address", need.Addr)
 	}
-	req, err := ipam.TunnelRequest(ipam.TunnelVXLAN, c.cfg.Node, false)
+	addr, err := c.assign(ctx, ipam.TunnelVXLAN)
 	if err != nil {
 		return err
 	}
-	req.NodeLabels = c.cfg.NodeLabels
-	resp, err := c.ipam.Assign(ctx, req)
-	if err != nil {
-		return fmt.Errorf("allocating the VXLAN tunnel address: %w", err)
-	}
-	if len(resp.Addresses) == 0 {
-		return errors.New("allocating the VXLAN tunnel address: empty answer")
-	}
-	addr := resp.Addresses[0].IP
 	c.log.Info("VXLAN tunnel address", "address", addr)
 	return c.reg.RegisterNode(ctx, cluster.Tunnel{VXLANAddr: addr, VXLANMAC: mac})
 }

@@ -72,16 +72,21 @@ func apply(t *testing.T, st *store.Node, doc string) {
 	}
 }
 
-func tunnelOf(st *store.Node) (addr, mac string) {
+// node1 is n1's Node as stored (an empty one when absent).
+func node1(st *store.Node) *api.Node {
 	o, ok := st.Get(store.Key{Kind: api.KindNode, Name: "n1"})
 	if !ok {
-		return "", ""
+		return &api.Node{}
 	}
 	r, err := api.FromStore(o.Kind, o.Value, o.UID, o.Revision, o.Created)
 	if err != nil {
-		return "", ""
+		return &api.Node{}
 	}
-	n := r.(*api.Node)
+	return r.(*api.Node)
+}
+
+func tunnelOf(st *store.Node) (addr, mac string) {
+	n := node1(st)
 	return n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr
 }
 
@@ -153,4 +158,44 @@ func TestNeedsSettled(t *testing.T) {
 			t.Errorf("%+v settled = %v", tc.s, got)
 		}
 	}
+}
+
+func ipipOf(st *store.Node) string {
+	if n := node1(st); n.Spec.BGP != nil {
+		return n.Spec.BGP.IPv4IPIPTunnelAddr
+	}
+	return ""
+}
+
+// An IP-in-IP pool gives the node its IP-in-IP tunnel address
+// (ipip-tunnel-addr-n1, recorded as spec.bgp.ipv4IPIPTunnelAddr) from a
+// pool with IP-in-IP, and takes it back when no pool uses IP-in-IP; the
+// VXLAN address is not touched.
+func TestIPIPTunnelAddressFollowsThePools(t *testing.T) {
+	st, _ := run(t)
+	apply(t, st, `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: p2}
+spec: {cidr: 10.81.0.0/16, blockSize: 26, ipipMode: Always}
+`)
+	waitFor(t, "an IP-in-IP tunnel address", func() bool { return ipipOf(st) != "" })
+	if a := netip.MustParseAddr(ipipOf(st)); !netip.MustParsePrefix("10.81.0.0/16").Contains(a) {
+		t.Errorf("IP-in-IP tunnel address %s outside the IP-in-IP pool", a)
+	}
+	handle := ipam.TunnelHandle(ipam.TunnelIPIP, "n1", false)
+	if _, ok := st.Get(ipam.HandleKey(handle)); !ok {
+		t.Fatalf("no IPAM handle %s", handle)
+	}
+	if a, _ := tunnelOf(st); a != "" {
+		t.Errorf("VXLAN tunnel address %s with no VXLAN pool", a)
+	}
+	apply(t, st, `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: p2}
+spec: {cidr: 10.81.0.0/16, blockSize: 26, ipipMode: Never}
+`)
+	waitFor(t, "the IP-in-IP tunnel address given back", func() bool {
+		_, held := st.Get(ipam.HandleKey(handle))
+		return !held && ipipOf(st) == ""
+	})
 }

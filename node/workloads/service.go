@@ -429,8 +429,8 @@ func (s *Service) retryIndeterminate(ctx context.Context, what string, f func(co
 // rev shows w applied with no problem. A permanent problem (bad namespace,
 // an interface or address held by something weft does not own) fails at
 // once; others are retried by the dataplane until the wait ends.
-func (s *Service) waitApplied(ctx context.Context, w dataplane.Workload, rev uint64) (*dataplane.Report, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+func (s *Service) waitApplied(parent context.Context, w dataplane.Workload, rev uint64) (*dataplane.Report, error) {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.ApplyTimeout)
 	defer cancel()
 	var last error
 	rep, err := dataplane.WaitReport(ctx, s.dp, func(r *dataplane.Report) (bool, error) {
@@ -459,6 +459,8 @@ func (s *Service) waitApplied(ctx context.Context, w dataplane.Workload, rev uin
 	switch {
 	case err == nil:
 		return rep, nil
+	case parent.Err() != nil:
+		return nil, localapi.Errorf(localapi.CodeUnavailable, "workload %s/%s: the request ended (the agent is stopping, or the caller gave up) before the dataplane applied it", w.Namespace, w.Name)
 	case ctx.Err() != nil:
 		if last != nil {
 			return nil, localapi.Errorf(localapi.CodeUnavailable, "workload %s/%s: not in place after %s: %v", w.Namespace, w.Name, s.cfg.ApplyTimeout, last)

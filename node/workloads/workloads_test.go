@@ -370,3 +370,21 @@ func TestValidateRefusesBadRequestsBeforeAnythingChanges(t *testing.T) {
 		t.Fatalf("left %d endpoints, handles %v", n, h)
 	}
 }
+
+// A workload has one interface: adding it again with another interface
+// name is refused, not turned into a second veth.
+func TestOneInterfacePerWorkload(t *testing.T) {
+	e := newEnv(t, true)
+	w, err := e.add("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.Add(e.ctx, localapi.WorkloadAddRequest{Name: "a", NetNS: w.NetNS, Interface: "eth1"})
+	var le *localapi.Error
+	if !errors.As(err, &le) || le.Code != localapi.CodeExists || !strings.Contains(le.Message, "one interface per workload") {
+		t.Fatalf("add with a second interface: %v", err)
+	}
+	if n := e.endpoints(); n != 1 {
+		t.Fatalf("%d endpoints", n)
+	}
+}
