@@ -36,6 +36,8 @@ type wgPeer struct {
 	AllowedIPs    []string
 	Handshake     int64
 	Rx, Tx        int64
+	// Keepalive is the persistent keepalive: seconds, or "off".
+	Keepalive string
 }
 
 // wgDevice is `wg show weft.wg dump` on h.
@@ -80,6 +82,7 @@ func wgShowErr(h *testbed.Host) (wgDevice, error) {
 		p.Handshake, _ = strconv.ParseInt(f[4], 10, 64)
 		p.Rx, _ = strconv.ParseInt(f[5], 10, 64)
 		p.Tx, _ = strconv.ParseInt(f[6], 10, 64)
+		p.Keepalive = f[7]
 		d.Peers[p.Key] = p
 	}
 	return d, nil

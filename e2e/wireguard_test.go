@@ -591,3 +591,82 @@ func TestWireGuardFailsClosed(t *testing.T) {
 	}
 	site.Expect(testbed.Reach(a.Netns(), b.ip, testbed.TCP(wlPort)), testbed.Reach(b.Netns(), a.ip, testbed.TCP(wlPort)))
 }
+
+// The FelixConfiguration wireguard* fields weft applies take effect live on
+// every node: the listen port (each device, and the endpoint the others
+// use), the keepalive and the rule's priority; every workload pair stays
+// reachable over WireGuard; deleting the configuration brings back the
+// config file's values. A field weft does not apply (wireguardEnabled) is
+// refused with its reason and nothing is stored.
+func TestWireGuardFelixFieldsLive(t *testing.T) {
+	testtier.EndToEnd(t, "wg", "ping", "nsenter", "ip")
+	site := wlStartCluster(t, testbed.Options{Hosts: 3, ExtraTOML: wgTOML})
+	hosts := site.Hosts()
+	ws := wlAttachTwoEach(t, site)
+	wgWaitMesh(t, hosts)
+	h1 := hosts[0]
+
+	if r := felixCLI(t, site, h1, `apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  wireguardEnabled: true
+`, "apply", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.wireguardEnabled: is not applied by weft: WireGuard is switched on per node by the config file's [wireguard] enabled") {
+		t.Fatalf("wireguardEnabled not refused with its reason: %s", r)
+	}
+
+	// applied waits until every device listens on port, every peer's
+	// endpoint uses it with that keepalive, and the rule to table 87 has
+	// that priority (and no other).
+	applied := func(port int, keepalive string, prio int) {
+		t.Helper()
+		wlWaitFor(t, 30*time.Second, fmt.Sprintf("port %d, keepalive %s, rule priority %d on every node", port, keepalive, prio), func() error {
+			for _, h := range hosts {
+				d, err := wgShowErr(h)
+				if err != nil {
+					return err
+				}
+				if d.Port != port {
+					return fmt.Errorf("%s listens on %d", h.Name(), d.Port)
+				}
+				if len(d.Peers) != len(hosts)-1 {
+					return fmt.Errorf("%s has %d peers", h.Name(), len(d.Peers))
+				}
+				for _, p := range d.Peers {
+					if !strings.HasSuffix(p.Endpoint, fmt.Sprintf(":%d", port)) || p.Keepalive != keepalive {
+						return fmt.Errorf("%s: peer endpoint %s keepalive %s", h.Name(), p.Endpoint, p.Keepalive)
+					}
+				}
+				out, err := h.Exec("ip", "-4", "rule", "show")
+				if err != nil {
+					return err
+				}
+				var prios []string
+				for _, l := range strings.Split(out, "\n") {
+					if strings.Contains(l, "lookup 87") {
+						prios = append(prios, strings.TrimSuffix(strings.Fields(l)[0], ":"))
+					}
+				}
+				if !slices.Equal(prios, []string{fmt.Sprint(prio)}) {
+					return fmt.Errorf("%s: rules to table 87 at %v:\n%s", h.Name(), prios, out)
+				}
+			}
+			return nil
+		})
+	}
+
+	felixMustSucceed(t, felixCLI(t, site, h1, `apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  wireguardListeningPort: 51830
+  wireguardKeepAlive: 25s
+  wireguardRoutingRulePriority: 98
+`, "apply", "-f", "-"))
+	applied(51830, "25", 98)
+	site.Expect(wlPairChecks(ws)...)
+
+	felixMustSucceed(t, felixCLI(t, site, h1, "", "delete", "felixconfiguration", "default"))
+	applied(51820, "off", 99)
+	site.Expect(wlPairChecks(ws)...)
+}
