@@ -84,6 +84,36 @@ func TestWireGuardEncryptsEveryPair(t *testing.T) {
 			t.Errorf("%s: node status wireguard %+v", h.Name(), st)
 		}
 	}
+	// Metrics as Calico names them, prefixed: the device's meta line, and
+	// per peer the bytes each way and the latest handshake (the pairs
+	// above have just talked).
+	m := wgMetrics(t, site, hosts[0])
+	metric := func(name string, labels ...string) (float64, bool) {
+		for k, v := range m {
+			if !strings.HasPrefix(k, name+"{") {
+				continue
+			}
+			all := true
+			for _, l := range labels {
+				all = all && strings.Contains(k, l)
+			}
+			if all {
+				return v, true
+			}
+		}
+		return 0, false
+	}
+	if v, ok := metric("weft_wireguard_meta", `hostname="h1"`, `iface="weft.wg"`, `public_key="`+keys["h1"]+`"`, `listen_port="51820"`, `kind="userspace"`); !ok || v != 1 {
+		t.Errorf("weft_wireguard_meta on h1 = %v (present %v)", v, ok)
+	}
+	for _, o := range hosts[1:] {
+		peer := []string{`peer_node="` + o.Name() + `"`, `peer_key="` + keys[o.Name()] + `"`, `peer_endpoint="` + o.Address() + `:51820"`}
+		for _, name := range []string{"weft_wireguard_bytes_sent", "weft_wireguard_bytes_rcvd", "weft_wireguard_latest_handshake_seconds"} {
+			if v, ok := metric(name, peer...); !ok || v <= 0 {
+				t.Errorf("%s for peer %s on h1 = %v (present %v)", name, o.Name(), v, ok)
+			}
+		}
+	}
 	out, err := hosts[0].Weft("node", "status")
 	if err != nil || !strings.Contains(out, "WireGuard: weft.wg (userspace") || !strings.Contains(out, "PEER NODE") || !strings.Contains(out, "h2") {
 		t.Errorf("weft node status: %v\n%s", err, out)
