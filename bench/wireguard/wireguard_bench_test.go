@@ -210,10 +210,28 @@ func (s side) exec(argv ...string) (string, error) {
 // tunnel (same module version as weft's, MTU 1440 as weft's device on a
 // 1500-byte underlay, listening on port), addresses <subnet>.1 and .2/24,
 // an iperf3 server on the second; it returns the first's exec and the
-// second's tunnel address.
-func standaloneTunnel(b *testing.B, ends [2]side, port int, subnet, tag string) (func(...string) (string, error), string) {
+// second's tunnel address. With ownSession each wireguard-go runs in a
+// session of its own (setsid), as weft's device process does (and as a
+// daemon or a systemd service does): the kernel's scheduler shares the CPU
+// between sessions (autogroup) before it shares it between processes, so
+// on a loaded machine a device process in the benchmark's own session
+// competes with the iperf3 processes only, and one in its own session
+// with every other session on the machine.
+func standaloneTunnel(b *testing.B, ends [2]side, port int, subnet, tag string, ownSession bool) (func(...string) (string, error), string) {
 	b.Helper()
 	bin := wireguardGoBinary(b)
+	return tunnelOf(b, ends, port, subnet, tag, func(name string) []string {
+		if ownSession {
+			return []string{"setsid", bin, "-f", name}
+		}
+		return []string{bin, "-f", name}
+	})
+}
+
+// tunnelOf is standaloneTunnel with the device process argv gives for an
+// interface name (wireguard-go, or weft's own device process).
+func tunnelOf(b *testing.B, ends [2]side, port int, subnet, tag string, argv func(name string) []string) (func(...string) (string, error), string) {
+	b.Helper()
 	var keys [2]string
 	var pubs [2]string
 	for i := range keys {
@@ -240,7 +258,7 @@ func standaloneTunnel(b *testing.B, ends [2]side, port int, subnet, tag string) 
 	for i, s := range ends {
 		name := "wgs" + id + string(rune('a'+i))
 		b.Cleanup(func() { os.Remove("/var/run/wireguard/" + name + ".sock") })
-		startNsenter(b, s.netns, []string{"LOG_LEVEL=error"}, bin, "-f", name)
+		startNsenter(b, s.netns, []string{"LOG_LEVEL=error"}, argv(name)...)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if _, err := s.exec("wg", "show", name); err == nil {
@@ -268,17 +286,21 @@ func standaloneTunnel(b *testing.B, ends [2]side, port int, subnet, tag string) 
 	return ends[0].exec, to
 }
 
-// standalone joins two plain namespaces with a veth and a standalone
-// wireguard-go tunnel over it, and returns the paths through the tunnel and
-// over the bare veth.
-func standalone(b *testing.B) (tunnel, veth path) {
+// standalone joins two plain namespaces with a veth and two standalone
+// wireguard-go tunnels over it (device processes in sessions of their own,
+// and in the benchmark's session), and returns the paths through the
+// tunnels and over the bare veth.
+func standalone(b *testing.B) (tunnel, sameSession, veth path) {
 	b.Helper()
 	a, z := nstest.New(b, "sa"), nstest.New(b, "sz")
 	nstest.Veth(b, a, "upl", netip.MustParsePrefix("192.168.90.1/24"), z, "upl", netip.MustParsePrefix("192.168.90.2/24"))
-	from, to := standaloneTunnel(b, [2]side{{a.Path, "192.168.90.1"}, {z.Path, "192.168.90.2"}}, 51820, "10.99.0", "p")
+	ends := [2]side{{a.Path, "192.168.90.1"}, {z.Path, "192.168.90.2"}}
+	from, to := standaloneTunnel(b, ends, 51820, "10.99.0", "p", true)
+	sFrom, sTo := standaloneTunnel(b, ends, 51821, "10.98.0", "q", false)
 	startNsenter(b, z.Path, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
 	waitListening(b, z.Try, "tcp", iperfPort)
-	return iperfFromPort("standalone wireguard-go tunnel over a veth, two plain namespaces (MTU 1440) — the baseline", from, to, iperfPort+1),
+	return iperfFromPort("standalone wireguard-go tunnel over a veth, two plain namespaces (MTU 1440, each device process in a session of its own, as weft's) — the baseline", from, to, iperfPort+1),
+		iperfFromPort("diagnostic: the same standalone tunnel with its device processes in the benchmark's session", sFrom, sTo, iperfPort+1),
 		iperfFrom("diagnostic: the bare veth under it (MTU 1500)", a.Try, "192.168.90.2")
 }
 
@@ -300,11 +322,18 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		startNsenter(b, n.Path(), nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
 		waitListening(b, n.Exec, "tcp", iperfPort)
 	}
-	tunnel, veth := standalone(b)
+	tunnel, sameSession, veth := standalone(b)
 	// The same standalone tunnel between the test bed's hosts: what the
 	// test bed's underlay (bridge, router namespace) costs a tunnel by
 	// itself, apart from weft.
-	bedFrom, bedTo := standaloneTunnel(b, [2]side{{h1.Netns().Path(), h1.Address()}, {h2.Netns().Path(), h2.Address()}}, 51900, "10.96.0", "t")
+	bedFrom, bedTo := standaloneTunnel(b, [2]side{{h1.Netns().Path(), h1.Address()}, {h2.Netns().Path(), h2.Address()}}, 51900, "10.96.0", "t", true)
+	// weft's own device process (`weft wireguard device`) configured by
+	// wg alone, between the same hosts: weft's device without weft's
+	// control (no agent writes, no table 87, no mark).
+	devFrom, devTo := tunnelOf(b, [2]side{{h1.Netns().Path(), h1.Address()}, {h2.Netns().Path(), h2.Address()}}, 51910, "10.95.0", "d",
+		func(name string) []string {
+			return []string{"setsid", s.Binary(), "wireguard", "device", "--interface", name}
+		})
 	wgAddr := ""
 	if st := status(b, h2).WireGuard; st != nil && len(st.Addresses) > 0 {
 		wgAddr = strings.Split(st.Addresses[0], "/")[0]
@@ -313,7 +342,9 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		tunnel,
 		iperfFrom("weft workloads over WireGuard (h1 → h2, device MTU 1440)", w1.Exec, w2.ip),
 		iperfFrom("diagnostic: weft hosts over WireGuard (h1 → h2's tunnel address: no workload veths)", h1.Exec, wgAddr),
-		iperfFromPort("diagnostic: the standalone wireguard-go tunnel between the test bed's hosts h1 and h2 (no weft)", bedFrom, bedTo, iperfPort+1),
+		iperfFromPort("diagnostic: the standalone wireguard-go tunnel (own sessions) between the test bed's hosts h1 and h2 (no weft)", bedFrom, bedTo, iperfPort+1),
+		iperfFromPort("diagnostic: weft's device process (`weft wireguard device`, own session) set up by `wg` between h1 and h2 (no agent, no table 87, no mark)", devFrom, devTo, iperfPort+1),
+		sameSession,
 		veth,
 		iperfFrom("diagnostic: the test bed's underlay (host h1 → host h2: veth, bridge, veth)", h1.Exec, h2.Address()),
 	}
@@ -333,7 +364,8 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	base, bare := median(got[0]), median(got[4])
+	bareAt := slices.IndexFunc(paths, func(p path) bool { return p.name == veth.name })
+	base, bare := median(got[0]), median(got[bareAt])
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nTCP throughput, one iperf3 stream, %d s per run (+1 s omitted), %d rounds interleaved, %d CPUs, load %s\n\n", *iperfSeconds, *iperfRounds, runtime.NumCPU(), loadAvg())
 	fmt.Fprintf(&sb, "| path | rounds (Gbit/s) | median (Gbit/s) | ratio to standalone wireguard-go | ratio to the bare veth |\n| --- | --- | --- | --- | --- |\n")
@@ -345,7 +377,14 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		fmt.Fprintf(&sb, "| %s | %s | %.2f | %.2f | %.3f |\n", p.name, strings.Join(rs, ", "), median(got[i]), median(got[i])/base, median(got[i])/bare)
 	}
 	ratio := median(got[1]) / base
-	fmt.Fprintf(&sb, "\nweft's WireGuard / standalone wireguard-go: %.2f: target >= 1.0: %s\n", ratio, met(ratio >= 1.0))
+	var perRound []float64
+	var prs []string
+	for r := range got[1] {
+		perRound = append(perRound, got[1][r]/got[0][r])
+		prs = append(prs, fmt.Sprintf("%.2f", got[1][r]/got[0][r]))
+	}
+	fmt.Fprintf(&sb, "\nweft's WireGuard / standalone wireguard-go: %.2f (ratio of the medians; per round %s, median %.2f): target >= 1.0: %s\n",
+		ratio, strings.Join(prs, ", "), median(perRound), met(ratio >= 1.0))
 	fmt.Fprint(os.Stdout, sb.String())
 	b.ReportMetric(ratio, "weft/standalone")
 }
