@@ -72,7 +72,8 @@ lint:
 install: build
 	install -D -m 0755 bin/weft $(DESTDIR)$(PREFIX)/bin/weft
 	install -D -m 0644 contrib/systemd/weft.service $(DESTDIR)$(UNITDIR)/weft.service
-	sed -i 's#/usr/local/bin/weft#$(PREFIX)/bin/weft#' $(DESTDIR)$(UNITDIR)/weft.service
+	install -D -m 0644 contrib/systemd/weft-wireguard.service $(DESTDIR)$(UNITDIR)/weft-wireguard.service
+	sed -i 's#/usr/local/bin/weft#$(PREFIX)/bin/weft#' $(DESTDIR)$(UNITDIR)/weft.service $(DESTDIR)$(UNITDIR)/weft-wireguard.service
 	install -d -m 0755 $(DESTDIR)$(CONFDIR)
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/weft.toml ]; then \
 	  install -m 0600 config.example.toml $(DESTDIR)$(CONFDIR)/weft.toml; \
@@ -81,7 +82,7 @@ install: build
 	install -D -m 0644 config.example.toml $(DESTDIR)$(PREFIX)/share/doc/weft/config.example.toml
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/weft $(DESTDIR)$(UNITDIR)/weft.service
+	rm -f $(DESTDIR)$(PREFIX)/bin/weft $(DESTDIR)$(UNITDIR)/weft.service $(DESTDIR)$(UNITDIR)/weft-wireguard.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/weft
 
 demo: deps build

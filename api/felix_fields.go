@@ -22,17 +22,18 @@ func FelixFields() []FelixField {
 		{Name: "iptablesFilterDenyAction", State: FelixRefused, Reason: reasonFelixIptables},
 		{Name: "chainInsertMode", State: FelixRefused, Reason: reasonFelixIptables},
 
-		{Name: "wireguardEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardEnabledV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardListeningPort", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardListeningPortV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardInterfaceName", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardInterfaceNameV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardMTU", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardMTUV6", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardRoutingRulePriority", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardHostEncryptionEnabled", State: FelixRefused, Reason: reasonFelixWireGuard},
-		{Name: "wireguardKeepAlive", State: FelixRefused, Reason: reasonFelixWireGuard},
+		{Name: "wireguardEnabled", State: FelixRefused, Reason: reasonFelixWireGuardSwitch},
+		{Name: "wireguardEnabledV6", State: FelixRefused, Reason: reasonFelixWireGuardOneDevice},
+		{Name: "wireguardListeningPort", State: FelixApplied},
+		{Name: "wireguardListeningPortV6", State: FelixRefused, Reason: reasonFelixWireGuardOneDevice},
+		{Name: "wireguardInterfaceName", State: FelixRefused,
+			Reason: "the device is named at start by the config file's [wireguard] interface (its device process and UAPI socket are found by that name across agent restarts)"},
+		{Name: "wireguardInterfaceNameV6", State: FelixRefused, Reason: reasonFelixWireGuardOneDevice},
+		{Name: "wireguardMTU", State: FelixApplied},
+		{Name: "wireguardMTUV6", State: FelixRefused, Reason: reasonFelixWireGuardOneDevice},
+		{Name: "wireguardRoutingRulePriority", State: FelixApplied},
+		{Name: "wireguardHostEncryptionEnabled", State: FelixApplied},
+		{Name: "wireguardKeepAlive", State: FelixApplied},
 
 		{Name: "vxlanEnabled", State: FelixApplied},
 		{Name: "vxlanPort", State: FelixApplied},
@@ -62,8 +63,11 @@ func FelixFields() []FelixField {
 }
 
 const (
-	reasonFelixIptables  = "weft enforces policy with nftables (accept, drop, in its own table); the iptables backend is not built yet"
-	reasonFelixWireGuard = "WireGuard is not built yet"
+	reasonFelixIptables = "weft enforces policy with nftables (accept, drop, in its own table); the iptables backend is not built yet"
+	// WireGuard's key and device are set up at the agent's start.
+	reasonFelixWireGuardSwitch = "WireGuard is switched on per node by the config file's [wireguard] enabled (the node's key and device are set up at the agent's start)"
+	// weft has one WireGuard device; Calico has one per family.
+	reasonFelixWireGuardOneDevice = "weft runs one WireGuard device for IPv4 and IPv6 alike: the IPv4 field (wireguardListeningPort, wireguardMTU) sets it"
 )
 
 // FelixFieldState says what weft does with a set FelixConfiguration field.

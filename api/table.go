@@ -20,7 +20,7 @@ func Columns(kind string, wide bool) []string {
 		cols = pick(wide, []string{"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS"},
 			[]string{"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"})
 	case KindNode:
-		cols = pick(wide, []string{"NAME"}, []string{"NAME", "ASN", "IPV4", "IPV6"})
+		cols = pick(wide, []string{"NAME", "WIREGUARDKEY"}, []string{"NAME", "ASN", "IPV4", "IPV6", "WIREGUARDKEY"})
 	case KindWorkloadEndpoint:
 		cols = pick(wide, []string{"WORKLOAD", "NODE", "NETWORKS", "INTERFACE"},
 			[]string{"NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"})
@@ -124,6 +124,9 @@ func cell(r Resource, col string) string {
 			return strconv.Itoa(int(s.MaxBlocksPerHost))
 		}
 	case *Node:
+		if col == "WIREGUARDKEY" {
+			return r.Status.WireguardPublicKey
+		}
 		b := r.Spec.BGP
 		if b == nil {
 			return ""

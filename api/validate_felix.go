@@ -102,6 +102,13 @@ func validateFelixConfiguration(p *problems, c *FelixConfiguration) {
 			p.add(d.field, "must not be negative")
 		}
 	}
+	if d := s.WireguardKeepAlive; d != nil && d.Duration >= 0 &&
+		(d.Duration%time.Second != 0 || d.Duration > 65535*time.Second) {
+		p.add("spec.wireguardKeepAlive", "must be whole seconds, at most 65535s (WireGuard's persistent keepalive), got %s", d.Duration)
+	}
+	if w, x := s.WireguardListeningPort, s.VXLANPort; w != nil && x != nil && *w == *x {
+		p.add("spec.wireguardListeningPort", "UDP port %d is already vxlanPort", *w)
+	}
 	if d := s.RouteRefreshInterval; d != nil && d.Duration >= 0 &&
 		(d.Duration < MinRouteRefreshInterval || d.Duration > MaxRouteRefreshInterval) {
 		p.add("spec.routeRefreshInterval", "must be between %s and %s (weft repairs drift within 90 s), got %s",

@@ -27,5 +27,10 @@
 //     11 hex characters ([WorkloadIfaceName]);
 //   - the VXLAN device: the name from the configuration (default
 //     "weft.vxlan"), and the neighbour and FDB entries on it;
+//   - the WireGuard device: the name from the configuration (default
+//     "weft.wg"), kernel or the TUN of a userspace device process, its
+//     peers, and the firewall mark [WireGuardMark] on its packets;
+//   - policy routing: rules carrying [RouteProtocol] (the WireGuard rule at
+//     [RulePriorityWireGuard]) and the routes of [TableWireGuard];
 //   - nftables: the one table "weft" of family inet.
 package dataplane

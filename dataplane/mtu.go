@@ -19,10 +19,11 @@ type Encaps struct {
 	VXLANv4, VXLANv6         bool
 	WireGuardV4, WireGuardV6 bool
 	IPIP                     bool
-	// VXLANMTU and IPIPMTU are the configured MTUs of the VXLAN (IPv4) and
-	// IP-in-IP devices (FelixConfiguration vxlanMTU, ipipMTU); 0 means the
-	// underlay MTU minus the encapsulation's overhead.
-	VXLANMTU, IPIPMTU int
+	// VXLANMTU, IPIPMTU and WireGuardMTU are the configured MTUs of the
+	// VXLAN (IPv4), IP-in-IP and WireGuard devices (FelixConfiguration
+	// vxlanMTU, ipipMTU, wireguardMTU); 0 means the underlay MTU minus the
+	// encapsulation's overhead.
+	VXLANMTU, IPIPMTU, WireGuardMTU int
 }
 
 // WorkloadMTU is the MTU for workload interfaces: override when positive;
@@ -42,7 +43,7 @@ func WorkloadMTU(underlay int, enc Encaps, override int) int {
 		configured int
 	}{
 		{enc.VXLANv4, OverheadVXLANv4, enc.VXLANMTU}, {enc.VXLANv6, OverheadVXLANv6, 0},
-		{enc.WireGuardV4, OverheadWireGuardV4, 0}, {enc.WireGuardV6, OverheadWireGuardV6, 0},
+		{enc.WireGuardV4, OverheadWireGuardV4, enc.WireGuardMTU}, {enc.WireGuardV6, OverheadWireGuardV6, enc.WireGuardMTU},
 		{enc.IPIP, OverheadIPIP, enc.IPIPMTU},
 	} {
 		if !o.on {

@@ -48,6 +48,10 @@ type Desired struct {
 	// are still written): graceful restart after this agent restarted,
 	// while its BGP speaker has not relearned the routes yet.
 	HoldBGPRoutes bool
+	// WireGuard is the node's WireGuard device and its peers; nil means
+	// none (an existing one is removed). Its routes are in Routes
+	// ([RouteClassWireGuard], [TableWireGuard]) and its rules in Rules.
+	WireGuard *WireGuardDevice
 }
 
 // Workload is one local workload: a network namespace attached with a veth
@@ -140,6 +144,10 @@ const (
 	// RouteBlackhole silently drops (used for this node's own blocks, so
 	// traffic to unused addresses in them is not sent back out).
 	RouteBlackhole
+	// RouteThrow ends the lookup in its table: the next rule's table
+	// decides (an address the WireGuard table must not take because it
+	// lies inside a peer's block but belongs elsewhere).
+	RouteThrow
 )
 
 func (t RouteType) String() string {
@@ -148,6 +156,8 @@ func (t RouteType) String() string {
 		return "unicast"
 	case RouteBlackhole:
 		return "blackhole"
+	case RouteThrow:
+		return "throw"
 	}
 	return fmt.Sprintf("RouteType(%d)", uint8(t))
 }
@@ -299,9 +309,9 @@ func (r Route) Validate() error {
 		errs = append(errs, fmt.Errorf("unknown class %d", r.Class))
 	}
 	switch r.Type {
-	case RouteBlackhole:
+	case RouteBlackhole, RouteThrow:
 		if r.Dev != "" || r.Via.IsValid() || r.OnLink || r.Src.IsValid() || r.Recursive {
-			errs = append(errs, errors.New("a blackhole route has no device, gateway or source"))
+			errs = append(errs, fmt.Errorf("a %s route has no device, gateway or source", r.Type))
 		}
 	case RouteUnicast:
 		switch {
@@ -336,8 +346,8 @@ func (r Route) String() string {
 	if r.TableID() != TableMain {
 		table = fmt.Sprintf(" table %d", r.Table)
 	}
-	if r.Type == RouteBlackhole {
-		return "blackhole " + r.Dst.String() + table
+	if r.Type == RouteBlackhole || r.Type == RouteThrow {
+		return r.Type.String() + " " + r.Dst.String() + table
 	}
 	s := r.Dst.String()
 	if r.Via.IsValid() {
@@ -628,6 +638,11 @@ func (d *Desired) ValidateSince(prevPolicy *PolicyState) error {
 	if err := d.Loop.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if d.WireGuard != nil {
+		if err := d.WireGuard.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -653,7 +668,7 @@ func (d *Desired) Equal(o *Desired) bool {
 		d.VXLAN.Equal(o.VXLAN) &&
 		sameSet(d.VXLANPeers, o.VXLANPeers, func(p VXLANPeer) netip.Addr { return p.TunnelIP }, VXLANPeer.Equal) &&
 		d.NAT.Equal(o.NAT) && d.IPIP.Equal(o.IPIP) && d.Loop == o.Loop && d.Policy.Equal(o.Policy) &&
-		d.HoldBGPRoutes == o.HoldBGPRoutes
+		d.HoldBGPRoutes == o.HoldBGPRoutes && d.WireGuard.Equal(o.WireGuard)
 }
 
 // sameSet compares two slices as sets of items identified by key. Slices

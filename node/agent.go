@@ -40,6 +40,7 @@ import (
 	"github.com/weftnet/weft/node/policysvc"
 	"github.com/weftnet/weft/node/resources"
 	"github.com/weftnet/weft/node/tunnels"
+	nodewg "github.com/weftnet/weft/node/wireguard"
 	"github.com/weftnet/weft/node/workloads"
 	"github.com/weftnet/weft/store"
 )
@@ -73,6 +74,8 @@ type Agent struct {
 	tunnel  *tunnels.Controller
 	wl      *workloads.Service
 	bgp     *bgpsvc.Service
+	wgKeys  *nodewg.Keys // nil with WireGuard off
+	wg      *nodewg.Controller
 
 	// ipipSupport is whether this node can do IP-in-IP (set at start by
 	// the probe, and by the driver should creating the device fail).
@@ -138,6 +141,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("starting weft agent", "version", version.Version, "commit", version.Commit,
 		"node", a.cfg.Node.Name, "address", a.addrString(), "data_dir", a.cfg.Node.DataDir)
 	a.warnUnbuilt()
+	if err := a.openWireGuardKeys(); err != nil {
+		return err
+	}
 
 	sock, err := listenSocket(a.cfg.API.Socket)
 	if err != nil {
@@ -193,6 +199,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	a.health.probe("datastore", a.datastoreHealth)
 	a.health.probe("dataplane", func() localapi.ComponentStatus { return dataplaneHealth(a.dp, a.runner) })
+	if a.cfg.WireGuard.Enabled {
+		a.health.probe("wireguard", func() localapi.ComponentStatus { return wireguardHealth(a.dp.WireGuard) })
+	}
 	a.apiReady.Store(true)
 
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -236,13 +245,14 @@ func (a *Agent) buildServices(calcCfg calc.Config) error {
 		EmptyGrace: a.cfg.IPAM.EmptyBlockGracePeriod.Duration,
 	})
 	a.tunnel = tunnels.New(tunnels.Config{Node: a.cfg.Node.Name, NodeLabels: a.cfg.Node.Labels, Logger: log}, a.store, a.cluster)
+	a.wg = a.newWireGuardWriter()
 	a.box = dataplane.NewMailbox()
 	a.bgp = bgpsvc.New(bgpsvc.Config{Node: a.cfg.Node.Name, Logger: log, Registerer: a.reg, BGP: a.cfg.BGP, DataDir: a.cfg.Node.DataDir,
 		Local: func(in calc.LocalInput) { a.runner.SetLocal(in) }}, a.store, a.dp.Loop)
 	var err error
 	a.runner, err = calcrun.New(calcrun.Config{Logger: log, Registerer: a.reg, StateDir: a.cfg.Node.DataDir,
 		Outputs: []calcrun.OutputSink{a.bgp}},
-		a.store, calc.New(calcCfg), a.box, a.tunnel)
+		a.store, calc.New(calcCfg), a.box, tunnelSinks{a.tunnel, a.wg})
 	if err != nil {
 		return err
 	}
@@ -286,6 +296,7 @@ func (a *Agent) subsystems() []subsystem {
 		{"calc", a.runner.Run},
 		{"applied-revision", func(ctx context.Context) { a.runner.RecordApplied(ctx, a.dp.Loop) }},
 		{"tunnels", a.tunnel.Run},
+		{"wireguard", a.wg.Run},
 		{"underlay-links", a.watchLinks},
 		{"ipam-housekeeping", a.ipam.Run},
 		{"workload-cleanup", a.wl.Run},
@@ -425,9 +436,6 @@ type unbuiltSubsystem struct{ name, why string }
 func (a *Agent) unbuilt() []unbuiltSubsystem {
 	var out []unbuiltSubsystem
 	c := a.cfg
-	if c.WireGuard.Enabled {
-		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
-	}
 	if c.Dataplane.Backend != "nftables" {
 		out = append(out, unbuiltSubsystem{"policy-backend", fmt.Sprintf("dataplane.backend %q is set but only nftables is built: policy is enforced with nftables", c.Dataplane.Backend)})
 	}
@@ -489,6 +497,7 @@ func (a *Agent) status() localapi.NodeStatus {
 		st.BGP = a.bgp.Status(context.Background())
 		st.Datastore = &localapi.DatastoreStatus{Revision: a.store.Revision(), InSync: a.store.InSync()}
 		st.Datastore.Leader, _ = a.store.Leader()
+		st.WireGuard = wireguardStatus(a.dp.WireGuard)
 		switch {
 		case st.Datastore.Leader == a.cfg.Node.Name:
 			st.Datastore.Role = "leader"

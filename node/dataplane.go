@@ -62,7 +62,12 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 	}
 	a.log.Info("underlay MTU", "mtu", under.MTU, "from", under.How, "iface", under.Iface)
 	a.setIPIPSupport(ipip.ProbeSystem(), "start")
-	dp, err := linux.New(a.linuxConfig())
+	lc := a.linuxConfig()
+	if lc.WireGuard, err = a.wireguardDriverConfig(); err != nil {
+		return nil, calc.Config{}, err
+	}
+	lc.NodeName = a.cfg.Node.Name
+	dp, err := linux.New(lc)
 	if err != nil {
 		return nil, calc.Config{}, err
 	}
@@ -81,6 +86,7 @@ func (a *Agent) buildDataplane() (*linux.Dataplane, calc.Config, error) {
 		UnderlayMTU:     under.MTU,
 		MTU:             a.cfg.Network.MTU,
 		Policy:          a.policySettings(),
+		WireGuard:       a.wireguardCalcConfig(),
 	}
 	return dp, cc, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/weftnet/weft/node/cluster"
 	"github.com/weftnet/weft/node/localapi"
 	"github.com/weftnet/weft/node/policysvc"
+	nodewg "github.com/weftnet/weft/node/wireguard"
 	"github.com/weftnet/weft/node/workloads"
 	"github.com/weftnet/weft/store"
 )
@@ -25,6 +26,7 @@ func (a *Agent) registry() store.Registry {
 	cluster.Register(&reg)
 	bgpsvc.Register(&reg)
 	workloads.Register(&reg)
+	nodewg.Register(&reg)
 	ipam.Register(&reg, a.log.With("component", "ipam"))
 	policysvc.Register(&reg)
 	return reg

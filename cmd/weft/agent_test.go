@@ -272,26 +272,45 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unit, err := os.ReadFile("../../contrib/systemd/weft.service")
-	if err != nil {
-		t.Fatal(err)
+	wants := map[string][]string{
+		"weft.service": {"Type=notify", "WatchdogSec=", "Restart=on-failure", "CapabilityBoundingSet=", "RuntimeDirectory=", "StateDirectory=",
+			"ExecStart=/usr/local/bin/weft agent", "Wants=network-online.target weft-wireguard.service", "After=network-online.target weft-wireguard.service"},
+		// The device process outlives weft.service restarts: a unit of
+		// its own, not PartOf/BindsTo weft.service (those propagate a
+		// restart), ordered before the agent.
+		"weft-wireguard.service": {"Type=notify", "ExecStart=/usr/local/bin/weft wireguard device --config /etc/weft/weft.toml",
+			"Restart=on-failure", "RuntimeDirectory=wireguard", "RuntimeDirectoryPreserve=yes", "CapabilityBoundingSet=CAP_NET_ADMIN",
+			"DeviceAllow=/dev/net/tun rw", "Before=weft.service"},
 	}
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "CapabilityBoundingSet=", "RuntimeDirectory=", "StateDirectory=", "ExecStart=/usr/local/bin/weft agent"} {
-		if !bytes.Contains(unit, []byte(want)) {
-			t.Errorf("unit lacks %s", want)
-		}
-	}
-	// verify insists that ExecStart exists: point it at the binary under
-	// test, and change nothing else.
 	dir := t.TempDir()
-	path := filepath.Join(dir, "weft.service")
-	unit = bytes.Replace(unit, []byte("/usr/local/bin/weft"), []byte(weftBinary(t)), 1)
-	if err := os.WriteFile(path, unit, 0o644); err != nil {
-		t.Fatal(err)
+	var paths []string
+	for name, want := range wants {
+		unit, err := os.ReadFile("../../contrib/systemd/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if !bytes.Contains(unit, []byte(w)) {
+				t.Errorf("%s lacks %s", name, w)
+			}
+		}
+		for _, bad := range []string{"PartOf=", "BindsTo=", "PropagatesStopTo=", "StopPropagatedFrom="} {
+			if bytes.Contains(unit, []byte(bad)) {
+				t.Errorf("%s has %s: a restart of weft.service would restart the WireGuard device", name, bad)
+			}
+		}
+		// verify insists that ExecStart exists: point it at the binary
+		// under test, and change nothing else.
+		unit = bytes.Replace(unit, []byte("/usr/local/bin/weft"), []byte(weftBinary(t)), 1)
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, unit, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, path)
 	}
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		// Any output is a warning about the unit (unknown keys, bad values).
+		// Any output is a warning about the units (unknown keys, bad values).
 		var lines []string
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		for sc.Scan() {

@@ -15,8 +15,8 @@ import (
 
 func newDemoCommand() *cobra.Command {
 	var (
-		keep           bool
-		underlay, pool string
+		keep, wireguard bool
+		underlay, pool  string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -29,7 +29,7 @@ the end (also on Ctrl-C or failure); with --keep it stays running, with instruct
 ` + "`weft demo down`" + `. Needs root. Nothing is created outside the demo's own namespaces and ` + demo.StateDir + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			opts := demo.Options{Keep: keep, Out: c.OutOrStdout()}
+			opts := demo.Options{Keep: keep, WireGuard: wireguard, Out: c.OutOrStdout()}
 			var err error
 			if opts.Underlay, err = netip.ParsePrefix(underlay); err != nil {
 				return fmt.Errorf("--underlay: %w", err)
@@ -52,6 +52,7 @@ the end (also on Ctrl-C or failure); with --keep it stays running, with instruct
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&wireguard, "wireguard", false, "run the cluster with WireGuard: show a host's device (wg show) and capture the underlay during the pings (it must carry WireGuard only)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the cluster running and print how to explore it (remove it with: weft demo down)")
 	cmd.Flags().StringVar(&underlay, "underlay", demo.DefaultUnderlay.String(), "the hosts' underlay subnet (IPv4, /28 or larger)")
 	cmd.Flags().StringVar(&pool, "pool", demo.DefaultPool.String(), "the workloads' IP pool (IPv4, /24 or larger)")

@@ -78,6 +78,9 @@ func newNodeCommand(g *globals) *cobra.Command {
 				fmt.Fprintln(w)
 				printBGPStatus(w, st.BGP)
 			}
+			if st.WireGuard != nil {
+				return printWireGuard(w, st.WireGuard, g.output == "wide")
+			}
 			return nil
 		},
 	})

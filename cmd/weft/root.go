@@ -57,6 +57,7 @@ and policy, BGP, VXLAN and WireGuard, in one binary run by systemd.`,
 		newPolicyCommand(g),
 		newBGPCommand(g),
 		newPatchCommand(g),
+		newWireGuardCommand(g),
 		newDemoCommand(),
 	)
 	return root

@@ -4,8 +4,9 @@
 //
 // Order of the update phase: sysctls (forwarding) → firewall (policy and
 // outgoing NAT, one nftables table) → links (workload veths) → vxlan
-// (device, then neighbours and FDB) → ipip (device) → routes (every table)
-// → rules. The removal phase runs in reverse: rules go before the routes
+// (device, then neighbours and FDB) → ipip (device) → wireguard (device,
+// key, peers) → routes (every table) → rules. The removal phase runs in
+// reverse: rules go before the routes
 // they lead to, routes before the neighbours and interfaces they use, and
 // neighbours before their device. A new workload's traffic can flow only
 // once the whole pass that plumbs it has run: its policy is programmed
@@ -51,6 +52,7 @@ import (
 	"github.com/weftnet/weft/dataplane/rules"
 	"github.com/weftnet/weft/dataplane/sysctls"
 	"github.com/weftnet/weft/dataplane/vxlan"
+	"github.com/weftnet/weft/dataplane/wireguard"
 )
 
 // Config configures the whole dataplane. Zero values take defaults.
@@ -79,6 +81,12 @@ type Config struct {
 	// FirewallBackend is "nftables" (the default and, until the iptables
 	// backend exists, the only one).
 	FirewallBackend string
+	// WireGuard configures the WireGuard driver; its Name defaults to
+	// weft.wg (the driver exists even with WireGuard off, to remove a
+	// device left from when it was on). NetNS and Logger come from here.
+	WireGuard wireguard.Config
+	// NodeName labels the WireGuard metrics.
+	NodeName string
 	// LogLevel is the agent's log level: the dataplane logs at it unless
 	// the desired state's Loop.LogLevel says otherwise (FelixConfiguration
 	// logSeverityScreen). The zero value is Info.
@@ -98,6 +106,8 @@ type Dataplane struct {
 	Firewall *firewall.Manager
 	// Loop applies desired states; see dataplane.Loop.
 	Loop *dataplane.Loop
+	// WireGuard is the WireGuard driver (status, the applied key).
+	WireGuard *wireguard.Manager
 	// Managers in update order (exposed for tests and diagnostics).
 	Managers []dataplane.Manager
 
@@ -157,6 +167,23 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, vm.Close)
 
+	wcfg := cfg.WireGuard
+	wcfg.Logger, wcfg.NetNS = cfg.Logger, cfg.NetNS
+	if wcfg.Name == "" {
+		wcfg.Name = "weft.wg"
+	}
+	wm, err := wireguard.New(wcfg)
+	if err != nil {
+		return fail(fmt.Errorf("wireguard: %w", err))
+	}
+	d.closers = append(d.closers, wm.Close)
+	d.WireGuard = wm
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(wm.Collector(cfg.NodeName)); err != nil {
+			return fail(fmt.Errorf("wireguard metrics: %w", err))
+		}
+	}
+
 	im, err := ipip.New(ipip.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, Unsupported: cfg.IPIPUnsupported})
 	if err != nil {
 		return fail(fmt.Errorf("ipip: %w", err))
@@ -175,7 +202,7 @@ func New(cfg Config) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, rules.Close)
 
-	d.Managers = []dataplane.Manager{sc, fw, lm, vm, im, rm, rules}
+	d.Managers = []dataplane.Manager{sc, fw, lm, vm, im, wm, rm, rules}
 	d.Loop, err = dataplane.NewLoop(dataplane.LoopConfig{
 		Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, ResyncPeriod: cfg.ResyncPeriod,
 		LogLevel: level, DefaultLogLevel: cfg.LogLevel,

@@ -55,6 +55,8 @@ var testRoutes = []dataplane.Route{
 	{Dst: pfx("fd00:244:2::/64"), Class: dataplane.RouteClassBlock, Type: dataplane.RouteUnicast, Dev: "upl", Via: addr("fe80::2")},
 	// The same destination in a table of weft's own is another route.
 	{Dst: pfx("10.244.2.0/26"), Table: 7, Class: dataplane.RouteClassWireGuard, Type: dataplane.RouteUnicast, Dev: "upl"},
+	// A throw route: the lookup goes on in the next rule's table.
+	{Dst: pfx("10.244.2.5/32"), Table: 7, Class: dataplane.RouteClassWireGuard, Type: dataplane.RouteThrow},
 }
 
 func weftRoutes(t *testing.T, node *nstest.NS) []string {
@@ -92,6 +94,7 @@ func TestRoutesLifecycle(t *testing.T) {
 		"10.244.4.5 dev upl scope link",
 		"10.244.5.0/26 via 192.168.50.2 dev upl src 192.168.50.1",
 		"10.244.2.0/26 dev upl table 7 scope link",
+		"throw 10.244.2.5 table 7",
 		"blackhole 10.244.1.0/26",
 		"blackhole fd00:244:1::/64 dev lo metric 1024 pref medium",
 		"fd00:244:2::/64 via fe80::2 dev upl metric 1024 pref medium",

@@ -75,7 +75,7 @@ type rule struct {
 var rules = []rule{
 	{who: "dataplane", forbidden: []string{"store", "node", "ipam", "api", "cmd", "cni"},
 		why: "the dataplane is the drivers and their contract; it knows nothing of the store or the calculation"},
-	{who: "node/calc", forbidden: []string{"github.com/vishvananda/netlink", "github.com/google/nftables", "github.com/cilium/ebpf", "dataplane/links", "dataplane/routes", "dataplane/vxlan", "dataplane/ipip", "dataplane/nft", "dataplane/linux", "dataplane/rules", "dataplane/sysctls", "dataplane/mtu"},
+	{who: "node/calc", forbidden: []string{"github.com/vishvananda/netlink", "github.com/google/nftables", "github.com/cilium/ebpf", "dataplane/links", "dataplane/routes", "dataplane/vxlan", "dataplane/ipip", "dataplane/nft", "dataplane/linux", "dataplane/rules", "dataplane/sysctls", "dataplane/mtu", "dataplane/wireguard", "golang.zx2c4.com/wireguard"},
 		why: "the calculation is pure: no kernel library, only the dataplane's contract types"},
 	{who: "node/policy", forbidden: []string{"github.com/vishvananda/netlink", "github.com/google/nftables", "github.com/cilium/ebpf"},
 		why: "policy calculation is pure"},
@@ -86,7 +86,7 @@ var rules = []rule{
 	{who: "ipam", forbidden: []string{"node", "dataplane", "cni", "cmd"},
 		why: "IPAM is pure allocation over store state"},
 	{who: "node", except: []string{"node", "node/localapi", "node/config"},
-		forbidden: []string{"dataplane/links", "dataplane/routes", "dataplane/vxlan", "dataplane/ipip", "dataplane/nft", "dataplane/linux", "dataplane/rules", "dataplane/sysctls", "dataplane/mtu", "github.com/vishvananda/netlink"},
+		forbidden: []string{"dataplane/links", "dataplane/routes", "dataplane/vxlan", "dataplane/ipip", "dataplane/nft", "dataplane/linux", "dataplane/rules", "dataplane/sysctls", "dataplane/mtu", "dataplane/wireguard", "github.com/vishvananda/netlink"},
 		direct:    true, why: "only the composition root (package node) builds the drivers; services see the dataplane's contract"},
 	{who: "", forbidden: []string{"=node"}, direct: true,
 		why: "node is the composition root: only cmd/weft imports it"},

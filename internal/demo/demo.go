@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/internal/netns"
@@ -47,6 +48,9 @@ type Options struct {
 	Exe string
 	// Out receives the walkthrough.
 	Out io.Writer
+	// WireGuard runs the cluster with WireGuard on and shows the device
+	// and a capture of the underlay.
+	WireGuard bool
 }
 
 // Run builds the demo cluster, walks through it and, unless Keep, removes
@@ -76,6 +80,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	l.WireGuard = o.WireGuard
 	if err := checkMachine(l); err != nil {
 		return err
 	}
@@ -157,6 +162,8 @@ type demo struct {
 	workloads map[string]*site.Namespace
 	// addrs are the workloads' addresses, by workload name.
 	addrs map[string]netip.Addr
+	// pids are the agents' pids, by host name.
+	pids map[string]int
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -211,29 +218,63 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
-	d.step("IP address management: each node claims a block of the pool for its workloads and VXLAN tunnel address")
+	d.step("IP address management: each node claims a block of the pool for its workloads and tunnel addresses")
 	if err := d.show(ctx, l.Hosts[1], "ipam", "show", "--show-blocks"); err != nil {
 		return err
 	}
 
-	d.step(fmt.Sprintf("Routes weft programmed (route protocol %d): a blackhole for its own block, a /32 per local workload, the other nodes' blocks over VXLAN", dataplane.RouteProtocol))
+	if l.WireGuard {
+		d.step(fmt.Sprintf("Routes weft programmed (route protocol %d): in the main table a blackhole for its own block and for every other node's (fail closed), a /32 per local workload; the other nodes' blocks through WireGuard in table %d, which every packet not from the device itself looks up first (rule %d)",
+			dataplane.RouteProtocol, dataplane.TableWireGuard, dataplane.RulePriorityWireGuard))
+	} else {
+		d.step(fmt.Sprintf("Routes weft programmed (route protocol %d): a blackhole for its own block, a /32 per local workload, the other nodes' blocks over VXLAN", dataplane.RouteProtocol))
+	}
 	for _, h := range l.Hosts {
 		d.say("%s (ip netns exec %s ip route show proto %d):", h.Name, h.Netns, dataplane.RouteProtocol)
 		for _, r := range routes[h.Name] {
 			d.say("  %s", r.format(false))
 		}
 	}
+	if l.WireGuard {
+		if err := d.showWireGuard(ctx); err != nil {
+			return err
+		}
+	}
 
 	d.step("Pinging every workload from every other (ICMP echo from inside the workload namespaces)")
+	var capture *underlayCapture
+	if l.WireGuard {
+		var ports []string
+		for _, h := range l.Hosts {
+			ports = append(ports, h.BridgePort)
+		}
+		c, err := startCapture(d.site.Router(), ports, l.Pool)
+		if err != nil {
+			return err
+		}
+		capture = c
+	}
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	m := pingAll(pctx, d.endpoints())
 	cancel()
+	captured, example, onlyWG := "", "", true
+	if capture != nil {
+		captured, example, onlyWG = capture.stop()
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	fmt.Fprint(d.out, m.Table())
 	summary := m.Summary()
 	d.say("%s", summary)
+	if capture != nil {
+		d.say("%s", captured)
+		d.say("  %s", example)
+		if !onlyWG {
+			return errors.New("the underlay carried more than WireGuard between the hosts: " + example)
+		}
+		d.say("The underlay carried the workloads' traffic only inside WireGuard: no VXLAN, no workload address in clear.")
+	}
 	if ok, total := m.Reachable(); ok != total {
 		return errors.New(summary)
 	}
@@ -241,6 +282,20 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	return d.policy(ctx)
+}
+
+// showWireGuard shows h1's device as `wg show` prints it and the
+// WireGuard table of `weft node status`.
+func (d *demo) showWireGuard(ctx context.Context) error {
+	h1 := d.layout.Hosts[0]
+	d.step("WireGuard: every node has the others as peers, their blocks as allowed IPs (the kernel's device where it has WireGuard, else a wireguard-go device process that outlives the agent)")
+	d.say("$ nsenter --target %d --mount --net wg show %s   (inside %s, whose /run/wireguard is its own)", d.pids[h1.Name], wgIface, h1.Name)
+	out, err := wgShow(d.pids[h1.Name])
+	if err != nil {
+		return fmt.Errorf("wg show on %s: %w", h1.Name, err)
+	}
+	fmt.Fprint(d.out, out)
+	return d.show(ctx, h1, "node", "status")
 }
 
 func (d *demo) hostList() string {
@@ -306,6 +361,10 @@ func (d *demo) startAndWait(ctx context.Context, hosts []Host) error {
 			return err
 		}
 		d.say("  %-3s agent pid %d ready after %.1fs (log: %s)", a.host.Name, a.proc.Pid(), time.Since(t0).Seconds(), a.host.LogPath())
+		if d.pids == nil {
+			d.pids = map[string]int{}
+		}
+		d.pids[a.host.Name] = a.proc.Pid()
 	}
 	return nil
 }
@@ -435,17 +494,20 @@ func (d *demo) waitRoutes(ctx context.Context) (map[string][]route, error) {
 		routes := map[string][]route{}
 		missing := ""
 		for _, h := range d.layout.Hosts {
-			var rs []route
+			var rs, wg []route
 			err := d.site.Host(h.Name).Netlink(func(nl *netlink.Handle) (err error) {
-				rs, err = weftRoutes(nl)
+				if rs, err = weftRoutes(nl, unix.RT_TABLE_MAIN); err != nil || !d.layout.WireGuard {
+					return err
+				}
+				wg, err = weftRoutes(nl, dataplane.TableWireGuard)
 				return err
 			})
 			if err != nil {
 				return nil, err
 			}
-			routes[h.Name] = rs
+			routes[h.Name] = append(rs, wg...)
 			for _, w := range d.layout.Workloads() {
-				if missing == "" && !forwards(rs, d.addrs[w.Name]) {
+				if missing == "" && !forwards(wg, rs, d.addrs[w.Name]) {
 					missing = fmt.Sprintf("%s has no route to %s (%s)", h.Name, w.Name, d.addrs[w.Name])
 				}
 			}
@@ -502,6 +564,12 @@ func (d *demo) instructions() {
 	p("    $ ip netns exec %s ip route show proto %d", h1.Netns, dataplane.RouteProtocol)
 	p("    $ ip netns exec %s ip -d link show weft.vxlan", h1.Netns)
 	p("    $ ip netns exec %s bridge fdb show dev weft.vxlan", h1.Netns)
+	if l.WireGuard {
+		p("    $ ip netns exec %s ip route show table %d", h1.Netns, dataplane.TableWireGuard)
+		p("    $ ip netns exec %s ip rule", h1.Netns)
+		p("    $ nsenter --target $(cat %s) --mount --net wg show %s   (the host's own /run/wireguard)", pidPath(h1.Name), wgIface)
+		p("    $ %s --socket %s wireguard rotate-key", d.weft, h1.Socket())
+	}
 	p("\n  From a workload (network namespaces %s<host>-w1, -w2):", NetnsPrefix)
 	p("    $ ip netns exec %s ping -c 3 %s", w.Netns, d.addrs[far.Name])
 	p("\n  Attach a workload of your own (a name starting %s is removed by `demo down`):", NetnsPrefix)

@@ -182,8 +182,32 @@ func TestForwards(t *testing.T) {
 		"10.250.80.66":  true,  // another node's block
 		"10.250.80.130": false, // no route at all
 	} {
-		if got := forwards(routes, netip.MustParseAddr(addr)); got != want {
+		if got := forwards(nil, routes, netip.MustParseAddr(addr)); got != want {
 			t.Errorf("forwards(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	// With WireGuard: the main table blackholes the other node's block,
+	// table 87 routes it through the device, and throws an address inside
+	// it that is not the other node's.
+	main := []route{
+		{Type: unix.RTN_BLACKHOLE, Dst: p("10.250.80.0/26")},
+		{Type: unix.RTN_UNICAST, Dst: p("10.250.80.1/32"), Dev: "weftx"},
+		{Type: unix.RTN_BLACKHOLE, Dst: p("10.250.80.64/26")},
+		{Type: unix.RTN_UNICAST, Dst: p("10.250.80.70/32"), Dev: "weft.vxlan", Gw: netip.MustParseAddr("10.250.80.128")},
+	}
+	wg := []route{
+		{Type: unix.RTN_UNICAST, Dst: p("10.250.80.64/26"), Dev: "weft.wg", Table: 87},
+		{Type: unix.RTN_THROW, Dst: p("10.250.80.70/32"), Table: 87},
+		{Type: unix.RTN_THROW, Dst: p("10.250.80.71/32"), Table: 87},
+	}
+	for addr, want := range map[string]bool{
+		"10.250.80.66": true,  // through WireGuard
+		"10.250.80.70": true,  // thrown back to the main table's route
+		"10.250.80.71": false, // thrown into the main table's blackhole
+		"10.250.80.2":  false, // the own block
+	} {
+		if got := forwards(wg, main, netip.MustParseAddr(addr)); got != want {
+			t.Errorf("forwards with WireGuard (%s) = %v, want %v", addr, got, want)
 		}
 	}
 }

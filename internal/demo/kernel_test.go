@@ -36,7 +36,7 @@ func TestKernelWeftRoutes(t *testing.T) {
 			t.Fatalf("add %v: %v", r, err)
 		}
 	}
-	rs, err := weftRoutes(nl)
+	rs, err := weftRoutes(nl, unix.RT_TABLE_MAIN)
 	if err != nil {
 		t.Fatal(err)
 	}

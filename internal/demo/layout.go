@@ -50,6 +50,8 @@ type Layout struct {
 	Underlay netip.Prefix
 	Pool     netip.Prefix
 	Hosts    []Host
+	// WireGuard turns WireGuard on in every agent (`weft demo --wireguard`).
+	WireGuard bool
 }
 
 // Host is one demo machine: a network namespace running an agent.
@@ -193,6 +195,9 @@ func (l Layout) AgentConfig(h Host) []byte {
 	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n\n", h.Socket())
 	fmt.Fprintf(&b, "[metrics]\nlisten = %q\n\n", netip.AddrPortFrom(h.Address, metricsPort).String())
 	fmt.Fprintf(&b, "[log]\nlevel = \"info\"\n\n")
+	if l.WireGuard {
+		fmt.Fprintf(&b, "[wireguard]\nenabled = true\n\n")
+	}
 	fmt.Fprintf(&b, "[[network.pool]]\nname = \"demo-ipv4\"\ncidr = %q\nblock_size = 26\nvxlan_mode = \"Always\"\nnat_outgoing = true\n",
 		l.Pool.String())
 	return []byte(b.String())

@@ -13,11 +13,11 @@ import (
 	"github.com/weftnet/weft/dataplane"
 )
 
-// weftRoutes lists the IPv4 routes weft programmed in the main table of
-// the handle's namespace (those carrying its route protocol), sorted by
+// weftRoutes lists the IPv4 routes weft programmed in one table of the
+// handle's namespace (those carrying its route protocol), sorted by
 // destination, each formatted as `ip route` prints it.
-func weftRoutes(h *netlink.Handle) ([]route, error) {
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: dataplane.RouteProtocol}
+func weftRoutes(h *netlink.Handle, table int) ([]route, error) {
+	filter := &netlink.Route{Table: table, Protocol: dataplane.RouteProtocol}
 	routes, err := dump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
@@ -70,6 +70,7 @@ type route struct {
 	Src      netip.Addr
 	Metric   int
 	OnLink   bool
+	Table    int
 }
 
 func fromNetlink(r netlink.Route, names map[int]string) route {
@@ -80,6 +81,7 @@ func fromNetlink(r netlink.Route, names map[int]string) route {
 		Scope:    r.Scope,
 		Metric:   r.Priority,
 		OnLink:   r.Flags&int(netlink.FLAG_ONLINK) != 0,
+		Table:    r.Table,
 	}
 	if r.LinkIndex != 0 && out.Dev == "" {
 		out.Dev = fmt.Sprintf("if%d", r.LinkIndex)
@@ -116,6 +118,8 @@ func (r route) format(withProto bool) string {
 		b.WriteString("unreachable ")
 	case unix.RTN_PROHIBIT:
 		b.WriteString("prohibit ")
+	case unix.RTN_THROW:
+		b.WriteString("throw ")
 	}
 	switch {
 	case r.Dst.Bits() == 0:
@@ -133,6 +137,9 @@ func (r route) format(withProto bool) string {
 	}
 	if withProto {
 		fmt.Fprintf(&b, " proto %d", r.Protocol)
+	}
+	if r.Table != 0 && r.Table != unix.RT_TABLE_MAIN {
+		fmt.Fprintf(&b, " table %d", r.Table)
 	}
 	switch r.Scope {
 	case netlink.SCOPE_LINK:
@@ -152,14 +159,26 @@ func (r route) format(withProto bool) string {
 	return b.String()
 }
 
-// forwards reports whether routes send addr somewhere (not into a
-// blackhole): the most specific route containing it is a unicast one.
-func forwards(routes []route, addr netip.Addr) bool {
-	best := -1
-	for i, r := range routes {
-		if r.Dst.Contains(addr) && (best < 0 || r.Dst.Bits() > routes[best].Dst.Bits()) {
-			best = i
+// forwards reports whether the routes send addr somewhere (not into a
+// blackhole): the most specific route containing it in the WireGuard
+// table, which is looked up first, unless that is a throw route or there
+// is none, else in the main table; a unicast one.
+func forwards(wireguard, main []route, addr netip.Addr) bool {
+	lookup := func(routes []route) (route, bool) {
+		best := -1
+		for i, r := range routes {
+			if r.Dst.Contains(addr) && (best < 0 || r.Dst.Bits() > routes[best].Dst.Bits()) {
+				best = i
+			}
 		}
+		if best < 0 {
+			return route{}, false
+		}
+		return routes[best], true
 	}
-	return best >= 0 && routes[best].Type == unix.RTN_UNICAST
+	if r, ok := lookup(wireguard); ok && r.Type != unix.RTN_THROW {
+		return r.Type == unix.RTN_UNICAST
+	}
+	r, ok := lookup(main)
+	return ok && r.Type == unix.RTN_UNICAST
 }

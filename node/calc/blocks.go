@@ -24,7 +24,8 @@ import (
 // why in the problems. Otherwise a remote block without one of those has
 // no route here (BGP, when it runs, provides them). A node the BGP speaker
 // found dead ([Topology.NodeDown]) gets no routes: its blocks must not stay
-// routed to it for minutes.
+// routed to it for minutes. Nodes the wireguard resolver routes are left to
+// it.
 type blockRoutes struct {
 	env Env
 	// Set by Contribute: this node refuses the encapsulation.
@@ -61,7 +62,7 @@ func (r *blockRoutes) Contribute(out *Output) {
 			if b.CIDR.Bits() < b.CIDR.Addr().BitLen() {
 				routes[b.CIDR] = dataplane.Route{Dst: b.CIDR, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole}
 			}
-		case b.Owner != "" && pool != nil && !topo.NodeDown(b.Owner):
+		case b.Owner != "" && pool != nil && !topo.NodeDown(b.Owner) && !out.wireguardOwns[b.Owner]:
 			if peer, ok := topo.Nodes[b.Owner]; ok {
 				if rt, ok := r.routeTo(b.CIDR, pool, peer, vxlanUp, ipipUp, noIPIPAddr); ok {
 					routes[b.CIDR] = rt
@@ -69,8 +70,8 @@ func (r *blockRoutes) Contribute(out *Output) {
 			}
 		}
 		for addr, holder := range b.Borrowed() {
-			if holder == me || local[addr] || pool == nil || topo.NodeDown(holder) {
-				continue // our own workloads have host routes; a dead node's go
+			if holder == me || local[addr] || pool == nil || topo.NodeDown(holder) || out.wireguardOwns[holder] {
+				continue // our own workloads have host routes; a dead node's go; WireGuard routes its peers'
 			}
 			peer, ok := topo.Nodes[holder]
 			if !ok {

@@ -87,6 +87,8 @@ type Config struct {
 	Policy dataplane.PolicySettings
 	// BGP is bgp.enabled: this node runs a BGP speaker ([Output.BGP]).
 	BGP bool
+	// WireGuard is the [wireguard] section.
+	WireGuard WireGuardConfig
 }
 
 // Update is one change of a decoded object, handed to the resolvers that
@@ -119,6 +121,12 @@ type Output struct {
 	BGP *BGPConfig
 	// Problems lists objects skipped and items dropped, for the logs.
 	Problems []string
+
+	// wireguardOwns are the other nodes whose addresses the wireguard
+	// resolver routes (through the device, or blackholed under
+	// wireguard.require): the VXLAN and block-route resolvers after it
+	// leave them alone, so those nodes have one path only.
+	wireguardOwns map[string]bool
 }
 
 // problem records a dropped item.
@@ -137,6 +145,7 @@ func defaultResolvers(env Env) []Resolver {
 	return []Resolver{
 		newWorkloads(env),
 		newPolicy(env),
+		newWireGuard(env),
 		newVXLAN(env),
 		newIPIP(env),
 		newBlockRoutes(env),

@@ -15,7 +15,9 @@ import (
 // the underlay MTU − 20. When the node cannot honour IP-in-IP it says so,
 // once per pool, in the problems (`weft node status`, the log,
 // weft_calc_problems); the block-routes resolver then gives those pools'
-// remote blocks blackhole routes rather than unencapsulated ones.
+// remote blocks blackhole routes rather than unencapsulated ones. With
+// wireguard.require there is no device (the wireguard resolver routes or
+// blackholes every other node).
 type ipipResolver struct{ env Env }
 
 func newIPIP(env Env) Resolver { return &ipipResolver{env: env} }
@@ -30,6 +32,11 @@ func (r *ipipResolver) Contribute(out *Output) {
 	cfg, topo := r.env.Config, r.env.Topology
 	pools := topo.PoolsWith(func(s api.IPPoolSpec) string { return s.IPIPMode })
 	if len(pools) == 0 {
+		return
+	}
+	if wg := cfg.WireGuard; wg.Enabled && wg.Require {
+		// No node is reached over IP-in-IP (WireGuard or nothing): no
+		// device, so IP-in-IP others send is refused too.
 		return
 	}
 	why := ""

@@ -29,6 +29,7 @@ func sections(o Output) map[string]any {
 		"tunnels":      o.Tunnels,
 		"rules":        o.Desired.Rules,
 		"policy":       o.Desired.Policy,
+		"wireguard":    [2]any{o.Desired.WireGuard, byClass[dataplane.RouteClassWireGuard]},
 	}
 }
 
@@ -60,6 +61,7 @@ func orderScenarios(t *testing.T) map[string][]store.Object {
 		"cross subnet":    scenario(t, api.EncapCrossSubnet),
 		"dual stack":      dual,
 		"local conflicts": conflicting,
+		"wireguard":       wgScenario(t),
 		"no self node": {
 			node(t, "n2", "192.168.7.2/24", "10.244.0.64"),
 			pool(t, "p", "10.244.0.0/16", api.EncapAlways, true),
@@ -97,16 +99,27 @@ func diffSections(t *testing.T, what string, got, want Output) {
 // and objects first seen in an older version — give the same output, and
 // deleting everything, in any order, gives the empty output.
 func TestOrderIndependenceOfEveryResolver(t *testing.T) {
+	wgRequire := wgCfg
+	wgRequire.WireGuard.Require = true
 	for name, objs := range orderScenarios(t) {
-		t.Run(name, func(t *testing.T) {
-			ref := New(testCfg)
+		for cfgName, cfg := range map[string]Config{"": testCfg, " wireguard": wgCfg, " wireguard require": wgRequire} {
+			t.Run(name+cfgName, func(t *testing.T) { checkOrderIndependence(t, cfg, objs) })
+		}
+	}
+}
+
+func checkOrderIndependence(t *testing.T, cfg Config, objs []store.Object) {
+	name := t.Name()
+	{
+		{
+			ref := New(cfg)
 			for _, o := range objs {
 				ref.OnEvent(store.Event{Type: store.EventPut, Object: o})
 			}
 			want := mustCompute(t, ref)
 			rng := rand.New(rand.NewSource(int64(len(name))))
 			for i := 0; i < 30; i++ {
-				d := New(testCfg)
+				d := New(cfg)
 				shuffled := append([]store.Object(nil), objs...)
 				rng.Shuffle(len(shuffled), func(a, b int) { shuffled[a], shuffled[b] = shuffled[b], shuffled[a] })
 				transient := []store.Object{
@@ -133,12 +146,12 @@ func TestOrderIndependenceOfEveryResolver(t *testing.T) {
 				for _, o := range shuffled {
 					d.OnEvent(store.Event{Type: store.EventDelete, Object: o})
 				}
-				diffSections(t, fmt.Sprintf("order %d torn down", i), mustCompute(t, d), Output{})
+				diffSections(t, fmt.Sprintf("order %d torn down", i), mustCompute(t, d), mustCompute(t, New(cfg)))
 				if t.Failed() {
 					return
 				}
 			}
-		})
+		}
 	}
 }
 

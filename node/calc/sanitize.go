@@ -137,4 +137,5 @@ func sanitize(out *Output) {
 		out.problem("%v: outgoing NAT left out", err)
 		d.NAT = dataplane.NATConfig{}
 	}
+	sanitizeWireGuard(out)
 }

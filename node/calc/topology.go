@@ -59,6 +59,8 @@ type NodeView struct {
 	// spec.bgp.routeReflectorClusterID ("": not a route reflector).
 	ASNumber    uint32
 	RRClusterID string
+	// WireGuard is what the Node publishes about its WireGuard device.
+	WireGuard NodeWireGuard
 }
 
 // PoolView is a decoded IPPool.
@@ -220,6 +222,7 @@ func decodeNode(name string, n *api.Node) *NodeView {
 		// derives from the name (what the node itself uses then).
 		v.TunnelMAC = dataplane.VXLANMAC(name)
 	}
+	v.WireGuard = decodeWireGuard(n)
 	return v
 }
 

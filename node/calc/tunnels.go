@@ -12,6 +12,11 @@ import (
 // IPAM and record on the Node, or release and clear).
 type TunnelNeeds struct {
 	VXLAN TunnelState
+	// WireGuard and WireGuardV6 are the WireGuard tunnel addresses, and
+	// WireGuardNode what the Node publishes about the device (see
+	// [WireGuardNodeState]).
+	WireGuard, WireGuardV6 TunnelState
+	WireGuardNode          WireGuardNodeState
 	// IPIP is the IP-in-IP tunnel address (ipip-tunnel-addr-<node>,
 	// recorded as the Node's spec.bgp.ipv4IPIPTunnelAddr). It is wanted
 	// only when this node can honour IP-in-IP: other nodes route to this
@@ -59,7 +64,8 @@ func (r *tunnels) OnUpdate(Update) {}
 
 func (r *tunnels) Contribute(out *Output) {
 	cfg, topo := r.env.Config, r.env.Topology
-	st := TunnelState{Wanted: topo.VXLANWanted() && cfg.Address.IsValid()}
+	wg := cfg.WireGuard
+	st := TunnelState{Wanted: topo.VXLANWanted() && cfg.Address.IsValid() && !(wg.Enabled && wg.Require)}
 	if self := topo.Self(); self != nil && self.TunnelIP.IsValid() {
 		st.Addr = self.TunnelIP
 		st.MACCurrent = self.RawTunnelMAC != ""
@@ -67,12 +73,13 @@ func (r *tunnels) Contribute(out *Output) {
 	}
 	out.Tunnels.VXLAN = st
 
-	ipip := TunnelState{Wanted: topo.IPIPWanted() && topo.IPIPSupport().Available && cfg.Address.Is4()}
+	ipip := TunnelState{Wanted: topo.IPIPWanted() && topo.IPIPSupport().Available && cfg.Address.Is4() && !(wg.Enabled && wg.Require)}
 	if self := topo.Self(); self != nil && self.IPIPTunnelIP.IsValid() {
 		ipip.Addr, ipip.MACCurrent = self.IPIPTunnelIP, true
 		ipip.Allocated = r.allocated(ipip.Addr, ipam.TunnelIPIP)
 	}
 	out.Tunnels.IPIP = ipip
+	r.wireguard(&out.Tunnels)
 }
 
 // allocated reports whether IPAM holds addr for this node's tunnel handle

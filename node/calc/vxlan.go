@@ -14,6 +14,10 @@ import (
 // permanent neighbour and FDB entry each). The device's VNI, port and MTU
 // are FelixConfiguration's vxlanVNI, vxlanPort and vxlanMTU, else the
 // config file's [vxlan] vni and port and the underlay MTU − 50.
+// A node the wireguard resolver routes is no VXLAN peer (one path only:
+// no VXLAN packet is ever sent to a node reached over WireGuard). With
+// wireguard.require no node is reached over VXLAN, so there is no device at
+// all (and VXLAN other nodes send is refused: nothing listens on its port).
 type vxlan struct{ env Env }
 
 func newVXLAN(env Env) Resolver { return &vxlan{env: env} }
@@ -33,7 +37,7 @@ func (r *vxlan) Contribute(out *Output) {
 		}
 	}
 	self := topo.Self()
-	if self == nil || !topo.VXLANWanted() || !self.TunnelIP.IsValid() || !cfg.Address.IsValid() || cfg.VXLANIface == "" {
+	if self == nil || !r.wanted() || !self.TunnelIP.IsValid() || !cfg.Address.IsValid() || cfg.VXLANIface == "" {
 		return
 	}
 	d := &out.Desired
@@ -48,13 +52,20 @@ func (r *vxlan) Contribute(out *Output) {
 	}
 	for _, n := range topo.NodeNames() {
 		peer := topo.Nodes[n]
-		if n == cfg.NodeName || !peer.TunnelIP.IsValid() || !peer.Underlay.IsValid() {
+		if n == cfg.NodeName || !peer.TunnelIP.IsValid() || !peer.Underlay.IsValid() || out.wireguardOwns[n] {
 			continue
 		}
 		d.VXLANPeers = append(d.VXLANPeers, dataplane.VXLANPeer{
 			Node: n, TunnelIP: peer.TunnelIP, VTEPMAC: peer.TunnelMAC, UnderlayIP: peer.Underlay,
 		})
 	}
+}
+
+// wanted reports whether this node has a VXLAN device: some pool uses
+// VXLAN and wireguard.require does not rule out every unencrypted path.
+func (r *vxlan) wanted() bool {
+	wg := r.env.Config.WireGuard
+	return r.env.Topology.VXLANWanted() && !(wg.Enabled && wg.Require)
 }
 
 // mtu is the device MTU: vxlanMTU, the config's, the observed underlay's

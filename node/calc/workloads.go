@@ -11,11 +11,12 @@ import (
 
 // workloads is the resolver of this node's workloads: the plumbing of each
 // local WorkloadEndpoint (its veth, addresses and MTU) and its host routes.
-// The MTU follows the pools' encapsulation (calico.md §5.5): the underlay
-// MTU (as the node observes it, FelixConfiguration mtuIfacePattern
-// applied), or the smallest MTU of the encapsulations in use (VXLAN:
-// vxlanMTU or underlay − 50; IP-in-IP: ipipMTU or underlay − 20);
-// network.mtu overrides.
+// The MTU follows the encapsulations (calico.md §5.5): the underlay MTU
+// (as the node observes it, FelixConfiguration mtuIfacePattern applied),
+// or the smallest MTU of the encapsulations in use (VXLAN: vxlanMTU or
+// underlay − 50; IP-in-IP: ipipMTU or underlay − 20; WireGuard, when it
+// is enabled, whatever the pools: wireguardMTU or underlay − 60, − 80 on
+// an IPv6-only underlay); network.mtu overrides.
 type workloads struct{ env Env }
 
 func newWorkloads(env Env) Resolver { return &workloads{env: env} }
@@ -39,10 +40,18 @@ func (r *workloads) MTU() (int, string) {
 	if underlay <= 0 {
 		return 0, problem
 	}
-	return dataplane.WorkloadMTU(underlay, dataplane.Encaps{
+	enc := dataplane.Encaps{
 		VXLANv4: topo.VXLANWanted(), IPIP: topo.IPIPWanted(),
 		VXLANMTU: deref(topo.Felix.VXLANMTU), IPIPMTU: deref(topo.Felix.IPIPMTU),
-	}, 0), problem
+	}
+	if cfg.WireGuard.Enabled {
+		// Whatever the pools' VXLAN mode: traffic to WireGuard nodes
+		// carries WireGuard's overhead.
+		v6 := cfg.WireGuardOverhead() == dataplane.OverheadWireGuardV6
+		enc.WireGuardV4, enc.WireGuardV6 = !v6, v6
+		enc.WireGuardMTU = deref(topo.Felix.WireguardMTU)
+	}
+	return dataplane.WorkloadMTU(underlay, enc, 0), problem
 }
 
 func (r *workloads) Contribute(out *Output) {

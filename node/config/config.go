@@ -107,6 +107,18 @@ type WireGuard struct {
 	Enabled    bool   `toml:"enabled"`
 	ListenPort int    `toml:"listen_port"` // default 51820
 	Interface  string `toml:"interface"`   // default weft.wg
+	// Require: never reach another node unencrypted; a node without a
+	// usable WireGuard key is not reached at all (dropped).
+	Require bool `toml:"require"`
+	// HostEncryption also encrypts host-to-host traffic between nodes
+	// that both set it (Calico's wireguardHostEncryptionEnabled).
+	HostEncryption bool `toml:"host_encryption"`
+	// KeyRotationInterval rotates the node's key when it is this old; 0
+	// never.
+	KeyRotationInterval Duration `toml:"key_rotation_interval"`
+	// PersistentKeepalive sends a keepalive this often (nodes behind NAT);
+	// 0 never.
+	PersistentKeepalive Duration `toml:"persistent_keepalive"`
 }
 
 // VXLAN configures the VXLAN overlay device.

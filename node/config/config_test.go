@@ -133,6 +133,10 @@ as_number = 65000
 enabled = true
 listen_port = 51830
 interface = "wg0"
+require = true
+host_encryption = true
+key_rotation_interval = "720h"
+persistent_keepalive = "25s"
 
 [vxlan]
 port = 8472
@@ -164,7 +168,8 @@ empty_block_grace_period = "10m"
 		BGP: BGP{Enabled: false, ASNumber: 4200000000, ListenPort: 1179, NodeMesh: false,
 			Keepalive: Duration{10 * time.Second}, HoldTime: Duration{30 * time.Second}, SecretsDir: "/srv/weft/secrets",
 			Peers: []BGPPeer{{Address: "192.0.2.254", ASNumber: 65000}}},
-		WireGuard: WireGuard{Enabled: true, ListenPort: 51830, Interface: "wg0"},
+		WireGuard: WireGuard{Enabled: true, ListenPort: 51830, Interface: "wg0", Require: true, HostEncryption: true,
+			KeyRotationInterval: Duration{720 * time.Hour}, PersistentKeepalive: Duration{25 * time.Second}},
 		VXLAN:     VXLAN{Port: 8472, VNI: 1, Interface: "vx0", TxChecksumOffload: true},
 		Dataplane: Dataplane{Backend: "ebpf", FailsafeInbound: []string{"tcp:2222"}},
 		IPAM:      IPAM{GCInterval: Duration{30 * time.Second}, LeakGracePeriod: Duration{2 * time.Minute}, EmptyBlockGracePeriod: Duration{10 * time.Minute}},

@@ -252,6 +252,18 @@ func checkPeerAddress(s string) error {
 func (v *validator) wireguard(p keyPath, w WireGuard) {
 	v.port(p.Key("listen_port"), w.ListenPort)
 	v.check(p.Key("interface"), checkInterfaceName(w.Interface, 15))
+	if w.Require && !w.Enabled {
+		v.fail(p.Key("require"), "needs wireguard.enabled = true (it forbids unencrypted traffic, which only WireGuard can replace)")
+	}
+	if w.HostEncryption && !w.Enabled {
+		v.fail(p.Key("host_encryption"), "needs wireguard.enabled = true")
+	}
+	if d := w.KeyRotationInterval.Duration; d != 0 && (d < time.Minute || d > 10*365*24*time.Hour) {
+		v.fail(p.Key("key_rotation_interval"), "must be 0 (never) or between 1m and 87600h, got %s", d)
+	}
+	if d := w.PersistentKeepalive.Duration; d < 0 || d > 65535*time.Second || d%time.Second != 0 {
+		v.fail(p.Key("persistent_keepalive"), "must be whole seconds between 0s (off) and 65535s, got %s", d)
+	}
 }
 
 func (v *validator) vxlan(p keyPath, x VXLAN) {

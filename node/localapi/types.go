@@ -39,6 +39,8 @@ type NodeStatus struct {
 	Policy *PolicyStatus `json:"policy,omitempty"`
 	// BGP is the BGP speaker's state (nil until the datastore is open).
 	BGP *BGPStatus `json:"bgp,omitempty"`
+	// WireGuard is the WireGuard device (nil when there is none).
+	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
 }
 
 // DatastoreStatus is this node's place in the replicated datastore.

@@ -18,7 +18,7 @@ type Route struct {
 	// Table is the routing table (unix.RT_TABLE_MAIN for the main table).
 	Table     int
 	Dst       netip.Prefix
-	Type      int // unix.RTN_UNICAST or unix.RTN_BLACKHOLE
+	Type      int // unix.RTN_UNICAST, RTN_BLACKHOLE or RTN_THROW
 	LinkIndex int // 0 for blackhole routes
 	Gw        netip.Addr
 	OnLink    bool
@@ -37,8 +37,12 @@ type Route struct {
 // linkIndex.
 func FromDesired(r dataplane.Route, linkIndex int) Route {
 	k := Route{Table: r.TableID(), Dst: r.Dst, Protocol: r.Protocol(), Priority: r.Metric()}
-	if r.Type == dataplane.RouteBlackhole {
+	switch r.Type {
+	case dataplane.RouteBlackhole:
 		k.Type = unix.RTN_BLACKHOLE
+		return k
+	case dataplane.RouteThrow:
+		k.Type = unix.RTN_THROW
 		return k
 	}
 	k.Type = unix.RTN_UNICAST
@@ -78,7 +82,7 @@ func FromNetlink(nr netlink.Route) (Route, bool) {
 		k.Table = unix.RT_TABLE_MAIN
 	}
 	switch nr.Type {
-	case unix.RTN_BLACKHOLE:
+	case unix.RTN_BLACKHOLE, unix.RTN_THROW:
 		return k, true
 	case unix.RTN_UNICAST:
 	default:
