@@ -397,4 +397,3 @@ func loadavg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
-
