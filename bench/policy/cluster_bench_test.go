@@ -141,19 +141,22 @@ spec:
 		return time.Since(start)
 	}
 	waitAll(rev)
-	var lat []time.Duration
+	var lat, calls []time.Duration
 	for i := range *applies {
 		// Alternate the node that is asked: a follower forwards to the
 		// leader.
 		h := hosts[i%len(hosts)]
 		start := time.Now()
 		rev := applyDoc(b, h, pol(1001+i))
-		returned := time.Since(start)
-		_ = returned
+		calls = append(calls, time.Since(start))
 		lat = append(lat, waitAll(rev))
 	}
-	b.Logf("\n%d applies of a policy edit on a 3-node cluster, `weft apply` returned → enforced on every node: p50 %s, p90 %s, p99 %s, max %s; target p99 < 100 ms: %s\n",
-		len(lat), ms(median(lat)), ms(percentile(lat, 0.9)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)), met(percentile(lat, 0.99) < 100*time.Millisecond))
+	// The baseline: the apply call itself (a raft commit through the
+	// leader), measured on the same applies.
+	b.Logf("\n%d applies of a policy edit on a 3-node cluster, `weft apply` returned → enforced on every node: p50 %s, p90 %s, p99 %s, max %s; target p99 < 100 ms: %s\n"+
+		"baseline, the apply call itself: p50 %s, p99 %s; ratio enforced/call p50 %.2f, p99 %.2f\n",
+		len(lat), ms(median(lat)), ms(percentile(lat, 0.9)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)), met(percentile(lat, 0.99) < 100*time.Millisecond),
+		ms(median(calls)), ms(percentile(calls, 0.99)), float64(median(lat))/float64(median(calls)), float64(percentile(lat, 0.99))/float64(percentile(calls, 0.99)))
 }
 
 func met(ok bool) string {
