@@ -4,7 +4,7 @@
 # to a plain store write measured in the same run. Real agents on the test
 # bed (network namespaces); needs root. Prints a markdown report.
 #
-#   bench/ipam/run.sh                      # defaults: 3 rounds, 16 clients/node, 600 requests/node/round
+#   bench/ipam/run.sh                      # defaults: 5 rounds, 16 clients/node, 600 requests/node/round
 #   ROUNDS=5 CLIENTS=8 PER_NODE=1000 bench/ipam/run.sh
 #
 # Run it on an otherwise idle machine: the three agents and the clients
@@ -26,4 +26,4 @@ go test -c -o "$work/ipam.test" ./bench/ipam
 cd bench/ipam
 WEFT_BIN="$work/weft" "$work/ipam.test" -test.run '^$' -test.bench 'BenchmarkIPAMCluster' -test.benchtime 1x \
 	-test.timeout 30m \
-	-ipam.rounds "${ROUNDS:-3}" -ipam.clients "${CLIENTS:-16}" -ipam.per-node "${PER_NODE:-600}" -ipam.serial "${SERIAL:-1000}"
+	-ipam.rounds "${ROUNDS:-5}" -ipam.clients "${CLIENTS:-16}" -ipam.per-node "${PER_NODE:-600}" -ipam.serial "${SERIAL:-1000}"

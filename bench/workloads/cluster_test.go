@@ -134,6 +134,16 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// spread formats the median of xs and, for more than one value, their
+// range: "14.04 [13.80–14.62]".
+func spread(xs []float64, format string) string {
+	m := fmt.Sprintf(format, median(xs))
+	if len(xs) < 2 {
+		return m
+	}
+	return fmt.Sprintf("%s ["+format+"–"+format+"]", m, slices.Min(xs), slices.Max(xs))
+}
+
 func met(ok bool) string {
 	if ok {
 		return "met"
