@@ -12,7 +12,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -31,6 +33,8 @@ var (
 	clients = flag.Int("ipam.clients", 16, "concurrent clients per node in the concurrent phases")
 	rounds  = flag.Int("ipam.rounds", 5, "rounds; each runs the store-write and the allocation phase, in alternating order")
 	serial  = flag.Int("ipam.serial", 1000, "requests of the single-client latency phases (spread over the nodes)")
+	profDir = flag.String("ipam.profile", "", "if set, a directory: a CPU profile of h1's agent during each concurrent phase of the last round is written there")
+	profFor = flag.Duration("ipam.profile-seconds", 2*time.Second, "length of each CPU profile (-ipam.profile)")
 )
 
 // op is one kind of request under test.
@@ -273,6 +277,23 @@ func startCluster(b *testing.B) []node {
 	return nodes
 }
 
+// profileCPU writes a CPU profile of n's agent (-ipam.profile-seconds)
+// into file; failures are printed, not fatal.
+func profileCPU(ctx context.Context, n node, file string) {
+	body, err := n.c.Profile(ctx, "profile", fmt.Sprintf("seconds=%d", max(1, int(profFor.Seconds()))))
+	if err == nil {
+		defer body.Close()
+		var f *os.File
+		if f, err = os.Create(file); err == nil {
+			_, err = io.Copy(f, body)
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "profile %s: %v\n", file, err)
+	}
+}
+
 // BenchmarkIPAMCluster measures, on one three-node cluster: throughput and
 // latency of allocations and of plain store writes with every node's
 // clients running at once, and single-client latency of each. Run it once
@@ -304,7 +325,16 @@ func BenchmarkIPAMCluster(b *testing.B) {
 			order = []op{allocation, storeWrite}
 		}
 		for _, o := range order {
+			var prof sync.WaitGroup
+			if *profDir != "" && r == *rounds {
+				prof.Add(1)
+				go func() {
+					defer prof.Done()
+					profileCPU(ctx, nodes[0], filepath.Join(*profDir, fmt.Sprintf("h1-%s.pprof", strings.Fields(o.name)[0])))
+				}()
+			}
 			res, err := runConcurrent(ctx, nodes, o, r, *perNode, *clients)
+			prof.Wait()
 			if err != nil {
 				b.Fatal(err)
 			}
