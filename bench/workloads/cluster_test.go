@@ -100,18 +100,19 @@ func listen(b *testing.B, n *testbed.Netns, port int) {
 	}()
 }
 
-// rssKB is a process's resident set (VmRSS) in KiB.
-func rssKB(pid int) (int, error) {
+// statusKB is a field of a process's /proc/PID/status in KiB (VmRSS: the
+// resident set; RssFile: its file-backed part).
+func statusKB(pid int, field string) (int, error) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
 			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // quantile of sorted durations (nearest rank).

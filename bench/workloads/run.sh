@@ -33,7 +33,7 @@ CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$work/weft" ./cmd/weft
 go test -c -o "$work/workloads.test" ./bench/workloads
 
 cd bench/workloads
-WEFT_BIN="$work/weft" "$work/workloads.test" -test.run '^$' -test.bench "${BENCH:-.}" -test.benchtime 1x \
+WEFT_BIN="${WEFT:-$work/weft}" "$work/workloads.test" -test.run '^$' -test.bench "${BENCH:-.}" -test.benchtime 1x \
 	-test.timeout 60m -test.count "${COUNT:-1}" \
 	-wl.iperf-rounds "${ROUNDS:-5}" -wl.iperf-seconds "${SECONDS_PER_RUN:-5}" -wl.diagnostics="${DIAG:-true}" \
 	-wl.adds "${ADDS:-50}" -wl.reach-runs "${REACH_RUNS:-3}" -wl.reach-blocks "${REACH_BLOCKS:-26,30}" \
