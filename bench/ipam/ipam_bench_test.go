@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/bench/internal/stats"
 	"github.com/weftnet/weft/internal/testbed"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/localapi"
@@ -390,7 +391,7 @@ func BenchmarkIPAMCluster(b *testing.B) {
 	fmt.Fprintf(&sb, "concurrent: 3 nodes x %d clients, %d requests per node per round, %d rounds in alternating order; median over the rounds [range]\n\n", *clients, *perNode, *rounds)
 	fmt.Fprintf(&sb, "| phase | throughput (/s) | p50 (ms) | p99 (ms) | agents' CPU per request (ms) |\n| --- | --- | --- | --- | --- |\n")
 	row := func(label string, rs []result) {
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", label, spread(per(rs, tput), "%.0f"), spread(per(rs, p50), "%.1f"), spread(per(rs, p99), "%.1f"), spread(per(rs, cpu), "%.2f"))
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", label, stats.Spread(per(rs, tput), "%.0f"), stats.Spread(per(rs, p50), "%.1f"), stats.Spread(per(rs, p99), "%.1f"), stats.Spread(per(rs, cpu), "%.2f"))
 	}
 	row("concurrent "+storeWrite.name, base)
 	row("concurrent "+allocation.name, alloc)
@@ -405,39 +406,19 @@ func BenchmarkIPAMCluster(b *testing.B) {
 	}
 	tRatio, p99Ratio, cpuRatio := ratios(tput), ratios(p99), ratios(cpu)
 	fmt.Fprintf(&sb, "\n\n| ratio (allocation / store write, per round) | median [range] |\n| --- | --- |\n")
-	fmt.Fprintf(&sb, "| concurrent throughput | %s |\n", spread(tRatio, "%.2f"))
-	fmt.Fprintf(&sb, "| concurrent p99 latency | %s |\n", spread(p99Ratio, "%.2f"))
-	fmt.Fprintf(&sb, "| agents' CPU per request (concurrent) | %s |\n", spread(cpuRatio, "%.2f"))
+	fmt.Fprintf(&sb, "| concurrent throughput | %s |\n", stats.Spread(tRatio, "%.2f"))
+	fmt.Fprintf(&sb, "| concurrent p99 latency | %s |\n", stats.Spread(p99Ratio, "%.2f"))
+	fmt.Fprintf(&sb, "| agents' CPU per request (concurrent) | %s |\n", stats.Spread(cpuRatio, "%.2f"))
 	fmt.Fprintf(&sb, "| single-client p99 latency (one run) | %.2f |\n", p99(sAlloc)/p99(sBase))
-	allocs := median(per(alloc, tput))
+	allocs := stats.Median(per(alloc, tput))
 	fmt.Fprintf(&sb, "\nallocation throughput, median of %d rounds, %.0f/s: target >= 2000/s cluster-wide: %s\n", len(alloc), allocs, map[bool]string{true: "met", false: "NOT met"}[allocs >= 2000])
 	fmt.Fprint(os.Stdout, sb.String())
 
 	b.ReportMetric(allocs, "allocs/s")
-	b.ReportMetric(median(per(base, tput)), "writes/s")
-	b.ReportMetric(median(tRatio), "throughput-ratio")
-	b.ReportMetric(median(per(alloc, p99)), "alloc-p99-ms")
-	b.ReportMetric(median(p99Ratio), "p99-ratio")
+	b.ReportMetric(stats.Median(per(base, tput)), "writes/s")
+	b.ReportMetric(stats.Median(tRatio), "throughput-ratio")
+	b.ReportMetric(stats.Median(per(alloc, p99)), "alloc-p99-ms")
+	b.ReportMetric(stats.Median(p99Ratio), "p99-ratio")
 	b.ReportMetric(p99(sAlloc)/p99(sBase), "serial-p99-ratio")
-	b.ReportMetric(median(cpuRatio), "cpu-ratio")
-}
-
-// median of xs (the mean of the middle two for an even count).
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// spread formats the median of xs and, for more than one value, their
-// range: "2020 [1880–2110]".
-func spread(xs []float64, format string) string {
-	m := fmt.Sprintf(format, median(xs))
-	if len(xs) < 2 {
-		return m
-	}
-	return fmt.Sprintf("%s ["+format+"–"+format+"]", m, slices.Min(xs), slices.Max(xs))
+	b.ReportMetric(stats.Median(cpuRatio), "cpu-ratio")
 }

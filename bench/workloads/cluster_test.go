@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,27 +121,6 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	}
 	i := int(q*float64(len(sorted))+0.999999) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// spread formats the median of xs and, for more than one value, their
-// range: "14.04 [13.80–14.62]".
-func spread(xs []float64, format string) string {
-	m := fmt.Sprintf(format, median(xs))
-	if len(xs) < 2 {
-		return m
-	}
-	return fmt.Sprintf("%s ["+format+"–"+format+"]", m, slices.Min(xs), slices.Max(xs))
 }
 
 func met(ok bool) string {

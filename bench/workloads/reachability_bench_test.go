@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/bench/internal/stats"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -93,8 +94,8 @@ func BenchmarkWorkloadReachability(b *testing.B) {
 		for _, r := range rs {
 			p99s = append(p99s, msf(quantile(r.reach, .99)))
 		}
-		fmt.Fprintf(os.Stdout, "\n/%d: add invoked → reachable from every other node, p99 median %.1f ms: target < 300 ms: %s\n", bits, median(p99s), met(median(p99s) < 300))
-		b.ReportMetric(median(p99s), fmt.Sprintf("reach-p99-ms/%d", bits))
+		fmt.Fprintf(os.Stdout, "\n/%d: add invoked → reachable from every other node, p99 median %.1f ms: target < 300 ms: %s\n", bits, stats.Median(p99s), met(stats.Median(p99s) < 300))
+		b.ReportMetric(stats.Median(p99s), fmt.Sprintf("reach-p99-ms/%d", bits))
 	}
 }
 
@@ -122,7 +123,7 @@ func reachReport(title string, rs []reachRun) string {
 		if len(n) == 0 {
 			return
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %s |\n", label, spread(n, "%.0f"), spread(qs[0], "%.1f"), spread(qs[1], "%.1f"), spread(qs[2], "%.1f"), spread(qs[3], "%.1f"), spread(ratio, "%.2f"))
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %s |\n", label, stats.Spread(n, "%.0f"), stats.Spread(qs[0], "%.1f"), stats.Spread(qs[1], "%.1f"), stats.Spread(qs[2], "%.1f"), stats.Spread(qs[3], "%.1f"), stats.Spread(ratio, "%.2f"))
 	}
 	row("baseline: `weft workload list` (CLI, wall time)", func(r reachRun) []time.Duration { return r.baseline })
 	row("`weft workload add` (CLI, wall time)", func(r reachRun) []time.Duration { return r.addTook })

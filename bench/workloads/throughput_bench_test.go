@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/bench/internal/stats"
 	"github.com/weftnet/weft/internal/testbed"
 )
 
@@ -144,7 +145,7 @@ func BenchmarkWorkloadThroughput(b *testing.B) {
 	// A round's ratio compares runs seconds apart: the median of the
 	// per-round ratios and their range is the figure (the ratio of the
 	// medians is shown as well).
-	under := median(got[0])
+	under := stats.Median(got[0])
 	roundRatios := func(i int) []float64 {
 		xs := make([]float64, len(got[i]))
 		for r := range got[i] {
@@ -163,14 +164,14 @@ func BenchmarkWorkloadThroughput(b *testing.B) {
 		rr := roundRatios(i)
 		target := "-"
 		if p.target > 0 {
-			target = fmt.Sprintf(">= %.1f: %s", p.target, met(median(rr) >= p.target))
+			target = fmt.Sprintf(">= %.1f: %s", p.target, met(stats.Median(rr) >= p.target))
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.2f | %s |\n", p.name, strings.Join(rs, ", "), spread(got[i], "%.2f"), spread(rr, "%.2f"), median(got[i])/under, target)
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.2f | %s |\n", p.name, strings.Join(rs, ", "), stats.Spread(got[i], "%.2f"), stats.Spread(rr, "%.2f"), stats.Median(got[i])/under, target)
 	}
 	fmt.Fprint(os.Stdout, sb.String())
 	b.ReportMetric(under, "underlay-Gbit/s")
-	b.ReportMetric(median(roundRatios(1)), "native-ratio")
-	b.ReportMetric(median(roundRatios(2)), "vxlan-ratio")
+	b.ReportMetric(stats.Median(roundRatios(1)), "native-ratio")
+	b.ReportMetric(stats.Median(roundRatios(2)), "vxlan-ratio")
 }
 
 // diagnosticPaths builds the paths that explain the ratios:
