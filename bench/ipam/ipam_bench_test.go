@@ -12,7 +12,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/bench/internal/stats"
 	"github.com/weftnet/weft/internal/testbed"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/localapi"
@@ -29,8 +32,10 @@ import (
 var (
 	perNode = flag.Int("ipam.per-node", 600, "requests per node in each concurrent phase (a node holds at most 20 /26 blocks = 1280 addresses)")
 	clients = flag.Int("ipam.clients", 16, "concurrent clients per node in the concurrent phases")
-	rounds  = flag.Int("ipam.rounds", 3, "rounds; each runs the store-write and the allocation phase, in alternating order")
+	rounds  = flag.Int("ipam.rounds", 5, "rounds; each runs the store-write and the allocation phase, in alternating order")
 	serial  = flag.Int("ipam.serial", 1000, "requests of the single-client latency phases (spread over the nodes)")
+	profDir = flag.String("ipam.profile", "", "if set, a directory: a CPU profile of h1's agent during each concurrent phase of the last round is written there")
+	profFor = flag.Duration("ipam.profile-seconds", 2*time.Second, "length of each CPU profile (-ipam.profile)")
 )
 
 // op is one kind of request under test.
@@ -273,6 +278,23 @@ func startCluster(b *testing.B) []node {
 	return nodes
 }
 
+// profileCPU writes a CPU profile of n's agent (-ipam.profile-seconds)
+// into file; failures are printed, not fatal.
+func profileCPU(ctx context.Context, n node, file string) {
+	body, err := n.c.Profile(ctx, "profile", fmt.Sprintf("seconds=%d", max(1, int(profFor.Seconds()))))
+	if err == nil {
+		defer body.Close()
+		var f *os.File
+		if f, err = os.Create(file); err == nil {
+			_, err = io.Copy(f, body)
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "profile %s: %v\n", file, err)
+	}
+}
+
 // BenchmarkIPAMCluster measures, on one three-node cluster: throughput and
 // latency of allocations and of plain store writes with every node's
 // clients running at once, and single-client latency of each. Run it once
@@ -304,7 +326,16 @@ func BenchmarkIPAMCluster(b *testing.B) {
 			order = []op{allocation, storeWrite}
 		}
 		for _, o := range order {
+			var prof sync.WaitGroup
+			if *profDir != "" && r == *rounds {
+				prof.Add(1)
+				go func() {
+					defer prof.Done()
+					profileCPU(ctx, nodes[0], filepath.Join(*profDir, fmt.Sprintf("h1-%s.pprof", strings.Fields(o.name)[0])))
+				}()
+			}
 			res, err := runConcurrent(ctx, nodes, o, r, *perNode, *clients)
+			prof.Wait()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -330,33 +361,42 @@ func BenchmarkIPAMCluster(b *testing.B) {
 	}
 	b.StopTimer()
 
-	// Per kind: all rounds together (throughput = requests / time spent).
-	merged := func(rs []result) result {
-		var m result
-		for _, r := range rs {
-			m.ops += r.ops
-			m.wall += r.wall
-			m.cpu += r.cpu
-			m.latencies = append(m.latencies, r.latencies...)
-		}
-		slices.Sort(m.latencies)
-		return m
-	}
-	base, alloc := merged(conc[storeWrite.name]), merged(conc[allocation.name])
+	// Per round: each round's store-write and allocation phases ran minutes
+	// apart at most, in alternating order, so a round's ratio is like for
+	// like; the figures are the median over the rounds and their range.
+	base, alloc := conc[storeWrite.name], conc[allocation.name]
 	sBase, sAlloc := ser[storeWrite.name], ser[allocation.name]
+	per := func(rs []result, f func(result) float64) []float64 {
+		xs := make([]float64, len(rs))
+		for i, r := range rs {
+			xs[i] = f(r)
+		}
+		return xs
+	}
+	ratios := func(f func(result) float64) []float64 {
+		xs := make([]float64, len(alloc))
+		for i := range alloc {
+			xs[i] = f(alloc[i]) / f(base[i])
+		}
+		return xs
+	}
+	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	tput := func(r result) float64 { return r.throughput() }
+	p50 := func(r result) float64 { return msOf(r.quantile(0.5)) }
+	p99 := func(r result) float64 { return msOf(r.quantile(0.99)) }
+	cpu := func(r result) float64 { return msOf(r.cpuPerOp()) }
 
-	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nIPAM on a 3-node cluster (real agents, local API over unix sockets), %d CPUs\n", cpuCount())
-	fmt.Fprintf(&sb, "concurrent: 3 nodes x %d clients, %d requests per node per round, %d rounds (all rounds together)\n\n", *clients, *perNode, *rounds)
-	fmt.Fprintf(&sb, "| phase | requests | throughput (/s) | p50 (ms) | p99 (ms) | max (ms) | agents' CPU per request (ms) |\n| --- | --- | --- | --- | --- | --- | --- |\n")
-	row := func(label string, r result) {
-		fmt.Fprintf(&sb, "| %s | %d | %.0f | %s | %s | %s | %s |\n", label, r.ops, r.throughput(), ms(r.quantile(0.5)), ms(r.quantile(0.99)), ms(r.latencies[len(r.latencies)-1]), ms(r.cpuPerOp()))
+	fmt.Fprintf(&sb, "concurrent: 3 nodes x %d clients, %d requests per node per round, %d rounds in alternating order; median over the rounds [range]\n\n", *clients, *perNode, *rounds)
+	fmt.Fprintf(&sb, "| phase | throughput (/s) | p50 (ms) | p99 (ms) | agents' CPU per request (ms) |\n| --- | --- | --- | --- | --- |\n")
+	row := func(label string, rs []result) {
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", label, stats.Spread(per(rs, tput), "%.0f"), stats.Spread(per(rs, p50), "%.1f"), stats.Spread(per(rs, p99), "%.1f"), stats.Spread(per(rs, cpu), "%.2f"))
 	}
 	row("concurrent "+storeWrite.name, base)
 	row("concurrent "+allocation.name, alloc)
-	row("single client "+storeWrite.name, sBase)
-	row("single client "+allocation.name, sAlloc)
+	row("single client "+storeWrite.name+" (one run)", []result{sBase})
+	row("single client "+allocation.name+" (one run)", []result{sAlloc})
 	for _, o := range []op{storeWrite, allocation} {
 		var per []string
 		for _, r := range conc[o.name] {
@@ -364,19 +404,21 @@ func BenchmarkIPAMCluster(b *testing.B) {
 		}
 		fmt.Fprintf(&sb, "\nrounds of %s: %s /s", o.name, strings.Join(per, ", "))
 	}
-	fmt.Fprintf(&sb, "\n\n| ratio (allocation / store write) | value |\n| --- | --- |\n")
-	fmt.Fprintf(&sb, "| concurrent throughput | %.2f |\n", alloc.throughput()/base.throughput())
-	fmt.Fprintf(&sb, "| concurrent p99 latency | %.2f |\n", float64(alloc.quantile(0.99))/float64(base.quantile(0.99)))
-	fmt.Fprintf(&sb, "| single-client p99 latency | %.2f |\n", float64(sAlloc.quantile(0.99))/float64(sBase.quantile(0.99)))
-	fmt.Fprintf(&sb, "| agents' CPU per request (concurrent) | %.2f |\n", float64(alloc.cpuPerOp())/float64(base.cpuPerOp()))
-	fmt.Fprintf(&sb, "\nallocation throughput %.0f/s: target >= 2000/s cluster-wide: %s\n", alloc.throughput(), map[bool]string{true: "met", false: "NOT met"}[alloc.throughput() >= 2000])
+	tRatio, p99Ratio, cpuRatio := ratios(tput), ratios(p99), ratios(cpu)
+	fmt.Fprintf(&sb, "\n\n| ratio (allocation / store write, per round) | median [range] |\n| --- | --- |\n")
+	fmt.Fprintf(&sb, "| concurrent throughput | %s |\n", stats.Spread(tRatio, "%.2f"))
+	fmt.Fprintf(&sb, "| concurrent p99 latency | %s |\n", stats.Spread(p99Ratio, "%.2f"))
+	fmt.Fprintf(&sb, "| agents' CPU per request (concurrent) | %s |\n", stats.Spread(cpuRatio, "%.2f"))
+	fmt.Fprintf(&sb, "| single-client p99 latency (one run) | %.2f |\n", p99(sAlloc)/p99(sBase))
+	allocs := stats.Median(per(alloc, tput))
+	fmt.Fprintf(&sb, "\nallocation throughput, median of %d rounds, %.0f/s: target >= 2000/s cluster-wide: %s\n", len(alloc), allocs, map[bool]string{true: "met", false: "NOT met"}[allocs >= 2000])
 	fmt.Fprint(os.Stdout, sb.String())
 
-	b.ReportMetric(alloc.throughput(), "allocs/s")
-	b.ReportMetric(base.throughput(), "writes/s")
-	b.ReportMetric(alloc.throughput()/base.throughput(), "throughput-ratio")
-	b.ReportMetric(float64(alloc.quantile(0.99))/float64(time.Millisecond), "alloc-p99-ms")
-	b.ReportMetric(float64(alloc.quantile(0.99))/float64(base.quantile(0.99)), "p99-ratio")
-	b.ReportMetric(float64(sAlloc.quantile(0.99))/float64(sBase.quantile(0.99)), "serial-p99-ratio")
-	b.ReportMetric(float64(alloc.cpuPerOp())/float64(base.cpuPerOp()), "cpu-ratio")
+	b.ReportMetric(allocs, "allocs/s")
+	b.ReportMetric(stats.Median(per(base, tput)), "writes/s")
+	b.ReportMetric(stats.Median(tRatio), "throughput-ratio")
+	b.ReportMetric(stats.Median(per(alloc, p99)), "alloc-p99-ms")
+	b.ReportMetric(stats.Median(p99Ratio), "p99-ratio")
+	b.ReportMetric(p99(sAlloc)/p99(sBase), "serial-p99-ratio")
+	b.ReportMetric(stats.Median(cpuRatio), "cpu-ratio")
 }
