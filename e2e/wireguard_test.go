@@ -518,7 +518,7 @@ func TestDemoWireGuard(t *testing.T) {
 		{"wg show on h1", `(?s)wg show weft\.wg.*\ninterface: weft\.wg\n  public key: \S+\n  private key: \(hidden\)\n  listening port: 51820\n  fwmark: 0x100000\n(\npeer: \S+\n  endpoint: 10\.250\.77\.1[23]:51820\n  allowed ips: 10\.250\.8\d\.\d+/26\n.*){2}`},
 		{"table 87 routes", `(?m)^  10\.250\.\d+\.\d+/26 dev weft\.wg table 87 scope link$`},
 		{"the node status WireGuard table", `(?s)WireGuard: weft\.wg \(userspace, device process \d+\), port 51820, MTU 1440.*PEER NODE\s+ENDPOINT.*\nh2 .*\nh3 `},
-		{"the capture line", `(?m)^underlay capture \(every host's port on the site bridge, during the pings\): \d+ IPv4 packets: [1-9]\d* WireGuard \(udp/51820\), \d+ datastore \(tcp/7700, TLS\), 0 other; VXLAN: 0; workload addresses in clear: 0$`},
+		{"the capture line", `(?m)^underlay capture \(every host's port on the site bridge, during the pings\): \d+ IPv4 packets: [1-9]\d* WireGuard \(udp/51820\), \d+ datastore \(tcp/7700, TLS\), \d+ BGP \(tcp/179\), 0 other; VXLAN: 0; workload addresses in clear: 0$`},
 		{"the verdict", `The underlay carried the workloads' traffic only inside WireGuard`},
 	} {
 		if !regexp.MustCompile(c.re).MatchString(out) {

@@ -29,6 +29,8 @@ const (
 	// clusterPort and metricsPort are the agents' ports on their underlay
 	// address; every host has its own namespace, so they never clash.
 	clusterPort = 7700
+	// bgpPort is BGP's port (the hosts' mesh and the site's router).
+	bgpPort     = 179
 	metricsPort = 9091
 )
 

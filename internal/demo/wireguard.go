@@ -129,10 +129,10 @@ type underlayCapture struct {
 	done   chan struct{}
 	stopFn func()
 
-	mu                                  sync.Mutex
-	total, wireguard, datastore, other  int
-	vxlan, clear                        int
-	example, firstOther, firstForbidden string
+	mu                                      sync.Mutex
+	total, wireguard, datastore, bgp, other int
+	vxlan, clear                            int
+	example, firstOther, firstForbidden     string
 }
 
 // startCapture opens a packet socket in the router's namespace.
@@ -230,6 +230,10 @@ func (c *underlayCapture) packet(frame []byte, size int) {
 		}
 	case proto == unix.IPPROTO_TCP && (sport == clusterPort || dport == clusterPort):
 		c.datastore++
+	case proto == unix.IPPROTO_TCP && (sport == bgpPort || dport == bgpPort):
+		// The hosts' own BGP sessions (the mesh, the site's router):
+		// control traffic between host addresses, like the datastore's.
+		c.bgp++
 	default:
 		c.other++
 		if c.firstOther == "" {
@@ -239,15 +243,16 @@ func (c *underlayCapture) packet(frame []byte, size int) {
 }
 
 // stop ends the capture and returns its one-line summary and whether the
-// underlay carried nothing but WireGuard (and the datastore's TLS).
+// underlay carried nothing but WireGuard (and the hosts' control traffic:
+// the datastore's TLS, BGP sessions).
 func (c *underlayCapture) stop() (line, example string, onlyWireGuard bool) {
 	c.stopFn()
 	<-c.done
 	unix.Close(c.fd)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	line = fmt.Sprintf("underlay capture (every host's port on the site bridge, during the pings): %d IPv4 packets: %d WireGuard (udp/51820), %d datastore (tcp/%d, TLS), %d other; VXLAN: %d; workload addresses in clear: %d",
-		c.total, c.wireguard, c.datastore, clusterPort, c.other, c.vxlan, c.clear)
+	line = fmt.Sprintf("underlay capture (every host's port on the site bridge, during the pings): %d IPv4 packets: %d WireGuard (udp/51820), %d datastore (tcp/%d, TLS), %d BGP (tcp/%d), %d other; VXLAN: %d; workload addresses in clear: %d",
+		c.total, c.wireguard, c.datastore, clusterPort, c.bgp, bgpPort, c.other, c.vxlan, c.clear)
 	switch {
 	case c.firstForbidden != "":
 		example = "first offender: " + c.firstForbidden
