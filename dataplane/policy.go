@@ -43,8 +43,12 @@ const (
 	// pre-DNAT policy allowed, so that the later filter stage accepts it
 	// too (an untracked packet has no connection state to accept it by).
 	PolicyMarkAccepted uint32 = 0x00010000
+	// PolicyMarkAllow is set by an Allow while one endpoint's policy is
+	// evaluated, where an accept would end more than that evaluation (the
+	// iptables backend: an ACCEPT ends the whole hook, not one stage).
+	PolicyMarkAllow uint32 = 0x00040000
 	// PolicyMarkMask covers every bit policy uses.
-	PolicyMarkMask = PolicyMarkPass | PolicyMarkAccepted
+	PolicyMarkMask = PolicyMarkPass | PolicyMarkAccepted | PolicyMarkAllow
 )
 
 // RuleAction is what a matching rule does.
