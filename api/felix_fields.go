@@ -62,7 +62,7 @@ func FelixFields() []FelixField {
 }
 
 const (
-	reasonFelixIptables  = "weft enforces policy with nftables (accept, drop, in its own table); the iptables backend is not built yet"
+	reasonFelixIptables  = "weft's policy accepts and drops in chains of its own, jumped to from the top of the built-in chains, with either backend; it re-reads them at every full resync (routeRefreshInterval)"
 	reasonFelixWireGuard = "WireGuard is not built yet"
 )
 

@@ -423,8 +423,8 @@ func (a *Agent) unbuilt() []unbuiltSubsystem {
 	if c.WireGuard.Enabled {
 		out = append(out, unbuiltSubsystem{"wireguard", "wireguard.enabled is set but no WireGuard device is created"})
 	}
-	if c.Dataplane.Backend != "nftables" {
-		out = append(out, unbuiltSubsystem{"policy-backend", fmt.Sprintf("dataplane.backend %q is set but only nftables is built: policy is enforced with nftables", c.Dataplane.Backend)})
+	if c.Dataplane.Backend == "ebpf" {
+		out = append(out, unbuiltSubsystem{"policy-backend", fmt.Sprintf("dataplane.backend %q is set but only nftables and iptables are built: policy is enforced with nftables", c.Dataplane.Backend)})
 	}
 	return out
 }

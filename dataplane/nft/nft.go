@@ -711,3 +711,36 @@ func (b *Backend) verify(ch changes) error {
 	}
 	return nil
 }
+
+// RemoveTable deletes weft's table from the namespace netnsPath ("" for
+// the current one) if it exists: what the nftables backend leaves behind
+// on a node that switched to the iptables backend. Other tables stay.
+func RemoveTable(netnsPath string) error {
+	ns, err := netns.Open(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	var opts []nftables.ConnOption
+	if !ns.IsCurrent() {
+		opts = append(opts, nftables.WithNetNSFd(ns.Fd()))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	defer conn.CloseLasting()
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("nftables: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			conn.DelTable(t)
+			if err := conn.Flush(); err != nil {
+				return fmt.Errorf("nftables: delete table inet %s: %w", TableName, err)
+			}
+		}
+	}
+	return nil
+}
