@@ -341,6 +341,15 @@ func TestKernelFailClosed(t *testing.T) {
 		if !dial(l.a, l.addrB, 80) {
 			t.Fatal("traffic to a known workload does not pass")
 		}
+		// An interface that starts with the prefix and a '.' (weft.vxlan,
+		// weft.ipip) is not a workload's: its traffic is not dropped.
+		c := nstest.New(t, "c")
+		nstest.Veth(t, l.node, "weft.c0", netip.MustParsePrefix("10.77.3.1/24"), c, "eth0", netip.MustParsePrefix("10.77.3.2/24"))
+		c.Run("ip", "route", "add", "default", "via", "10.77.3.1")
+		l.serve(t, c, 80)
+		if !dial(l.a, netip.MustParseAddr("10.77.3.2"), 80) || !dial(c, l.addrB, 80) {
+			t.Fatal("traffic through weft.c0 (not workload-shaped) is dropped")
+		}
 		apply(t, b, &firewall.State{}, full)
 		if dial(l.a, l.addrB, 80) {
 			t.Fatal("with no policy, workload-shaped interfaces pass")

@@ -749,77 +749,99 @@ func fixedChains(cfg renderConfig, p *dataplane.PolicyState, v uint8) []*ichain 
 		b.add(ctInvalid(), "-j DROP")
 		b.add(markIs(markAcc, markAcc), "-j ACCEPT")
 	}
-	nd := func(b *rb) {
-		// IPv6 router and neighbour discovery between a workload and its
-		// host is never subject to policy.
-		if v == 6 {
-			for t := 133; t <= 136; t++ {
-				b.add(fmt.Sprintf("-i %s -p ipv6-icmp -m icmp6 --icmpv6-type %d", wl, t), "-j ACCEPT")
-			}
-		}
+	// iptables matches interface names by prefix only. weft's own devices
+	// (weft.vxlan, weft.ipip) start with the prefix and a '.', which a
+	// workload interface (the prefix and hex digits) never has: each top
+	// chain sends those to its host part first, then the rest of the
+	// prefix to its workload part.
+	dotted := cfg.ifacePrefix + ".+"
+	split := func(table, top, opt string, pre, wlPart, hostPart rb) {
+		host := top + "-host"
+		b := pre
+		b.add(opt+" "+dotted, "-g "+host)
+		b = append(b, wlPart...)
+		b.add("", "-g "+host)
+		mk(table, top, b)
+		mk(table, host, hostPart)
 	}
 	_, allPresent := p.Hosts.Get(dataplane.HostIfaceAll)
 
-	// filter INPUT: workloads' egress to the host, what then happens to
-	// it, host endpoints' ingress.
-	var input rb
+	// filter INPUT: workloads' egress to the host and what then happens
+	// to it; host endpoints' ingress.
+	var input, inputHost rb
 	start(&input)
-	nd(&input)
-	input.add("-i "+wl, "-j "+chainWlFrom)
+	var inWl rb
+	if v == 6 {
+		// IPv6 router and neighbour discovery between a workload and its
+		// host is never subject to policy.
+		for t := 133; t <= 136; t++ {
+			inWl.add(fmt.Sprintf("-i %s -p ipv6-icmp -m icmp6 --icmpv6-type %d", wl, t), "-j ACCEPT")
+		}
+	}
+	inWl.add("-i "+wl, "-j "+chainWlFrom)
 	switch st.EndpointToHost {
 	case dataplane.EndpointToHostDrop:
-		input.add("-i "+wl, "-j DROP")
+		inWl.add("-i "+wl, "-j DROP")
 	case dataplane.EndpointToHostReturn:
 		if allPresent {
 			h, _ := p.Hosts.Get(dataplane.HostIfaceAll)
-			input.add("-i "+wl, "-j "+hostNames(h).in)
+			inWl.add("-i "+wl, "-j "+hostNames(h).in)
 		}
-		input.add("-i "+wl, "-j ACCEPT")
+		inWl.add("-i "+wl, "-j ACCEPT")
 	default:
-		input.add("-i "+wl, "-j ACCEPT")
+		inWl.add("-i "+wl, "-j ACCEPT")
 	}
-	input.add("", "-j "+chainHepIn)
-	allowedAccept(&input)
-	mk(tFilter, topChain("INPUT"), input)
+	inputHost.add("", "-j "+chainHepIn)
+	allowedAccept(&inputHost)
+	split(tFilter, topChain("INPUT"), "-i", input, inWl, inputHost)
 
-	// filter FORWARD: the source workload's egress, the destination
-	// workload's ingress, host endpoints (applyOnForward) both ways.
+	// filter FORWARD: the source workload's egress or the ingress host
+	// endpoint (applyOnForward); then (weft-FORWARD-out) the destination
+	// workload's ingress or the egress host endpoint.
 	var fwd rb
 	start(&fwd)
+	fwdOut := topChain("FORWARD") + "-out"
+	fwd.add("-i "+dotted, "-j "+chainHepFwdIn)
+	fwd.add("-i "+dotted, "-g "+fwdOut)
 	fwd.add("-i "+wl, "-j "+chainWlFrom)
-	fwd.add("-o "+wl, "-j "+chainWlTo)
-	fwd.add("! -i "+wl, "-j "+chainHepFwdIn)
-	fwd.add("! -o "+wl, "-j "+chainHepFwdOut)
-	allowedAccept(&fwd)
+	fwd.add("-i "+wl, "-g "+fwdOut)
+	fwd.add("", "-j "+chainHepFwdIn)
+	fwd.add("", "-g "+fwdOut)
 	mk(tFilter, topChain("FORWARD"), fwd)
+	var outWl, outHost rb
+	outWl.add("-o "+wl, "-j "+chainWlTo)
+	allowedAccept(&outWl)
+	outHost.add("", "-j "+chainHepFwdOut)
+	allowedAccept(&outHost)
+	split(tFilter, fwdOut, "-o", nil, outWl, outHost)
 
 	// filter OUTPUT: the host reaches its workloads (as in Calico); host
 	// endpoints' egress.
-	var output rb
+	var output, outputWl, outputHost rb
 	start(&output)
-	output.add("-o "+wl, "-j ACCEPT")
-	output.add("", "-j "+chainHepOut)
-	allowedAccept(&output)
-	mk(tFilter, topChain("OUTPUT"), output)
+	outputWl.add("-o "+wl, "-j ACCEPT")
+	outputHost.add("", "-j "+chainHepOut)
+	allowedAccept(&outputHost)
+	split(tFilter, topChain("OUTPUT"), "-o", output, outputWl, outputHost)
 
 	// mangle PREROUTING: preDNAT policy of host endpoints.
-	var pre rb
+	var pre, preWl, preHost rb
 	pre.add(ctEstablished(), "-j RETURN")
-	pre.add("-i "+wl, "-j RETURN")
-	pre.add("", "-j "+chainHepPre)
-	clearMarks(&pre)
-	mk(tMangle, topChain("PREROUTING"), pre)
+	preWl.add("-i "+wl, "-j RETURN")
+	preHost.add("", "-j "+chainHepPre)
+	clearMarks(&preHost)
+	split(tMangle, topChain("PREROUTING"), "-i", pre, preWl, preHost)
 
 	// raw: failsafe and untracked policy of host endpoints.
-	var rawIn, rawOut rb
-	rawIn.add("-i "+wl, "-j RETURN")
-	rawIn.add("", "-j "+chainHepRawIn)
-	clearMarks(&rawIn)
-	mk(tRaw, topChain("PREROUTING"), rawIn)
-	rawOut.add("-o "+wl, "-j RETURN")
-	rawOut.add("", "-j "+chainHepRawOut)
-	clearMarks(&rawOut)
-	mk(tRaw, topChain("OUTPUT"), rawOut)
+	var rawWlIn, rawHostIn, rawWlOut, rawHostOut rb
+	rawWlIn.add("-i "+wl, "-j RETURN")
+	rawHostIn.add("", "-j "+chainHepRawIn)
+	clearMarks(&rawHostIn)
+	split(tRaw, topChain("PREROUTING"), "-i", nil, rawWlIn, rawHostIn)
+	rawWlOut.add("-o "+wl, "-j RETURN")
+	rawHostOut.add("", "-j "+chainHepRawOut)
+	clearMarks(&rawHostOut)
+	split(tRaw, topChain("OUTPUT"), "-o", nil, rawWlOut, rawHostOut)
 	return chains
 }
 
