@@ -602,9 +602,13 @@ func restoreScript(t *tableChanges) string {
 // each table in one transaction, then the sets no rule names any more.
 func (b *Backend) commit(ctx context.Context, ch changes) (int, error) {
 	writes := 0
-	if s := ipsetScript(ch); s != "" {
+	if len(ch.newSets)+len(ch.setDeltas) > 0 {
 		writes++
-		if _, err := b.run.run(ctx, s, "ipset", "-exist", "restore"); err != nil {
+		if netlinkable(ch) {
+			if err := b.netlinkMembers(ch); err != nil {
+				return writes, err
+			}
+		} else if _, err := b.run.run(ctx, ipsetScript(ch), "ipset", "-exist", "restore"); err != nil {
 			return writes, fmt.Errorf("ipset restore: %w", err)
 		}
 	}

@@ -316,3 +316,21 @@ func TestJumps(t *testing.T) {
 		t.Fatalf("no delete:\n%s", s)
 	}
 }
+
+func TestIPSetEntry(t *testing.T) {
+	e, err := ipsetEntry(typeNet, "10.0.0.1")
+	if err != nil || e.CIDR != 32 || e.IP.String() != "10.0.0.1" {
+		t.Fatalf("host: %+v %v", e, err)
+	}
+	e, err = ipsetEntry(typeNet, "fd00::/64")
+	if err != nil || e.CIDR != 64 {
+		t.Fatalf("net: %+v %v", e, err)
+	}
+	e, err = ipsetEntry(typeIPPort, "10.0.0.1,sctp:5000")
+	if err != nil || *e.Protocol != 132 || *e.Port != 5000 {
+		t.Fatalf("port: %+v %v", e, err)
+	}
+	if _, err := ipsetEntry(typeIPPort, "10.0.0.1,tcp:x"); err == nil {
+		t.Fatal("a bad port parsed")
+	}
+}
