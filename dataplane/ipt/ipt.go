@@ -45,6 +45,7 @@ import (
 	"log/slog"
 	"math"
 	"os/exec"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -233,7 +234,28 @@ func (b *Backend) Apply(ctx context.Context, want, prev *firewall.State) (firewa
 			"set_changes", len(ch.setDeltas), "deleted_sets", len(ch.delSets), "tables", len(ch.tables))
 		stats.Writes = writes
 	}
+	// The rules' text is needed only to write a chain: keep the tags
+	// (all that comparing needs) of every chain of a full build, else of
+	// the chains just written (the others were stripped before).
+	if full {
+		next.chains.Range(func(_ string, c *ichain) bool {
+			c.strip()
+			return true
+		})
+	} else {
+		for _, t := range ch.tables {
+			for _, c := range t.write {
+				c.strip()
+			}
+		}
+	}
 	b.model = &next
+	if full && stats.Rules >= bigApply {
+		// A full read and build of a large ruleset (a start, a periodic
+		// resync) leaves its peak of text on the heap: return it now
+		// rather than carry it as resident memory.
+		debug.FreeOSMemory()
+	}
 	if full && !b.otherVariantClean {
 		other := "legacy"
 		if b.variant == "legacy" {
@@ -255,6 +277,10 @@ func (b *Backend) Apply(ctx context.Context, want, prev *firewall.State) (firewa
 	b.owners.Store(&owners)
 	return stats, nil
 }
+
+// bigApply is the number of rules from which a full apply returns freed
+// memory to the system at once.
+const bigApply = 2000
 
 func statsOf(m model) firewall.Stats {
 	s := firewall.Stats{Chains: m.chains.Len(), Sets: m.sets.Len()}

@@ -144,6 +144,13 @@ func chainKey(fam uint8, table, name string) string {
 	return strconv.Itoa(int(fam)) + " " + table + " " + name
 }
 
+// strip drops the rules' text once the chain is in the kernel.
+func (c *ichain) strip() {
+	for i := range c.rules {
+		c.rules[i].match, c.rules[i].target = "", ""
+	}
+}
+
 func (c *ichain) tags() []string {
 	out := make([]string, len(c.rules))
 	for i, r := range c.rules {
