@@ -250,10 +250,10 @@ func (b *Backend) Apply(ctx context.Context, want, prev *firewall.State) (firewa
 		}
 	}
 	b.model = &next
-	if full && stats.Rules >= bigApply {
+	if (full && stats.Rules >= bigApply) || ch.size() >= bigApply {
 		// A full read and build of a large ruleset (a start, a periodic
-		// resync) leaves its peak of text on the heap: return it now
-		// rather than carry it as resident memory.
+		// resync), or a large write, leaves its peak of text on the heap:
+		// return it now rather than carry it as resident memory.
 		debug.FreeOSMemory()
 	}
 	if full && !b.otherVariantClean {
@@ -465,6 +465,20 @@ type tableChanges struct {
 	// the saved lines of jumps found more than once.
 	insertJumps []string
 	dupJumps    []string
+}
+
+// size is the number of rules and set members the changes write.
+func (c *changes) size() int {
+	n := 0
+	for _, d := range c.setDeltas {
+		n += len(d.add) + len(d.del)
+	}
+	for _, t := range c.tables {
+		for _, ch := range t.write {
+			n += len(ch.rules)
+		}
+	}
+	return n
 }
 
 func (c *changes) empty() bool {
