@@ -297,27 +297,21 @@ func statsOf(m model) firewall.Stats {
 
 // ---- building the model ------------------------------------------------------
 
-var (
-	emptyPolicy = &dataplane.PolicyState{}
-	families    = []uint8{4, 6}
-)
+var families = []uint8{4, 6}
 
 // build computes the model of want. With a base model (and the state prev
 // it was built from) only what differs between prev and want is rebuilt.
 func build(cfg renderConfig, want, prev *firewall.State, base *model) model {
-	wp, pp := want.Policy, emptyPolicy
-	if wp == nil {
-		wp = emptyPolicy
-	}
 	var sets *dataplane.MapEditor[*iset]
 	var chains *dataplane.MapEditor[*ichain]
 	if base != nil {
-		if prev != nil && prev.Policy != nil {
-			pp = prev.Policy
-		}
 		sets, chains = base.sets.Edit(), base.chains.Edit()
 	} else {
 		sets, chains = dataplane.Map[*iset]{}.Edit(), dataplane.Map[*ichain]{}.Edit()
+	}
+	wp := want.Policy
+	if wp == nil {
+		wp = &dataplane.PolicyState{}
 	}
 	delSets := func(id string) {
 		for _, v := range families {
@@ -330,103 +324,76 @@ func build(cfg renderConfig, want, prev *firewall.State, base *model) model {
 			chains.Delete(chainKey(v, table, name))
 		}
 	}
-
-	dataplane.DiffMaps(pp.AddrSets, wp.AddrSets, (*dataplane.AddrSet).Equal, func(id string, _, s *dataplane.AddrSet, _, in bool) bool {
-		if !in {
-			delSets(id)
-			return true
-		}
-		for _, st := range addrSets(id, s) {
-			sets.Set(st.name, st)
-		}
-		return true
-	})
-	dataplane.DiffMaps(pp.PortSets, wp.PortSets, (*dataplane.PortSet).Equal, func(id string, _, s *dataplane.PortSet, _, in bool) bool {
-		if !in {
-			delSets(id)
-			return true
-		}
-		for _, st := range portSets(id, s) {
-			sets.Set(st.name, st)
-		}
-		return true
-	})
-	dataplane.DiffMaps(pp.Chains, wp.Chains, (*dataplane.PolicyChain).Equal, func(id string, old, c *dataplane.PolicyChain, inOld, in bool) bool {
-		if inOld {
-			delChain(tableOf(old.Stage), chainName(id))
-		}
-		if in {
-			for _, v := range families {
-				setChain(policyChain(id, c, v))
+	firewall.WalkChanges(want, prev, base == nil, firewall.Visitor{
+		AddrSet: func(id string, s *dataplane.AddrSet, in bool) {
+			if !in {
+				delSets(id)
+				return
 			}
-		}
-		return true
-	})
-
-	// Endpoints: with new settings every endpoint chain is re-rendered.
-	settingsChanged := !pp.Settings.Equal(wp.Settings)
-	ppWl, ppHosts := pp.Workloads, pp.Hosts
-	if settingsChanged {
-		ppWl, ppHosts = dataplane.Map[*dataplane.EndpointPolicy]{}, dataplane.Map[*dataplane.HostEndpointPolicy]{}
-		pp.Workloads.Range(func(iface string, _ *dataplane.EndpointPolicy) bool {
-			delChain(tFilter, chainName("fw-"+iface))
-			delChain(tFilter, chainName("tw-"+iface))
-			return true
-		})
-		pp.Hosts.Range(func(_ string, h *dataplane.HostEndpointPolicy) bool {
-			deleteHostChains(delChain, h)
-			return true
-		})
-	}
-	endpointsChanged := base == nil || settingsChanged
-	dataplane.DiffMaps(ppWl, wp.Workloads, (*dataplane.EndpointPolicy).Equal, func(iface string, _, e *dataplane.EndpointPolicy, _, in bool) bool {
-		endpointsChanged = true
-		if !in {
-			delChain(tFilter, chainName("fw-"+iface))
-			delChain(tFilter, chainName("tw-"+iface))
-			return true
-		}
-		for _, v := range families {
-			from, to := workloadChains(iface, e, wp.Settings, v)
-			setChain(from)
-			setChain(to)
-		}
-		return true
-	})
-	dataplane.DiffMaps(ppHosts, wp.Hosts, (*dataplane.HostEndpointPolicy).Equal, func(_ string, old, h *dataplane.HostEndpointPolicy, inOld, in bool) bool {
-		endpointsChanged = true
-		if inOld {
-			deleteHostChains(delChain, old)
-		}
-		if in {
+			for _, st := range addrSets(id, s) {
+				sets.Set(st.name, st)
+			}
+		},
+		PortSet: func(id string, s *dataplane.PortSet, in bool) {
+			if !in {
+				delSets(id)
+				return
+			}
+			for _, st := range portSets(id, s) {
+				sets.Set(st.name, st)
+			}
+		},
+		Chain: func(id string, old, c *dataplane.PolicyChain, inOld, in bool) {
+			if inOld {
+				delChain(tableOf(old.Stage), chainName(id))
+			}
+			if in {
+				for _, v := range families {
+					setChain(policyChain(id, c, v))
+				}
+			}
+		},
+		Workload: func(iface string, e *dataplane.EndpointPolicy, in bool) {
+			if !in {
+				delChain(tFilter, chainName("fw-"+iface))
+				delChain(tFilter, chainName("tw-"+iface))
+				return
+			}
 			for _, v := range families {
-				for _, c := range hostChains(h, wp.Settings, v) {
+				from, to := workloadChains(iface, e, wp.Settings, v)
+				setChain(from)
+				setChain(to)
+			}
+		},
+		Host: func(old, h *dataplane.HostEndpointPolicy, inOld, in bool) {
+			if inOld {
+				deleteHostChains(delChain, old)
+			}
+			if in {
+				for _, v := range families {
+					for _, c := range hostChains(h, wp.Settings, v) {
+						setChain(c)
+					}
+				}
+			}
+		},
+		Endpoints: func() {
+			for _, v := range families {
+				for _, c := range fixedChains(cfg, wp, v) {
 					setChain(c)
 				}
 			}
-		}
-		return true
-	})
-	if endpointsChanged {
-		for _, v := range families {
-			for _, c := range fixedChains(cfg, wp, v) {
+		},
+		NAT: func() {
+			for _, v := range families {
+				ss, c := natObjects(want.NAT, v)
+				for _, s := range ss {
+					sets.Set(s.name, s)
+				}
 				setChain(c)
 			}
-		}
-	}
-	prevNAT := dataplane.NATConfig{}
-	if prev != nil {
-		prevNAT = prev.NAT
-	}
-	if base == nil || !prevNAT.Equal(want.NAT) {
-		for _, v := range families {
-			ss, c := natObjects(want.NAT, v)
-			for _, s := range ss {
-				sets.Set(s.name, s)
-			}
-			setChain(c)
-		}
-	}
+		},
+	})
 	return model{sets: sets.Map(), chains: chains.Map()}
 }
 
