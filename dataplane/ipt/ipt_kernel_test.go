@@ -2,21 +2,19 @@ package ipt
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
+	"github.com/weftnet/weft/dataplane/internal/fwlab"
 	"github.com/weftnet/weft/internal/netns/nstest"
 	"github.com/weftnet/weft/internal/testtier"
 )
@@ -34,81 +32,27 @@ func forVariants(t *testing.T, f func(t *testing.T, variant string)) {
 	}
 }
 
-// lab is a node namespace with two workload namespaces, a (10.77.1.2) and
-// b (10.77.2.2), each behind a veth whose host side is named like a weft
-// workload interface.
+// lab is the firewall backends' kernel-test bench (dataplane/internal/fwlab)
+// under the short names these tests use.
 type lab struct {
-	node, a, b     *nstest.NS
-	ifA, ifB       string
-	addrA, addrB   netip.Addr
-	variant        string
-	listenersMu    sync.Mutex
-	listenersClose []func()
+	*fwlab.Lab
+	node, a, b   *nstest.NS
+	ifA, ifB     string
+	addrA, addrB netip.Addr
+	variant      string
 }
 
 func newLab(t *testing.T, variant string) *lab {
 	t.Helper()
-	l := &lab{node: nstest.New(t, "n"), a: nstest.New(t, "a"), b: nstest.New(t, "b"), variant: variant}
-	var err error
-	if l.ifA, err = dataplane.WorkloadIfaceName("weft", "t", "a"); err != nil {
-		t.Fatal(err)
-	}
-	l.ifB, _ = dataplane.WorkloadIfaceName("weft", "t", "b")
-	l.addrA, l.addrB = netip.MustParseAddr("10.77.1.2"), netip.MustParseAddr("10.77.2.2")
-	nstest.Veth(t, l.node, l.ifA, netip.MustParsePrefix("10.77.1.1/24"), l.a, "eth0", netip.MustParsePrefix("10.77.1.2/24"))
-	nstest.Veth(t, l.node, l.ifB, netip.MustParsePrefix("10.77.2.1/24"), l.b, "eth0", netip.MustParsePrefix("10.77.2.2/24"))
-	l.node.Sysctl("net/ipv4/ip_forward", "1")
-	l.a.Run("ip", "route", "add", "default", "via", "10.77.1.1")
-	l.b.Run("ip", "route", "add", "default", "via", "10.77.2.1")
-	t.Cleanup(func() {
-		l.listenersMu.Lock()
-		defer l.listenersMu.Unlock()
-		for _, c := range l.listenersClose {
-			c()
-		}
-	})
-	return l
+	fl := fwlab.New(t)
+	return &lab{Lab: fl, node: fl.Node, a: fl.A, b: fl.B, ifA: fl.IfA, ifB: fl.IfB, addrA: fl.AddrA, addrB: fl.AddrB, variant: variant}
 }
 
 // serve accepts TCP connections on port in ns until the test ends.
-func (l *lab) serve(t *testing.T, ns *nstest.NS, port int) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	l.listenersMu.Lock()
-	l.listenersClose = append(l.listenersClose, func() { ln.Close() })
-	l.listenersMu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func (l *lab) serve(t *testing.T, ns *nstest.NS, port int) { l.Serve(t, ns, port) }
 
-// dial reports whether a TCP handshake from ns to addr:port succeeds
-// within 1.5 s.
-func dial(ns *nstest.NS, addr netip.Addr, port int) bool {
-	var ok bool
-	ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, uint16(port)).String(), 1500*time.Millisecond)
-		if err == nil {
-			ok = true
-			c.Close()
-		}
-		return nil
-	})
-	return ok
-}
+// dial reports whether a TCP handshake from ns to addr:port succeeds.
+func dial(ns *nstest.NS, addr netip.Addr, port int) bool { return fwlab.Dial(ns, addr, port) }
 
 // lockFile is a private xtables lock: the tests never hold or wait on the
 // machine's /run/xtables.lock.
