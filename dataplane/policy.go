@@ -185,6 +185,20 @@ func (m *AddrMatch) equal(o *AddrMatch) bool {
 		slices.Equal(m.NotPorts, o.NotPorts) && slices.Equal(m.NotPortSets, o.NotPortSets)
 }
 
+// PortAlternatives splits a port list into its ranges, each a rule of its
+// own in a backend (neither nftables nor iptables has an OR within a
+// rule); no ports give one alternative, nil: no port match.
+func PortAlternatives(rs []PortRange) []*PortRange {
+	if len(rs) == 0 {
+		return []*PortRange{nil}
+	}
+	out := make([]*PortRange, len(rs))
+	for i := range rs {
+		out[i] = &rs[i]
+	}
+	return out
+}
+
 // UsesPorts reports whether m matches on ports (numeric or named).
 func (m *AddrMatch) UsesPorts() bool {
 	return len(m.Ports) > 0 || m.PortSet != "" || len(m.NotPorts) > 0 || len(m.NotPortSets) > 0

@@ -1,6 +1,11 @@
 package firewall
 
-import "github.com/weftnet/weft/dataplane"
+import (
+	"strconv"
+	"strings"
+
+	"github.com/weftnet/weft/dataplane"
+)
 
 // Visitor receives what differs between two states, item by item (see
 // WalkChanges): in reports whether the item is in the new state (false:
@@ -83,4 +88,30 @@ func WalkChanges(want, prev *State, full bool, v Visitor) {
 	if full || !prevNAT.Equal(want.NAT) {
 		v.NAT()
 	}
+}
+
+// RuleTag is the tag both backends put on rule i of a chain whose content
+// hashes to sum: "<sum>:<i>", plus ":r<index>" for a policy rule (the API
+// rule it comes from; index < 0 for none). Reading the tags back tells a
+// backend whether the kernel holds the chain as wanted, and which API rule
+// a kernel rule's counters belong to.
+func RuleTag(sum string, i, index int) string {
+	tag := sum + ":" + strconv.Itoa(i)
+	if index >= 0 {
+		tag += ":r" + strconv.Itoa(index)
+	}
+	return tag
+}
+
+// RuleIndex parses the API rule index out of a tag (-1 when none).
+func RuleIndex(tag string) int {
+	i := strings.LastIndex(tag, ":r")
+	if i < 0 {
+		return -1
+	}
+	n, err := strconv.Atoi(tag[i+2:])
+	if err != nil {
+		return -1
+	}
+	return n
 }

@@ -676,7 +676,7 @@ func (b *Backend) Counters(ctx context.Context) ([]firewall.RuleCounter, error) 
 					continue
 				}
 				for i, tag := range sc.tags {
-					idx := ruleIndex(tag)
+					idx := firewall.RuleIndex(tag)
 					if idx < 0 {
 						continue
 					}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 )
 
 // The tables, and what weft's chains do in each (every built-in chain
@@ -182,25 +183,12 @@ func (c *ichain) tag(ruleIdx []int) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil)[:6])
 	for i := range c.rules {
-		t := tagPrefix + sum + ":" + strconv.Itoa(i)
-		if ruleIdx != nil && ruleIdx[i] >= 0 {
-			t += ":r" + strconv.Itoa(ruleIdx[i])
+		idx := -1
+		if ruleIdx != nil {
+			idx = ruleIdx[i]
 		}
-		c.rules[i].tag = t
+		c.rules[i].tag = tagPrefix + firewall.RuleTag(sum, i, idx)
 	}
-}
-
-// ruleIndex parses the API rule index out of a tag (-1 when none).
-func ruleIndex(tag string) int {
-	i := strings.LastIndex(tag, ":r")
-	if i < 0 {
-		return -1
-	}
-	n, err := strconv.Atoi(tag[i+2:])
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // Set types.
@@ -440,22 +428,11 @@ func ruleMatches(r *dataplane.PolicyRule, v uint8) []string {
 		base = append(base, icmpMatch(v, r.NotICMP, true))
 	}
 	var out []string
-	for _, sp := range portAlts(r.Src.Ports) {
-		for _, dp := range portAlts(r.Dst.Ports) {
+	for _, sp := range dataplane.PortAlternatives(r.Src.Ports) {
+		for _, dp := range dataplane.PortAlternatives(r.Dst.Ports) {
 			parts := slices.Concat(base, side(v, true, &r.Src, sp), side(v, false, &r.Dst, dp))
 			out = append(out, strings.Join(parts, " "))
 		}
-	}
-	return out
-}
-
-func portAlts(rs []dataplane.PortRange) []*dataplane.PortRange {
-	if len(rs) == 0 {
-		return []*dataplane.PortRange{nil}
-	}
-	out := make([]*dataplane.PortRange, len(rs))
-	for i := range rs {
-		out[i] = &rs[i]
 	}
 	return out
 }

@@ -107,7 +107,7 @@ COMMIT
 	if len(f.jumps["FORWARD"]) != 2 {
 		t.Fatalf("jumps: %v", f.jumps)
 	}
-	if ruleIndex(c.tags[0]) != 3 || ruleIndex("weft:abc:1") != -1 {
+	if firewall.RuleIndex(c.tags[0]) != 3 || firewall.RuleIndex("weft:abc:1") != -1 {
 		t.Fatal("ruleIndex")
 	}
 }

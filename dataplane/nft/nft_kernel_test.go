@@ -59,43 +59,12 @@ func apply(t *testing.T, b *Backend, want, prev *firewall.State) firewall.Stats 
 }
 
 // state builds a policy state: both workloads with the allow-all profile,
-// plus the given chains in b's ingress tier "default".
+// plus the given chains in b's ingress tier "default" (fwlab.Lab.State).
 func state(l *lab, sets map[string]*dataplane.AddrSet, chains map[string]*dataplane.PolicyChain, bIngress []string) *firewall.State {
-	all := map[string]*dataplane.PolicyChain{
-		"pri-_p": {Policy: dataplane.PolicyRef{Kind: "Profile", Name: "p"}, Direction: dataplane.Ingress, Rules: []dataplane.PolicyRule{{Action: dataplane.ActionAllow}}},
-		"pro-_p": {Policy: dataplane.PolicyRef{Kind: "Profile", Name: "p"}, Direction: dataplane.Egress, Rules: []dataplane.PolicyRule{{Action: dataplane.ActionAllow}}},
-	}
-	for k, v := range chains {
-		all[k] = v
-	}
-	ep := func(name string, in []string) *dataplane.EndpointPolicy {
-		e := &dataplane.EndpointPolicy{Name: name,
-			Ingress: dataplane.DirectionPolicy{Profiles: []string{"pri-_p"}},
-			Egress:  dataplane.DirectionPolicy{Profiles: []string{"pro-_p"}},
-		}
-		if len(in) > 0 {
-			e.Ingress.Tiers = []dataplane.TierPolicies{{Name: "default", Policies: in}}
-		}
-		return e
-	}
-	return &firewall.State{
-		Policy: &dataplane.PolicyState{
-			AddrSets:  dataplane.MapOf(sets),
-			Chains:    dataplane.MapOf(all),
-			Workloads: dataplane.MapOf(map[string]*dataplane.EndpointPolicy{l.ifA: ep("t/a", nil), l.ifB: ep("t/b", bIngress)}),
-			Settings:  dataplane.PolicySettings{VXLANPort: 4789, DropIPIP: true},
-		},
-		NAT: dataplane.NATConfig{MasqPools: prefixes("10.77.0.0/16"), AllPools: prefixes("10.77.0.0/16")},
-	}
+	return l.State(sets, chains, bIngress)
 }
 
-func prefixes(ss ...string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		out = append(out, netip.MustParsePrefix(s))
-	}
-	return out
-}
+func prefixes(ss ...string) []netip.Prefix { return fwlab.Prefixes(ss...) }
 
 var handleRE = regexp.MustCompile(`# handle (\d+)`)
 

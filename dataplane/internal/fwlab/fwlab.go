@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
@@ -102,4 +103,44 @@ func Dial(ns *nstest.NS, addr netip.Addr, port int) bool {
 		return nil
 	})
 	return ok
+}
+
+// State builds a policy state: both workloads with the allow-all profile,
+// plus the given chains in b's ingress tier "default".
+func (l *Lab) State(sets map[string]*dataplane.AddrSet, chains map[string]*dataplane.PolicyChain, bIngress []string) *firewall.State {
+	all := map[string]*dataplane.PolicyChain{
+		"pri-_p": {Policy: dataplane.PolicyRef{Kind: "Profile", Name: "p"}, Direction: dataplane.Ingress, Rules: []dataplane.PolicyRule{{Action: dataplane.ActionAllow}}},
+		"pro-_p": {Policy: dataplane.PolicyRef{Kind: "Profile", Name: "p"}, Direction: dataplane.Egress, Rules: []dataplane.PolicyRule{{Action: dataplane.ActionAllow}}},
+	}
+	for k, v := range chains {
+		all[k] = v
+	}
+	ep := func(name string, in []string) *dataplane.EndpointPolicy {
+		e := &dataplane.EndpointPolicy{Name: name,
+			Ingress: dataplane.DirectionPolicy{Profiles: []string{"pri-_p"}},
+			Egress:  dataplane.DirectionPolicy{Profiles: []string{"pro-_p"}},
+		}
+		if len(in) > 0 {
+			e.Ingress.Tiers = []dataplane.TierPolicies{{Name: "default", Policies: in}}
+		}
+		return e
+	}
+	return &firewall.State{
+		Policy: &dataplane.PolicyState{
+			AddrSets:  dataplane.MapOf(sets),
+			Chains:    dataplane.MapOf(all),
+			Workloads: dataplane.MapOf(map[string]*dataplane.EndpointPolicy{l.IfA: ep("t/a", nil), l.IfB: ep("t/b", bIngress)}),
+			Settings:  dataplane.PolicySettings{VXLANPort: 4789, DropIPIP: true},
+		},
+		NAT: dataplane.NATConfig{MasqPools: Prefixes("10.77.0.0/16"), AllPools: Prefixes("10.77.0.0/16")},
+	}
+}
+
+// Prefixes parses prefixes.
+func Prefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
 }
