@@ -93,9 +93,15 @@ func (l *Lab) Serve(t testing.TB, ns *nstest.NS, port int) {
 // within 1.5 s (SYNs are resent at 1 s: a loaded machine may need the
 // second).
 func Dial(ns *nstest.NS, addr netip.Addr, port int) bool {
+	return DialWithin(ns, addr, port, 1500*time.Millisecond)
+}
+
+// DialWithin reports whether a TCP handshake from ns to addr:port
+// succeeds within d.
+func DialWithin(ns *nstest.NS, addr netip.Addr, port int, d time.Duration) bool {
 	var ok bool
 	ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, uint16(port)).String(), 1500*time.Millisecond)
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, uint16(port)).String(), d)
 		if err == nil {
 			ok = true
 			c.Close()
