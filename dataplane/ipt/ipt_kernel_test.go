@@ -101,8 +101,6 @@ func state(l *lab, sets map[string]*dataplane.AddrSet, chains map[string]*datapl
 	return l.State(sets, chains, bIngress)
 }
 
-func prefixes(ss ...string) []netip.Prefix { return fwlab.Prefixes(ss...) }
-
 // chainRules lists a chain's saved rules (with their tags): unchanged
 // output means the chain was not rewritten.
 func (l *lab) chainRules(t *testing.T, chain string) string {

@@ -68,6 +68,11 @@ func TestKernelSwitchBackends(t *testing.T) {
 			}()
 		}
 
+		// Foreign objects of both kinds, which no switch may touch.
+		l.node.Run("nft", "add", "table", "inet", "foreign")
+		l.node.Run("nft", "add", "chain", "inet", "foreign", "c", "{ type filter hook forward priority 10 ; }")
+		l.ipt(t, "-N", "foreign-chain")
+		l.node.Run("ipset", "create", "foreign", "hash:ip")
 		nb, err := nft.New(nft.Config{NetNS: l.node.Path})
 		if err != nil {
 			t.Fatal(err)
@@ -112,6 +117,10 @@ func TestKernelSwitchBackends(t *testing.T) {
 		}
 		if dial(l.a, l.addrB, 80) || !dial(l.a, l.addrB, 443) {
 			t.Fatal("nftables does not enforce the policy after switching back")
+		}
+		if !strings.Contains(l.node.Run("nft", "list", "tables"), "inet foreign") || !strings.Contains(l.save(t, 4), ":foreign-chain") ||
+			!strings.Contains(l.node.Run("ipset", "list", "-n"), "foreign") {
+			t.Fatal("a foreign table, chain or set did not survive the switches")
 		}
 	})
 }
