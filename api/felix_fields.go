@@ -63,7 +63,7 @@ func FelixFields() []FelixField {
 }
 
 const (
-	reasonFelixIptables = "weft enforces policy with nftables (accept, drop, in its own table); the iptables backend is not built yet"
+	reasonFelixIptables = "weft's policy accepts and drops in chains of its own, jumped to from the top of the built-in chains, with either backend; it re-reads them at every full resync (routeRefreshInterval)"
 	// WireGuard's key and device are set up at the agent's start.
 	reasonFelixWireGuardSwitch = "WireGuard is switched on per node by the config file's [wireguard] enabled (the node's key and device are set up at the agent's start)"
 	// weft has one WireGuard device; Calico has one per family.

@@ -43,8 +43,12 @@ const (
 	// pre-DNAT policy allowed, so that the later filter stage accepts it
 	// too (an untracked packet has no connection state to accept it by).
 	PolicyMarkAccepted uint32 = 0x00010000
+	// PolicyMarkAllow is set by an Allow while one endpoint's policy is
+	// evaluated, where an accept would end more than that evaluation (the
+	// iptables backend: an ACCEPT ends the whole hook, not one stage).
+	PolicyMarkAllow uint32 = 0x00040000
 	// PolicyMarkMask covers every bit policy uses.
-	PolicyMarkMask = PolicyMarkPass | PolicyMarkAccepted
+	PolicyMarkMask = PolicyMarkPass | PolicyMarkAccepted | PolicyMarkAllow
 )
 
 // RuleAction is what a matching rule does.
@@ -179,6 +183,20 @@ func (m *AddrMatch) equal(o *AddrMatch) bool {
 	return slices.Equal(m.Sets, o.Sets) && slices.Equal(m.NotSets, o.NotSets) &&
 		slices.Equal(m.Ports, o.Ports) && m.PortSet == o.PortSet &&
 		slices.Equal(m.NotPorts, o.NotPorts) && slices.Equal(m.NotPortSets, o.NotPortSets)
+}
+
+// PortAlternatives splits a port list into its ranges, each a rule of its
+// own in a backend (neither nftables nor iptables has an OR within a
+// rule); no ports give one alternative, nil: no port match.
+func PortAlternatives(rs []PortRange) []*PortRange {
+	if len(rs) == 0 {
+		return []*PortRange{nil}
+	}
+	out := make([]*PortRange, len(rs))
+	for i := range rs {
+		out[i] = &rs[i]
+	}
+	return out
 }
 
 // UsesPorts reports whether m matches on ports (numeric or named).

@@ -23,10 +23,13 @@ import (
 )
 
 // The policy conformance table (internal/conformance) on a 3-node cluster
-// with real workloads, for the nftables backend. The iptables backend
-// calls policyConformance with its name.
+// with real workloads, once per backend: each gets a cluster of its own.
 func TestPolicyConformanceNftables(t *testing.T) {
 	policyConformance(t, "nftables")
+}
+
+func TestPolicyConformanceIptables(t *testing.T) {
+	policyConformance(t, "iptables")
 }
 
 // polWorld is the conformance world: the site, its hosts by name, its
@@ -63,6 +66,14 @@ vxlan_mode = "Never"
 
 func policyConformance(t *testing.T, backend string) {
 	w := newPolWorld(t, backend)
+	// `weft node status` names the backend (the iptables one with its
+	// variant: iptables-nft or iptables-legacy).
+	for _, h := range w.hosts {
+		out, err := h.Weft("node", "status")
+		if err != nil || !strings.Contains(out, "Policy:   "+backend) {
+			t.Fatalf("weft node status on %s does not name the %s backend: %v\n%s", h.Name(), backend, err, out)
+		}
+	}
 	for _, sc := range conformance.Scenarios {
 		if !t.Run(sc.Name, func(t *testing.T) { w.run(t, sc) }) {
 			// A scenario that failed may have left its resources: the

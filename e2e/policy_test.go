@@ -142,9 +142,28 @@ func polApply(t *testing.T, h *testbed.Host, doc string) {
 var polCounterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 
 // polTable is the host's weft table without its counters: equal tables
-// mean no rule was rewritten.
-func polTable(t *testing.T, h *testbed.Host) string {
+// mean no rule was rewritten. For the iptables backend: weft's rules in
+// both variants and families and weft's ipsets, and the number of writes
+// the agents made (their "iptables apply" log lines), which a restart
+// that adopts the kernel's rules leaves unchanged.
+func polTable(t *testing.T, h *testbed.Host, backend string) string {
 	t.Helper()
+	if backend == "iptables" {
+		var b strings.Builder
+		for _, cmd := range []string{"iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save", "ip6tables-nft-save", "ipset save"} {
+			out, err := h.Exec(strings.Fields(cmd)...)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", cmd, err, out)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, "weft") && !strings.Contains(line, "initval") {
+					b.WriteString(line + "\n")
+				}
+			}
+		}
+		fmt.Fprintf(&b, "writes: %d\n", strings.Count(h.Logs(), `msg="iptables apply"`))
+		return b.String()
+	}
 	out, err := h.Exec("nft", "-a", "list", "table", "inet", "weft")
 	if err != nil {
 		t.Fatalf("nft list: %v\n%s", err, out)
@@ -157,8 +176,14 @@ func polTable(t *testing.T, h *testbed.Host) string {
 // ruleset in the kernel without rewriting it, the connection survives it,
 // and while the agent is down and starting no new connection is wrongly
 // allowed or refused.
-func TestPolicyLongLivedAndRestart(t *testing.T) {
-	site := wlStartCluster(t, testbed.Options{Hosts: 3})
+func TestPolicyLongLivedAndRestart(t *testing.T) { policyLongLivedAndRestart(t, "nftables") }
+
+// The same with the iptables backend: its restart adopts the chains and
+// sets in the kernel (nothing rewritten, the connection goes on).
+func TestPolicyLongLivedAndRestartIptables(t *testing.T) { policyLongLivedAndRestart(t, "iptables") }
+
+func policyLongLivedAndRestart(t *testing.T, backend string) {
+	site := wlStartCluster(t, testbed.Options{Hosts: 3, ExtraTOML: fmt.Sprintf("[dataplane]\nbackend = %q\n", backend)})
 	hosts := site.Hosts()
 	h1, h2 := hosts[0], hosts[1]
 	a := wlAttach(t, site, h1, "pol-a", "--label", "role=client")
@@ -224,7 +249,7 @@ spec:
 
 	// Restarts of b's agent: SIGTERM, then kill -9.
 	for _, how := range []string{"SIGTERM", "kill -9"} {
-		before := polTable(t, h2)
+		before := polTable(t, h2, backend)
 		var (
 			mu         sync.Mutex
 			violations []string
@@ -285,7 +310,7 @@ spec:
 		if len(violations) > 0 {
 			t.Fatalf("%s: new connections wrongly allowed or refused while the agent was down or starting:\n%s", how, strings.Join(violations, "\n"))
 		}
-		if after := polTable(t, h2); after != before {
+		if after := polTable(t, h2, backend); after != before {
 			t.Fatalf("%s: the restarted agent rewrote the table:\nbefore:\n%s\nafter:\n%s", how, before, after)
 		}
 		ll.check(t, "across an agent restart ("+how+")", 2*time.Second)

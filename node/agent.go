@@ -436,8 +436,8 @@ type unbuiltSubsystem struct{ name, why string }
 func (a *Agent) unbuilt() []unbuiltSubsystem {
 	var out []unbuiltSubsystem
 	c := a.cfg
-	if c.Dataplane.Backend != "nftables" {
-		out = append(out, unbuiltSubsystem{"policy-backend", fmt.Sprintf("dataplane.backend %q is set but only nftables is built: policy is enforced with nftables", c.Dataplane.Backend)})
+	if c.Dataplane.Backend == "ebpf" {
+		out = append(out, unbuiltSubsystem{"policy-backend", fmt.Sprintf("dataplane.backend %q is set but only nftables and iptables are built: policy is enforced with nftables", c.Dataplane.Backend)})
 	}
 	return out
 }

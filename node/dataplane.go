@@ -108,11 +108,21 @@ func (a *Agent) linuxConfig() linux.Config {
 		// turning it on makes the kernel ignore router advertisements on
 		// interfaces with accept_ra=1, which a v4-only host may rely on.
 		Sysctls:         sysctls.Forwarding(a.addr6.IsValid()),
-		FirewallBackend: "nftables", // the only backend built (warnUnbuilt says so)
+		FirewallBackend: a.firewallBackend(),
+		IptablesVariant: a.cfg.Dataplane.IptablesBackend,
 		LogLevel:        level,
 		// The probe said yes but creating the device said no.
 		IPIPUnsupported: func(reason string) { a.setIPIPSupport(ipip.Support{Reason: reason}, "device creation") },
 	}
+}
+
+// firewallBackend is the policy backend the dataplane runs: the
+// configured one, nftables for ebpf (not built; warnUnbuilt says so).
+func (a *Agent) firewallBackend() string {
+	if a.cfg.Dataplane.Backend == "iptables" {
+		return "iptables"
+	}
+	return "nftables"
 }
 
 // policySettings are the node's policy settings from its config file.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/node/config"
@@ -61,5 +62,23 @@ func TestIPv6ForwardingOnlyWithAnIPv6Underlay(t *testing.T) {
 	a.addr6 = netip.MustParseAddr("fd00::1")
 	if v := a.linuxConfig().Sysctls["net/ipv6/conf/all/forwarding"]; v != "1" {
 		t.Fatalf("dual-stack node: IPv6 forwarding %q", v)
+	}
+}
+
+// A requested subsystem this build does not run is named, never pretended:
+// today only the eBPF backend; nftables, iptables, BGP and WireGuard run.
+func TestUnbuiltSubsystemsAreNamed(t *testing.T) {
+	for backend, want := range map[string]string{"nftables": "", "iptables": "", "ebpf": "policy-backend"} {
+		cfg := testConfig(t)
+		cfg.Dataplane.Backend = backend
+		cfg.BGP.Enabled, cfg.WireGuard.Enabled = true, true
+		a := New(cfg, slog.New(slog.DiscardHandler))
+		var names []string
+		for _, u := range a.unbuilt() {
+			names = append(names, u.name)
+		}
+		if got := strings.Join(names, ","); got != want {
+			t.Errorf("backend %s: unbuilt %q, want %q", backend, got, want)
+		}
 	}
 }

@@ -28,6 +28,7 @@ declare -A want=(
 	[nft]=nftables
 	[iptables]=iptables
 	[ipset]=ipset
+	[flock]=util-linux
 	[ping]=iputils-ping
 	[nc]=netcat-openbsd
 	[tcpdump]=tcpdump

@@ -32,10 +32,10 @@ var (
 // benchTOML: production log level, no BGP.
 const benchTOML = "[log]\nlevel = \"info\"\n[bgp]\nenabled = false\n"
 
-func startCluster(b *testing.B, n int) *testbed.Site {
+func startCluster(b *testing.B, n int, backend string) *testbed.Site {
 	b.Helper()
 	site := testbed.New(b, testbed.Options{Hosts: n, NoStart: true, ReadyTimeout: 120 * time.Second,
-		ExpectTimeout: 60 * time.Second, ExtraTOML: benchTOML})
+		ExpectTimeout: 60 * time.Second, ExtraTOML: benchTOML + fmt.Sprintf("[dataplane]\nbackend = %q\n", backend)})
 	if err := site.StartCluster(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func BenchmarkApplyToEnforced(b *testing.B) {
 	if b.N > 1 {
 		b.Skip("run with -benchtime=1x")
 	}
-	site := startCluster(b, 3)
+	site := startCluster(b, 3, "nftables")
 	hosts := site.Hosts()
 	for i, h := range hosts {
 		addWorkload(b, site, h, fmt.Sprintf("w%d", i), "app=bench")
@@ -206,7 +206,13 @@ func BenchmarkAgentAtScale(b *testing.B) {
 	if b.N > 1 {
 		b.Skip("run with -benchtime=1x")
 	}
-	site := startCluster(b, 1)
+	for _, name := range backendNames() {
+		b.Run(name, func(b *testing.B) { agentAtScale(b, name) })
+	}
+}
+
+func agentAtScale(b *testing.B, backend string) {
+	site := startCluster(b, 1, backend)
 	h := site.Hosts()[0]
 	var ips []string
 	var wls []*testbed.Workload

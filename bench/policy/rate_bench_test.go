@@ -14,7 +14,6 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
-	"github.com/weftnet/weft/dataplane/nft"
 	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
@@ -45,11 +44,16 @@ func BenchmarkPacketRate(b *testing.B) {
 	wb.Run("ip", "route", "add", "default", "via", "10.77.2.1")
 	// b drops the packets at its socket layer cheaply: nothing listens.
 
-	be, err := nft.New(nft.Config{NetNS: node.Path})
-	if err != nil {
-		b.Fatal(err)
+	for _, name := range backendNames() {
+		b.Run(name, func(b *testing.B) { packetRate(b, newBackend(b, name, node.Path), ifA, ifB, wa, wb) })
+		// The next backend measures its own rules only.
+		if err := removeBackend(name, node.Path); err != nil {
+			b.Fatal(err)
+		}
 	}
-	b.Cleanup(func() { be.Close() })
+}
+
+func packetRate(b *testing.B, be firewall.Backend, ifA, ifB string, wa, wb *nstest.NS) {
 	profile := dataplane.PolicyRef{Kind: "Profile", Name: "allow-all"}
 	base := func() map[string]*dataplane.PolicyChain {
 		return map[string]*dataplane.PolicyChain{

@@ -26,6 +26,6 @@ CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$work/weft" ./cmd/weft
 go test -c -o "$work/policy.test" ./bench/policy
 cd bench/policy
 WEFT_BIN="$work/weft" "$work/policy.test" -test.run '^$' -test.bench "${BENCH:-.}" -test.benchtime 1x -test.timeout 60m -test.v \
-	-pol.rounds "${ROUNDS:-3}" -pol.changes "${CHANGES:-200}" -pol.restores "${RESTORES:-5}" \
+	-pol.backends "${BACKENDS:-nftables,iptables}" -pol.rounds "${ROUNDS:-3}" -pol.changes "${CHANGES:-200}" -pol.restores "${RESTORES:-5}" \
 	-pol.rate-rounds "${RATE_ROUNDS:-5}" -pol.rate-seconds "${RATE_SECONDS:-3}" -pol.applies "${APPLIES:-100}" 2>&1 |
 	grep -v '^=== RUN'

@@ -94,6 +94,13 @@ type Config struct {
 	// Registerer receives the policy metrics; nil registers none.
 	Registerer prometheus.Registerer
 	Clock      dataplane.Clock
+	// Leftovers removes what the other backend may have left (a node that
+	// switched backends, nftables <-> iptables). It runs only after an
+	// apply succeeded, so the new backend's fail-closed base and policy
+	// are in force before the old ones go: workloads are never
+	// unprotected. Until it succeeds once it runs after every successful
+	// apply; nil for nothing to remove.
+	Leftovers func(context.Context) error
 }
 
 // Manager is the firewall manager; see the package comment.
@@ -101,6 +108,8 @@ type Manager struct {
 	be  Backend
 	log *slog.Logger
 	clk dataplane.Clock
+
+	leftovers func(context.Context) error
 
 	want      *State
 	workloads []string // host interfaces of the desired workloads
@@ -144,7 +153,8 @@ func New(cfg Config, be Backend) (*Manager, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = dataplane.RealClock{}
 	}
-	m := &Manager{be: be, log: cfg.Logger.With("component", "firewall", "backend", be.Name()), clk: cfg.Clock, resync: true}
+	m := &Manager{be: be, log: cfg.Logger.With("component", "firewall", "backend", be.Name()), clk: cfg.Clock, resync: true,
+		leftovers: cfg.Leftovers}
 	m.status.Backend = be.Name()
 	labels := prometheus.Labels{"backend": be.Name()}
 	m.metrics = metrics{
@@ -199,6 +209,7 @@ func (m *Manager) Apply(ctx context.Context, phase dataplane.Phase) error {
 		return nil
 	}
 	if !m.resync && m.applied != nil && m.applied.Equal(m.want) {
+		m.removeLeftovers(ctx)
 		return nil
 	}
 	prev := m.applied
@@ -208,32 +219,49 @@ func (m *Manager) Apply(ctx context.Context, phase dataplane.Phase) error {
 	start := m.clk.Now()
 	stats, err := m.be.Apply(ctx, m.want, prev)
 	took := m.clk.Now().Sub(start)
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if err != nil {
 		// The transaction changed nothing; read the kernel next time in
 		// case it is what made the transaction fail.
 		m.resync = true
 		m.metrics.failures.Inc()
 		m.metrics.inSync.Set(0)
+		m.mu.Lock()
 		m.status.InSync = false
 		m.status.LastError = err.Error()
+		m.mu.Unlock()
 		return err
 	}
 	m.resync = false
 	m.applied = m.want
 	m.writes.Add(uint64(stats.Writes))
-	if stats.Writes > 0 {
-		m.metrics.apply.Observe(took.Seconds())
-		m.status.Applied = m.clk.Now()
-	}
 	m.metrics.inSync.Set(1)
 	m.metrics.rules.Set(float64(stats.Rules))
 	m.metrics.chains.Set(float64(stats.Chains))
 	m.metrics.sets.Set(float64(stats.Sets))
 	m.metrics.setMembers.Set(float64(stats.SetMembers))
+	m.mu.Lock()
+	if stats.Writes > 0 {
+		m.metrics.apply.Observe(took.Seconds())
+		m.status.Applied = m.clk.Now()
+	}
 	m.status.InSync, m.status.LastError, m.status.Stats = true, "", stats
+	m.mu.Unlock()
+	m.removeLeftovers(ctx)
 	return nil
+}
+
+// removeLeftovers runs Config.Leftovers once the kernel holds this
+// backend's ruleset, until it succeeds once.
+func (m *Manager) removeLeftovers(ctx context.Context) {
+	if m.leftovers == nil || m.applied == nil {
+		return
+	}
+	if err := m.leftovers(ctx); err != nil {
+		m.log.Warn("removing what the other firewall backend left; retrying at the next pass", "err", err)
+		return
+	}
+	m.log.Info("the other firewall backend's leftovers are removed (if there were any)")
+	m.leftovers = nil
 }
 
 // ErrNoPolicy: a workload's policy is not in the kernel yet (its traffic

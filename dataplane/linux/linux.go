@@ -3,10 +3,10 @@
 // everything they own.
 //
 // Order of the update phase: sysctls (forwarding) → firewall (policy and
-// outgoing NAT, one nftables table) → links (workload veths) → vxlan
-// (device, then neighbours and FDB) → ipip (device) → wireguard (device,
-// key, peers) → routes (every table) → rules. The removal phase runs in
-// reverse: rules go before the routes
+// outgoing NAT: one nftables table, or weft's iptables chains) → links
+// (workload veths) → vxlan (device, then neighbours and FDB) → ipip
+// (device) → wireguard (device, key, peers) → routes (every table) →
+// rules. The removal phase runs in reverse: rules go before the routes
 // they lead to, routes before the neighbours and interfaces they use, and
 // neighbours before their device. A new workload's traffic can flow only
 // once the whole pass that plumbs it has run: its policy is programmed
@@ -46,6 +46,7 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
 	"github.com/weftnet/weft/dataplane/ipip"
+	"github.com/weftnet/weft/dataplane/ipt"
 	"github.com/weftnet/weft/dataplane/links"
 	"github.com/weftnet/weft/dataplane/nft"
 	"github.com/weftnet/weft/dataplane/routes"
@@ -78,8 +79,8 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// Sysctls kept at fixed values; nil means sysctls.Forwarding(false).
 	Sysctls map[string]string
-	// FirewallBackend is "nftables" (the default and, until the iptables
-	// backend exists, the only one).
+	// FirewallBackend is "nftables" (the default) or "iptables". Each
+	// removes what the other left, once its own ruleset is in place.
 	FirewallBackend string
 	// WireGuard configures the WireGuard driver; its Name defaults to
 	// weft.wg (the driver exists even with WireGuard off, to remove a
@@ -87,6 +88,9 @@ type Config struct {
 	WireGuard wireguard.Config
 	// NodeName labels the WireGuard metrics.
 	NodeName string
+	// IptablesVariant is "nft", "legacy" or "auto" (detected as Felix
+	// does); only for the iptables backend.
+	IptablesVariant string
 	// LogLevel is the agent's log level: the dataplane logs at it unless
 	// the desired state's Loop.LogLevel says otherwise (FelixConfiguration
 	// logSeverityScreen). The zero value is Info.
@@ -215,16 +219,29 @@ func New(cfg Config) (*Dataplane, error) {
 
 // newFirewall builds the firewall manager over the configured backend.
 func newFirewall(cfg Config) (*firewall.Manager, error) {
+	var (
+		be        firewall.Backend
+		leftovers func(context.Context) error
+	)
 	switch cfg.FirewallBackend {
 	case "", "nftables":
+		nb, err := nft.New(nft.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, IfacePrefix: cfg.IfacePrefix})
+		if err != nil {
+			return nil, fmt.Errorf("nftables: %w", err)
+		}
+		be = nb
+		leftovers = func(ctx context.Context) error { return ipt.RemoveAll(ctx, cfg.NetNS) }
+	case "iptables":
+		ib, err := ipt.New(ipt.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, IfacePrefix: cfg.IfacePrefix, Variant: cfg.IptablesVariant})
+		if err != nil {
+			return nil, err
+		}
+		be = ib
+		leftovers = func(context.Context) error { return nft.RemoveTable(cfg.NetNS) }
 	default:
 		return nil, fmt.Errorf("firewall backend %q is not built", cfg.FirewallBackend)
 	}
-	be, err := nft.New(nft.Config{Logger: cfg.Logger, NetNS: cfg.NetNS, IfacePrefix: cfg.IfacePrefix})
-	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
-	}
-	fw, err := firewall.New(firewall.Config{Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock}, be)
+	fw, err := firewall.New(firewall.Config{Logger: cfg.Logger, Registerer: cfg.Registerer, Clock: cfg.Clock, Leftovers: leftovers}, be)
 	if err != nil {
 		be.Close()
 		return nil, err

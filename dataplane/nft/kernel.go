@@ -240,14 +240,14 @@ func (b *Backend) Counters(ctx context.Context) ([]firewall.RuleCounter, error) 
 		// Every rule of the chain appears, with zero counts when it never
 		// matched.
 		for _, r := range c.rules {
-			k := key{name, ruleIndex(r.tag)}
+			k := key{name, firewall.RuleIndex(r.tag)}
 			if _, ok := sums[k]; !ok && k.rule >= 0 {
 				sums[k] = &firewall.RuleCounter{Policy: *c.owner, Direction: c.dir, Rule: k.rule}
 				order = append(order, k)
 			}
 		}
 		for _, r := range rules {
-			k := key{name, ruleIndex(string(r.UserData))}
+			k := key{name, firewall.RuleIndex(string(r.UserData))}
 			rc := sums[k]
 			if rc == nil {
 				continue

@@ -7,13 +7,12 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dataplane/firewall"
 )
 
 // The model is the table as weft wants it: sets (address sets with
@@ -147,25 +146,12 @@ func tagRules(c *nchain, descs []string, ruleIdx []int) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil)[:6])
 	for i := range c.rules {
-		tag := sum + ":" + strconv.Itoa(i)
-		if ruleIdx != nil && ruleIdx[i] >= 0 {
-			tag += ":r" + strconv.Itoa(ruleIdx[i])
+		idx := -1
+		if ruleIdx != nil {
+			idx = ruleIdx[i]
 		}
-		c.rules[i].tag = tag
+		c.rules[i].tag = firewall.RuleTag(sum, i, idx)
 	}
-}
-
-// ruleIndex parses the API rule index out of a tag (-1 when none).
-func ruleIndex(tag string) int {
-	i := strings.LastIndex(tag, ":r")
-	if i < 0 {
-		return -1
-	}
-	n, err := strconv.Atoi(tag[i+2:])
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // model is the whole table.

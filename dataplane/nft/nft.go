@@ -278,119 +278,85 @@ func statsOf(m model) firewall.Stats {
 
 // ---- building the model ------------------------------------------------
 
-var emptyPolicy = &dataplane.PolicyState{}
-
 // build computes the model of want. With a base model (and the state prev
 // it was built from) only what differs between prev and want is rebuilt;
 // without, everything is.
 func build(cfg renderConfig, want, prev *firewall.State, base *model) model {
-	wp, pp := want.Policy, emptyPolicy
-	if wp == nil {
-		wp = emptyPolicy
-	}
 	var sets *dataplane.MapEditor[*nset]
 	var chainEd *dataplane.MapEditor[*nchain]
 	if base != nil {
-		if prev != nil && prev.Policy != nil {
-			pp = prev.Policy
-		}
 		sets, chainEd = base.sets.Edit(), base.chains.Edit()
 	} else {
 		sets, chainEd = dataplane.Map[*nset]{}.Edit(), dataplane.Map[*nchain]{}.Edit()
 	}
-
-	dataplane.DiffMaps(pp.AddrSets, wp.AddrSets, (*dataplane.AddrSet).Equal, func(id string, _, s *dataplane.AddrSet, _, in bool) bool {
-		if !in {
-			sets.Delete(id + "-4")
-			sets.Delete(id + "-6")
-			return true
-		}
-		v4, v6 := addrSets(id, s)
-		sets.Set(v4.name, v4)
-		sets.Set(v6.name, v6)
-		return true
-	})
-	dataplane.DiffMaps(pp.PortSets, wp.PortSets, (*dataplane.PortSet).Equal, func(id string, _, s *dataplane.PortSet, _, in bool) bool {
-		if !in {
-			sets.Delete(id + "-4")
-			sets.Delete(id + "-6")
-			return true
-		}
-		v4, v6 := portSets(id, s)
-		sets.Set(v4.name, v4)
-		sets.Set(v6.name, v6)
-		return true
-	})
-	dataplane.DiffMaps(pp.Chains, wp.Chains, (*dataplane.PolicyChain).Equal, func(id string, _, c *dataplane.PolicyChain, _, in bool) bool {
-		if !in {
-			chainEd.Delete(id)
-			return true
-		}
-		chainEd.Set(id, policyChain(id, c))
-		return true
-	})
-
-	// Endpoints: with new settings every endpoint chain is re-rendered.
-	settingsChanged := !pp.Settings.Equal(wp.Settings)
-	ppWl, ppHosts := pp.Workloads, pp.Hosts
-	if settingsChanged {
-		ppWl, ppHosts = dataplane.Map[*dataplane.EndpointPolicy]{}, dataplane.Map[*dataplane.HostEndpointPolicy]{}
-		pp.Workloads.Range(func(iface string, _ *dataplane.EndpointPolicy) bool {
-			if _, ok := wp.Workloads.Get(iface); !ok {
+	wp := want.Policy
+	if wp == nil {
+		wp = &dataplane.PolicyState{}
+	}
+	firewall.WalkChanges(want, prev, base == nil, firewall.Visitor{
+		AddrSet: func(id string, s *dataplane.AddrSet, in bool) {
+			if !in {
+				sets.Delete(id + "-4")
+				sets.Delete(id + "-6")
+				return
+			}
+			v4, v6 := addrSets(id, s)
+			sets.Set(v4.name, v4)
+			sets.Set(v6.name, v6)
+		},
+		PortSet: func(id string, s *dataplane.PortSet, in bool) {
+			if !in {
+				sets.Delete(id + "-4")
+				sets.Delete(id + "-6")
+				return
+			}
+			v4, v6 := portSets(id, s)
+			sets.Set(v4.name, v4)
+			sets.Set(v6.name, v6)
+		},
+		Chain: func(id string, _, c *dataplane.PolicyChain, _, in bool) {
+			if !in {
+				chainEd.Delete(id)
+				return
+			}
+			chainEd.Set(id, policyChain(id, c))
+		},
+		Workload: func(iface string, e *dataplane.EndpointPolicy, in bool) {
+			if !in {
 				chainEd.Delete("fw-" + iface)
 				chainEd.Delete("tw-" + iface)
+				return
 			}
-			return true
-		})
-		pp.Hosts.Range(func(_ string, h *dataplane.HostEndpointPolicy) bool {
-			deleteHostChains(chainEd, h)
-			return true
-		})
-	}
-	endpointsChanged := base == nil || settingsChanged
-	dataplane.DiffMaps(ppWl, wp.Workloads, (*dataplane.EndpointPolicy).Equal, func(iface string, _, e *dataplane.EndpointPolicy, _, in bool) bool {
-		endpointsChanged = true
-		if !in {
-			chainEd.Delete("fw-" + iface)
-			chainEd.Delete("tw-" + iface)
-			return true
-		}
-		from, to := workloadChains(iface, e, wp.Settings)
-		chainEd.Set(from.name, from)
-		chainEd.Set(to.name, to)
-		return true
-	})
-	dataplane.DiffMaps(ppHosts, wp.Hosts, (*dataplane.HostEndpointPolicy).Equal, func(_ string, old, h *dataplane.HostEndpointPolicy, inOld, in bool) bool {
-		endpointsChanged = true
-		if inOld {
-			deleteHostChains(chainEd, old)
-		}
-		if in {
-			for _, c := range hostChains(h, wp.Settings) {
+			from, to := workloadChains(iface, e, wp.Settings)
+			chainEd.Set(from.name, from)
+			chainEd.Set(to.name, to)
+		},
+		Host: func(old, h *dataplane.HostEndpointPolicy, inOld, in bool) {
+			if inOld {
+				deleteHostChains(chainEd, old)
+			}
+			if in {
+				for _, c := range hostChains(h, wp.Settings) {
+					chainEd.Set(c.name, c)
+				}
+			}
+		},
+		Endpoints: func() {
+			for _, m := range dispatchMaps(wp) {
+				sets.Set(m.name, m)
+			}
+			for _, c := range baseChains(cfg, wp.Settings, allHostOf(wp)) {
 				chainEd.Set(c.name, c)
 			}
-		}
-		return true
-	})
-	if endpointsChanged {
-		for _, m := range dispatchMaps(wp) {
-			sets.Set(m.name, m)
-		}
-		for _, c := range baseChains(cfg, wp.Settings, allHostOf(wp)) {
+		},
+		NAT: func() {
+			ns, c := natObjects(want.NAT)
+			for _, s := range ns {
+				sets.Set(s.name, s)
+			}
 			chainEd.Set(c.name, c)
-		}
-	}
-	prevNAT := dataplane.NATConfig{}
-	if prev != nil {
-		prevNAT = prev.NAT
-	}
-	if base == nil || !prevNAT.Equal(want.NAT) {
-		ns, c := natObjects(want.NAT)
-		for _, s := range ns {
-			sets.Set(s.name, s)
-		}
-		chainEd.Set(c.name, c)
-	}
+		},
+	})
 	return model{sets: sets.Map(), chains: chainEd.Map()}
 }
 
@@ -707,6 +673,39 @@ func (b *Backend) verify(ch changes) error {
 		}
 		if !got.equal(d.set) {
 			return fmt.Errorf("nftables: set %s holds %d elements after the transaction, want %d", d.set.name, got.size(), d.set.size())
+		}
+	}
+	return nil
+}
+
+// RemoveTable deletes weft's table from the namespace netnsPath ("" for
+// the current one) if it exists: what the nftables backend leaves behind
+// on a node that switched to the iptables backend. Other tables stay.
+func RemoveTable(netnsPath string) error {
+	ns, err := netns.Open(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	var opts []nftables.ConnOption
+	if !ns.IsCurrent() {
+		opts = append(opts, nftables.WithNetNSFd(ns.Fd()))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	defer conn.CloseLasting()
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("nftables: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			conn.DelTable(t)
+			if err := conn.Flush(); err != nil {
+				return fmt.Errorf("nftables: delete table inet %s: %w", TableName, err)
+			}
 		}
 	}
 	return nil

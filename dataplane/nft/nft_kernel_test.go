@@ -3,12 +3,10 @@ package nft
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,94 +14,30 @@ import (
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dataplane/firewall"
+	"github.com/weftnet/weft/dataplane/internal/fwlab"
 	"github.com/weftnet/weft/internal/netns/nstest"
 )
 
-// lab is a node namespace with two workload namespaces, a (10.77.1.2) and
-// b (10.77.2.2), each behind a veth whose host side is named like a weft
-// workload interface, and a "foreign" interface on the node.
+// lab is the firewall backends' kernel-test bench (dataplane/internal/fwlab)
+// under the short names these tests use.
 type lab struct {
-	node, a, b     *nstest.NS
-	ifA, ifB       string
-	addrA, addrB   netip.Addr
-	listenersMu    sync.Mutex
-	listenersClose []func()
+	*fwlab.Lab
+	node, a, b   *nstest.NS
+	ifA, ifB     string
+	addrA, addrB netip.Addr
 }
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	l := &lab{node: nstest.New(t, "n"), a: nstest.New(t, "a"), b: nstest.New(t, "b")}
-	var err error
-	if l.ifA, err = dataplane.WorkloadIfaceName("weft", "t", "a"); err != nil {
-		t.Fatal(err)
-	}
-	l.ifB, _ = dataplane.WorkloadIfaceName("weft", "t", "b")
-	l.addrA, l.addrB = netip.MustParseAddr("10.77.1.2"), netip.MustParseAddr("10.77.2.2")
-	nstest.Veth(t, l.node, l.ifA, netip.MustParsePrefix("10.77.1.1/24"), l.a, "eth0", netip.MustParsePrefix("10.77.1.2/24"))
-	nstest.Veth(t, l.node, l.ifB, netip.MustParsePrefix("10.77.2.1/24"), l.b, "eth0", netip.MustParsePrefix("10.77.2.2/24"))
-	l.node.Sysctl("net/ipv4/ip_forward", "1")
-	l.a.Run("ip", "route", "add", "default", "via", "10.77.1.1")
-	l.b.Run("ip", "route", "add", "default", "via", "10.77.2.1")
-	t.Cleanup(func() {
-		l.listenersMu.Lock()
-		defer l.listenersMu.Unlock()
-		for _, c := range l.listenersClose {
-			c()
-		}
-	})
-	return l
+	fl := fwlab.New(t)
+	return &lab{Lab: fl, node: fl.Node, a: fl.A, b: fl.B, ifA: fl.IfA, ifB: fl.IfB, addrA: fl.AddrA, addrB: fl.AddrB}
 }
 
 // serve accepts TCP connections on port in ns until the test ends.
-func (l *lab) serve(t *testing.T, ns *nstest.NS, port int) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	l.listenersMu.Lock()
-	l.listenersClose = append(l.listenersClose, func() { ln.Close() })
-	l.listenersMu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						c.Close()
-						return
-					}
-					c.Write(buf[:n])
-				}
-			}()
-		}
-	}()
-}
+func (l *lab) serve(t *testing.T, ns *nstest.NS, port int) { l.Serve(t, ns, port) }
 
-// dial reports whether a TCP handshake from ns to addr:port succeeds
-// within 1.5 s (SYNs are resent at 1 s: a loaded machine may need the
-// second).
-func dial(ns *nstest.NS, addr netip.Addr, port int) bool {
-	var ok bool
-	ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, uint16(port)).String(), 1500*time.Millisecond)
-		if err == nil {
-			ok = true
-			c.Close()
-		}
-		return nil
-	})
-	return ok
-}
+// dial reports whether a TCP handshake from ns to addr:port succeeds.
+func dial(ns *nstest.NS, addr netip.Addr, port int) bool { return fwlab.Dial(ns, addr, port) }
 
 func newBackend(t *testing.T, ns *nstest.NS) *Backend {
 	t.Helper()
@@ -125,43 +59,12 @@ func apply(t *testing.T, b *Backend, want, prev *firewall.State) firewall.Stats 
 }
 
 // state builds a policy state: both workloads with the allow-all profile,
-// plus the given chains in b's ingress tier "default".
+// plus the given chains in b's ingress tier "default" (fwlab.Lab.State).
 func state(l *lab, sets map[string]*dataplane.AddrSet, chains map[string]*dataplane.PolicyChain, bIngress []string) *firewall.State {
-	all := map[string]*dataplane.PolicyChain{
-		"pri-_p": {Policy: dataplane.PolicyRef{Kind: "Profile", Name: "p"}, Direction: dataplane.Ingress, Rules: []dataplane.PolicyRule{{Action: dataplane.ActionAllow}}},
-		"pro-_p": {Policy: dataplane.PolicyRef{Kind: "Profile", Name: "p"}, Direction: dataplane.Egress, Rules: []dataplane.PolicyRule{{Action: dataplane.ActionAllow}}},
-	}
-	for k, v := range chains {
-		all[k] = v
-	}
-	ep := func(name string, in []string) *dataplane.EndpointPolicy {
-		e := &dataplane.EndpointPolicy{Name: name,
-			Ingress: dataplane.DirectionPolicy{Profiles: []string{"pri-_p"}},
-			Egress:  dataplane.DirectionPolicy{Profiles: []string{"pro-_p"}},
-		}
-		if len(in) > 0 {
-			e.Ingress.Tiers = []dataplane.TierPolicies{{Name: "default", Policies: in}}
-		}
-		return e
-	}
-	return &firewall.State{
-		Policy: &dataplane.PolicyState{
-			AddrSets:  dataplane.MapOf(sets),
-			Chains:    dataplane.MapOf(all),
-			Workloads: dataplane.MapOf(map[string]*dataplane.EndpointPolicy{l.ifA: ep("t/a", nil), l.ifB: ep("t/b", bIngress)}),
-			Settings:  dataplane.PolicySettings{VXLANPort: 4789, DropIPIP: true},
-		},
-		NAT: dataplane.NATConfig{MasqPools: prefixes("10.77.0.0/16"), AllPools: prefixes("10.77.0.0/16")},
-	}
+	return l.State(sets, chains, bIngress)
 }
 
-func prefixes(ss ...string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		out = append(out, netip.MustParsePrefix(s))
-	}
-	return out
-}
+func prefixes(ss ...string) []netip.Prefix { return fwlab.Prefixes(ss...) }
 
 var handleRE = regexp.MustCompile(`# handle (\d+)`)
 

@@ -114,8 +114,8 @@ func ruleVariants(r *dataplane.PolicyRule) []*rb {
 	if usesAddrs || r.IPVersion != 0 {
 		fams = r.Families()
 	}
-	srcAlts := portAlts(r.Src.Ports)
-	dstAlts := portAlts(r.Dst.Ports)
+	srcAlts := dataplane.PortAlternatives(r.Src.Ports)
+	dstAlts := dataplane.PortAlternatives(r.Dst.Ports)
 	var out []*rb
 	for _, v := range fams {
 		for _, sp := range srcAlts {
@@ -141,19 +141,6 @@ func ruleVariants(r *dataplane.PolicyRule) []*rb {
 				out = append(out, b)
 			}
 		}
-	}
-	return out
-}
-
-// portAlts splits a port list into its ranges (each a rule of its own:
-// nftables has no OR within a rule); nil means no port match.
-func portAlts(rs []dataplane.PortRange) []*dataplane.PortRange {
-	if len(rs) == 0 {
-		return []*dataplane.PortRange{nil}
-	}
-	out := make([]*dataplane.PortRange, len(rs))
-	for i := range rs {
-		out[i] = &rs[i]
 	}
 	return out
 }

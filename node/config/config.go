@@ -136,6 +136,10 @@ type VXLAN struct {
 // Dataplane selects the policy backend and failsafe ports.
 type Dataplane struct {
 	Backend string `toml:"backend"` // nftables|iptables|ebpf
+	// IptablesBackend is the iptables variant of the iptables backend
+	// (Felix's iptablesBackend): auto (detected as Felix does), nft or
+	// legacy.
+	IptablesBackend string `toml:"iptables_backend"`
 	// Failsafe entries are "proto:port" or "proto:cidr:port" (see
 	// ParseProtoPort); an empty list turns failsafe ports off.
 	FailsafeInbound  []string `toml:"failsafe_inbound"`

@@ -48,6 +48,7 @@ func TestDefaults(t *testing.T) {
 		VXLAN:     VXLAN{Port: 4789, VNI: 4096, Interface: "weft.vxlan"},
 		Dataplane: Dataplane{
 			Backend:          "nftables",
+			IptablesBackend:  "auto",
 			FailsafeInbound:  []string{"tcp:22", "udp:68", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 			FailsafeOutbound: []string{"udp:53", "udp:67", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 		},
@@ -146,6 +147,7 @@ tx_checksum_offload = true
 
 [dataplane]
 backend = "ebpf"
+iptables_backend = "legacy"
 failsafe_inbound = ["tcp:2222"]
 failsafe_outbound = []
 
@@ -171,7 +173,7 @@ empty_block_grace_period = "10m"
 		WireGuard: WireGuard{Enabled: true, ListenPort: 51830, Interface: "wg0", Require: true, HostEncryption: true,
 			KeyRotationInterval: Duration{720 * time.Hour}, PersistentKeepalive: Duration{25 * time.Second}},
 		VXLAN:     VXLAN{Port: 8472, VNI: 1, Interface: "vx0", TxChecksumOffload: true},
-		Dataplane: Dataplane{Backend: "ebpf", FailsafeInbound: []string{"tcp:2222"}},
+		Dataplane: Dataplane{Backend: "ebpf", IptablesBackend: "legacy", FailsafeInbound: []string{"tcp:2222"}},
 		IPAM:      IPAM{GCInterval: Duration{30 * time.Second}, LeakGracePeriod: Duration{2 * time.Minute}, EmptyBlockGracePeriod: Duration{10 * time.Minute}},
 	}
 	got := mustParse(t, doc)

@@ -88,6 +88,7 @@ func defaults(hostname string) Config {
 		VXLAN:     VXLAN{Port: DefaultVXLANPort, VNI: DefaultVXLANVNI, Interface: DefaultVXLANIface},
 		Dataplane: Dataplane{
 			Backend:          "nftables",
+			IptablesBackend:  "auto",
 			FailsafeInbound:  []string{"tcp:22", "udp:68", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 			FailsafeOutbound: []string{"udp:53", "udp:67", "tcp:179", "tcp:7700", "udp:51820", "udp:4789"},
 		},

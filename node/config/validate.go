@@ -276,6 +276,7 @@ func (v *validator) vxlan(p keyPath, x VXLAN) {
 
 func (v *validator) dataplane(p keyPath, d Dataplane) {
 	v.oneOf(p.Key("backend"), d.Backend, "nftables", "iptables", "ebpf")
+	v.oneOf(p.Key("iptables_backend"), d.IptablesBackend, "auto", "nft", "legacy")
 	for i, s := range d.FailsafeInbound {
 		_, err := ParseProtoPort(s)
 		v.check(p.Key("failsafe_inbound").Index(i), err)
