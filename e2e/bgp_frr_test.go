@@ -67,7 +67,13 @@ func TestBGPWithFRRRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("kill -9 and restart of h1 across FRR: %d sent, %d lost", sent, sent-recv)
-	if sent < 1000 || recv != sent {
+	// ping -i 0.01 sends 100 a second on a quiet machine, far fewer on a
+	// busy one (864 in 25 s was seen beside a CPU hog): the floor only
+	// proves the flow ran across the restart.
+	if sent < 250 {
+		t.Errorf("only %d packets sent across h1's restart: the flow did not cover it", sent)
+	}
+	if recv != sent {
 		t.Errorf("lost %d of %d packets across h1's restart", sent-recv, sent)
 	}
 

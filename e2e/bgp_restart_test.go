@@ -131,7 +131,12 @@ func TestBGPGracefulRestartKill9(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("restart of %s: %s: %d sent, %d lost", victim.Name(), f.what, sent, sent-recv)
-			if sent < 1000 || recv != sent {
+			// The floor only proves the flow ran across the restart: a busy
+			// machine sends far fewer than ping -i 0.01's 100 a second.
+			if sent < 250 {
+				t.Errorf("restart of %s: %s sent only %d packets: the flow did not cover the restart", victim.Name(), f.what, sent)
+			}
+			if recv != sent {
 				t.Errorf("restart of %s: %s lost %d of %d packets", victim.Name(), f.what, sent-recv, sent)
 			}
 		}
