@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -220,6 +221,11 @@ const (
 type RouteKey struct {
 	Table int
 	Dst   netip.Prefix
+}
+
+// compareRouteKeys orders keys by table, then destination.
+func compareRouteKeys(a, b RouteKey) int {
+	return cmp.Or(cmp.Compare(a.Table, b.Table), a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()))
 }
 
 func (k RouteKey) String() string {
@@ -574,16 +580,28 @@ func (d *Desired) ValidateSince(prevPolicy *PolicyState) error {
 			owners[p.Addr()] = w.Namespace + "/" + w.Name
 		}
 	}
-	keys := map[RouteKey]bool{}
+	// Routes sorted by key (the calculation's are; thousands with learned
+	// routes) have their duplicates side by side: no map needed.
+	sorted := slices.IsSortedFunc(d.Routes, func(a, b Route) int { return compareRouteKeys(a.Key(), b.Key()) })
+	var keys map[RouteKey]bool
+	if !sorted {
+		keys = make(map[RouteKey]bool, len(d.Routes))
+	}
+	var prev RouteKey
 	for _, r := range d.Routes {
 		if err := r.Validate(); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if keys[r.Key()] {
-			errs = append(errs, fmt.Errorf("two routes to %s", r.Key()))
+		k := r.Key()
+		if (sorted && k == prev) || keys[k] {
+			errs = append(errs, fmt.Errorf("two routes to %s", k))
 		}
-		keys[r.Key()] = true
+		if sorted {
+			prev = k
+		} else {
+			keys[k] = true
+		}
 	}
 	rules := map[Rule]bool{}
 	for _, r := range d.Rules {

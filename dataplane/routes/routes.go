@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -91,9 +92,26 @@ type Manager struct {
 	closer func()
 	writes atomic.Uint64
 
-	desired map[dataplane.RouteKey]dataplane.Route
-	holdBGP bool                                // keep undesired learned routes
-	actual  map[dataplane.RouteKey]kroute.Route // weft routes in the kernel
+	// desired are the routes of the last Set, each with the Set that
+	// last listed it. Shared with the Watch goroutine: Set writes it under
+	// mu, which Watch reads it under.
+	desired map[dataplane.RouteKey]desiredRoute
+	setGen  uint64
+	holdBGP bool // keep undesired learned routes
+	// The passes are proportional to what changed: dirty are the desired
+	// routes changed since the last update phase, which looks at them and
+	// at the failed ones only, unless full says every route may differ
+	// from the kernel (the kernel re-read, a device's index or a recursive
+	// next hop changed). sweepAll makes the removal phase look at every
+	// weft route (a desired route gone, the kernel re-read).
+	dirty    map[dataplane.RouteKey]bool
+	full     bool
+	sweepAll bool
+	// lastIndex and lastHops are the device indexes and recursive next
+	// hops the last update phase used.
+	lastIndex map[string]int
+	lastHops  map[netip.Addr]firstHop
+	actual    map[dataplane.RouteKey]kroute.Route // weft routes in the kernel
 	// extra are further weft routes to a key of actual (another metric: a
 	// destination whose class changed when the agent stopped between the
 	// add and the delete); the removal phase deletes them.
@@ -108,9 +126,13 @@ type Manager struct {
 	// failed are the routes the last pass could not program, with why.
 	failed map[dataplane.RouteKey]error
 
-	// Shared with the Watch goroutine.
-	mu     sync.Mutex
-	wanted map[dataplane.RouteKey]bool
+	mu sync.Mutex // see desired
+}
+
+// desiredRoute is a desired route and the Set that last listed it.
+type desiredRoute struct {
+	dataplane.Route
+	gen uint64
 }
 
 // New opens a netlink handle in the configured namespace.
@@ -134,11 +156,12 @@ func NewWithKernel(cfg Config, k Kernel) *Manager {
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "routes"),
 		k:         k,
-		desired:   map[dataplane.RouteKey]dataplane.Route{},
+		desired:   map[dataplane.RouteKey]desiredRoute{},
+		dirty:     map[dataplane.RouteKey]bool{},
+		lastHops:  map[netip.Addr]firstHop{},
 		actual:    map[dataplane.RouteKey]kroute.Route{},
 		conflicts: map[dataplane.RouteKey]string{},
 		failed:    map[dataplane.RouteKey]error{},
-		wanted:    map[dataplane.RouteKey]bool{},
 		closer:    func() {},
 	}
 	m.resync.Queue() // the first pass reads the kernel
@@ -159,19 +182,38 @@ func (m *Manager) KernelWrites() uint64 { return m.writes.Load() }
 
 // Set implements dataplane.Manager: the desired routes are d.Routes.
 func (m *Manager) Set(d *dataplane.Desired) {
-	// The maps are refilled rather than replaced: with thousands of
-	// learned routes a new pair per state is most of the agent's garbage.
-	clear(m.desired)
-	m.holdBGP = d.HoldBGPRoutes
-	for _, r := range d.Routes {
-		m.desired[r.Key()] = r
+	if m.holdBGP != d.HoldBGPRoutes {
+		m.holdBGP, m.sweepAll = d.HoldBGPRoutes, true
 	}
+	// The map is updated in place rather than replaced: with thousands of
+	// learned routes a new one per state is most of the agent's garbage;
+	// and only the routes that changed are marked for the next pass.
 	m.mu.Lock()
-	clear(m.wanted)
-	for k := range m.desired {
-		m.wanted[k] = true
+	defer m.mu.Unlock()
+	m.setGen++
+	listed := 0
+	for _, r := range d.Routes {
+		k := r.Key()
+		cur, ok := m.desired[k]
+		if ok && cur.gen == m.setGen { // listed twice: the last counts
+			listed--
+		}
+		listed++
+		if !ok || cur.Route != r {
+			m.dirty[k] = true
+		}
+		m.desired[k] = desiredRoute{Route: r, gen: m.setGen}
 	}
-	m.mu.Unlock()
+	if listed == len(m.desired) {
+		return
+	}
+	for k, cur := range m.desired {
+		if cur.gen != m.setGen {
+			delete(m.desired, k)
+			m.dirty[k] = true
+			m.sweepAll = true
+		}
+	}
 }
 
 // QueueResync implements dataplane.Manager.
@@ -227,83 +269,127 @@ func (m *Manager) applyUpdates() error {
 		index[l.Attrs().Name] = l.Attrs().Index
 		m.linkNames[l.Attrs().Index] = l.Attrs().Name
 	}
+	if !maps.Equal(index, m.lastIndex) {
+		m.full = true
+	}
+	// Recursive gateways are resolved once per pass; one that resolves
+	// differently now changes every route through it.
+	hops := make(map[netip.Addr]firstHop, len(m.lastHops))
+	if !m.full {
+		for via, last := range m.lastHops {
+			hop := m.resolve(via)
+			hops[via] = hop
+			if !hop.same(last) {
+				m.full = true
+			}
+		}
+	}
+	// The routes to look at: all of them, or the changed and the failed.
+	check := m.dirty
+	if m.full {
+		check = nil
+	} else {
+		for k := range m.failed {
+			check[k] = true
+		}
+	}
 	var errs []error
 	m.failed = map[dataplane.RouteKey]error{}
-	hops := map[netip.Addr]firstHop{} // recursive gateways resolved in this pass
-	for key, r := range m.desired {
-		idx := 0
-		if r.Type == dataplane.RouteUnicast && r.Dev != "" {
-			var ok bool
-			if idx, ok = index[r.Dev]; !ok {
-				err := fmt.Errorf("route %s: device %s does not exist", r, r.Dev)
-				m.failed[key] = err
-				errs = append(errs, err)
-				continue
-			}
+	if check == nil {
+		for key, r := range m.desired {
+			errs = m.update(key, r.Route, index, hops, errs)
 		}
-		want := kroute.FromDesired(r, idx)
-		if r.Recursive {
-			hop, ok := hops[r.Via]
-			if !ok {
-				hop = m.resolve(r.Via)
-				hops[r.Via] = hop
-			}
-			if hop.err != nil {
-				err := fmt.Errorf("route %s: %w", r, hop.err)
-				m.failed[key] = err
-				errs = append(errs, err)
-				continue
-			}
-			want.Gw, want.LinkIndex = hop.gw, hop.link
+	}
+	for key := range check {
+		if r, ok := m.desired[key]; ok {
+			errs = m.update(key, r.Route, index, hops, errs)
 		}
-		cur, ours := m.actual[key]
-		if ours && want.Satisfies(cur) {
-			m.conflictGone(key)
-			continue
-		}
-		var wrote bool
-		var err error
-		switch {
-		case ours && cur.Priority == want.Priority:
-			// weft's route holds the destination: change it in place.
-			err = m.k.RouteReplace(want.Netlink())
-			wrote = err == nil
-		case ours:
-			// The destination changed class (a learned route gave way to
-			// a block route, or back), and so its metric: add the new
-			// route, then delete the old one, so that the destination is
-			// never unrouted.
-			wrote, err = kroute.Add(m.k, want, m.linkName)
-			if err == nil {
-				if derr := m.k.RouteDel(cur.Netlink()); derr != nil && !errors.Is(derr, unix.ESRCH) {
-					m.extra = append(m.extra, cur)
-				}
-				m.writes.Add(1)
-			}
-		default:
-			wrote, err = kroute.Add(m.k, want, m.linkName)
-		}
-		if err != nil {
-			// The kernel may hold something else now: re-read it next time.
-			delete(m.actual, key)
-			m.noteConflict(r, err)
-			err = fmt.Errorf("route %s: %w", r, err)
-			m.failed[key] = err
-			errs = append(errs, err)
-			continue
-		}
-		if wrote {
-			m.writes.Add(1)
-		}
-		m.actual[key] = want
-		m.conflictGone(key)
 	}
 	for key := range m.conflicts {
 		if _, ok := m.desired[key]; !ok {
 			delete(m.conflicts, key)
 		}
 	}
+	clear(m.dirty)
+	m.full, m.lastIndex, m.lastHops = false, index, hops
 	return errors.Join(errs...)
+}
+
+// same reports whether two resolutions of a next hop agree.
+func (h firstHop) same(o firstHop) bool {
+	return h.gw == o.gw && h.link == o.link && (h.err == nil) == (o.err == nil)
+}
+
+// update makes the kernel hold the desired route r (at key) and appends
+// what went wrong to errs.
+func (m *Manager) update(key dataplane.RouteKey, r dataplane.Route, index map[string]int, hops map[netip.Addr]firstHop, errs []error) []error {
+	idx := 0
+	if r.Type == dataplane.RouteUnicast && r.Dev != "" {
+		var ok bool
+		if idx, ok = index[r.Dev]; !ok {
+			err := fmt.Errorf("route %s: device %s does not exist", r, r.Dev)
+			m.failed[key] = err
+			errs = append(errs, err)
+			return errs
+		}
+	}
+	want := kroute.FromDesired(r, idx)
+	if r.Recursive {
+		hop, ok := hops[r.Via]
+		if !ok {
+			hop = m.resolve(r.Via)
+			hops[r.Via] = hop
+		}
+		if hop.err != nil {
+			err := fmt.Errorf("route %s: %w", r, hop.err)
+			m.failed[key] = err
+			errs = append(errs, err)
+			return errs
+		}
+		want.Gw, want.LinkIndex = hop.gw, hop.link
+	}
+	cur, ours := m.actual[key]
+	if ours && want.Satisfies(cur) {
+		m.conflictGone(key)
+		return errs
+	}
+	var wrote bool
+	var err error
+	switch {
+	case ours && cur.Priority == want.Priority:
+		// weft's route holds the destination: change it in place.
+		err = m.k.RouteReplace(want.Netlink())
+		wrote = err == nil
+	case ours:
+		// The destination changed class (a learned route gave way to
+		// a block route, or back), and so its metric: add the new
+		// route, then delete the old one, so that the destination is
+		// never unrouted.
+		wrote, err = kroute.Add(m.k, want, m.linkName)
+		if err == nil {
+			if derr := m.k.RouteDel(cur.Netlink()); derr != nil && !errors.Is(derr, unix.ESRCH) {
+				m.extra = append(m.extra, cur)
+			}
+			m.writes.Add(1)
+		}
+	default:
+		wrote, err = kroute.Add(m.k, want, m.linkName)
+	}
+	if err != nil {
+		// The kernel may hold something else now: re-read it next time.
+		delete(m.actual, key)
+		m.noteConflict(r, err)
+		err = fmt.Errorf("route %s: %w", r, err)
+		m.failed[key] = err
+		errs = append(errs, err)
+		return errs
+	}
+	if wrote {
+		m.writes.Add(1)
+	}
+	m.actual[key] = want
+	m.conflictGone(key)
+	return errs
 }
 
 // noteConflict logs a foreign route holding a desired destination at Warn,
@@ -385,8 +471,12 @@ func (m *Manager) applyRemovals() error {
 		// relearned what it knew (or the restart time ran out).
 		return m.holdBGP && m.actual[k].Protocol == dataplane.RouteProtocolBGP
 	}
-	errs = append(errs, sweep.Undesired(m.actual, keep,
-		func(_ dataplane.RouteKey, cur kroute.Route) error { return m.k.RouteDel(cur.Netlink()) }, unix.ESRCH, &m.writes))
+	if m.sweepAll {
+		err := sweep.Undesired(m.actual, keep,
+			func(_ dataplane.RouteKey, cur kroute.Route) error { return m.k.RouteDel(cur.Netlink()) }, unix.ESRCH, &m.writes)
+		m.sweepAll = err != nil // retried next pass
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -425,6 +515,7 @@ func (m *Manager) readKernel() error {
 		actual[r.Key()] = r
 	}
 	m.actual = actual
+	m.full, m.sweepAll = true, true // the cache may differ anywhere now
 	return nil
 }
 
@@ -459,7 +550,7 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 			}
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			if m.wanted[dataplane.RouteKey{Table: table, Dst: dst}] {
+			if _, ok := m.desired[dataplane.RouteKey{Table: table, Dst: dst}]; ok {
 				m.resync.Event()
 				kick()
 			}
@@ -472,7 +563,7 @@ func (m *Manager) Watch(ctx context.Context, kick func()) error {
 			}
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			if len(m.wanted) > 0 {
+			if len(m.desired) > 0 {
 				m.resync.Event()
 				kick()
 			}

@@ -38,6 +38,7 @@
 package bgp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -201,10 +202,15 @@ func (s *Speaker) State() (*calc.BGPSpeakerState, <-chan struct{}) {
 	if s.snapshot == nil {
 		st := &calc.BGPSpeakerState{Syncing: s.syncing, Advertised: slices.Clone(s.advertised)}
 		st.Learned = make([]calc.LearnedRoute, 0, len(s.learned))
-		// In map order: the calculation orders what it makes of them.
 		for _, lr := range s.learned {
 			st.Learned = append(st.Learned, lr)
 		}
+		// In prefix order: the calculation, which orders the routes it
+		// makes of them, then finds them in order (cheaper than sorting
+		// the routes there, on every computation).
+		slices.SortFunc(st.Learned, func(a, b calc.LearnedRoute) int {
+			return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+		})
 		for a, p := range s.peers {
 			if p.dead {
 				st.Dead = append(st.Dead, a)

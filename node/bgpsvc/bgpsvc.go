@@ -119,14 +119,27 @@ func (s *Service) Run(ctx context.Context) {
 // calculation: a burst of learned routes changes it thousands of times.
 const feedEvery = 10 * time.Millisecond
 
+// feedPassWait bounds how long a change of the speaker's state waits for
+// the dataplane pass of the previous one to end. A pass programming
+// thousands of learned routes takes seconds; computing the state again
+// every feedEvery meanwhile only takes the CPU that pass needs (the loop
+// applies only the latest state anyway). When no pass follows a feed (the
+// state computed did not change), the next feed goes after this.
+const feedPassWait = 200 * time.Millisecond
+
 // feed hands the speaker's state to the calculation whenever it changes,
-// at most every feedEvery.
+// at most every feedEvery and, while the dataplane applies the previous
+// state, once that pass ended (at most feedPassWait later).
 func (s *Service) feed(ctx context.Context) {
 	if s.cfg.Local == nil {
 		return
 	}
 	var last time.Time
 	for {
+		var passed <-chan struct{} // closed by the next dataplane report
+		if s.reports != nil {
+			_, passed = s.reports.LatestReport()
+		}
 		changed := s.speaker.Changed()
 		st, _ := s.speaker.State()
 		s.cfg.Local(calc.LocalInput{Kind: calc.LocalKindBGP, Value: st})
@@ -142,6 +155,20 @@ func (s *Service) feed(ctx context.Context) {
 				return
 			case <-time.After(wait):
 			}
+		}
+		if passed == nil {
+			continue
+		}
+		if wait := feedPassWait - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-passed:
+			case <-t.C:
+			}
+			t.Stop()
 		}
 	}
 }

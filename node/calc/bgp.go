@@ -469,11 +469,17 @@ func (r *bgp) learned(out *Output, c *BGPConfig) {
 		}
 	}
 	out.Desired.Routes = slices.Grow(out.Desired.Routes, len(st.Learned))
+	// Looking up each learned prefix's pool is only needed when some pool
+	// uses VXLAN (thousands of learned routes, a map of pools each).
+	vxlanPools := false
+	for _, pool := range topo.Pools {
+		vxlanPools = vxlanPools || usesVXLAN(pool)
+	}
 	for _, lr := range st.Learned {
 		if !lr.Prefix.IsValid() || !lr.NextHop.IsValid() || mine[lr.NextHop] || lr.NextHop.Is4() != lr.Prefix.Addr().Is4() {
 			continue
 		}
-		if pool := topo.PoolFor(lr.Prefix); pool != nil && pool.Spec.VXLANMode != "" && pool.Spec.VXLANMode != api.EncapNever {
+		if vxlanPools && usesVXLAN(topo.PoolFor(lr.Prefix)) {
 			continue // the VXLAN routes own these (calico.md §6.4)
 		}
 		out.Desired.Routes = append(out.Desired.Routes, dataplane.Route{
@@ -500,6 +506,11 @@ func (r *bgp) learned(out *Output, c *BGPConfig) {
 		out.Desired.Routes = append(out.Desired.Routes, dataplane.Route{Dst: p, Class: dataplane.RouteClassBlock, Type: dataplane.RouteBlackhole})
 		routed[k] = true
 	}
+}
+
+// usesVXLAN reports whether pool (nil: none) carries its blocks over VXLAN.
+func usesVXLAN(pool *PoolView) bool {
+	return pool != nil && pool.Spec.VXLANMode != "" && pool.Spec.VXLANMode != api.EncapNever
 }
 
 // appliesTo reports whether a BGPPeer with this node/nodeSelector applies

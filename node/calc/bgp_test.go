@@ -367,27 +367,38 @@ func TestBGPOrderIndependence(t *testing.T) {
 }
 
 // BenchmarkComputeWithLearnedRoutes: one computation with 10,000 learned
-// routes (what the calculation redoes while a router's table arrives).
+// routes (what the calculation redoes while a router's table arrives),
+// listed in prefix order (as the speaker lists them) and shuffled.
 func BenchmarkComputeWithLearnedRoutes(b *testing.B) {
-	t := &testing.T{}
-	d := New(bgpCfg)
-	for _, o := range scenario(t, api.EncapNever) {
-		d.OnEvent(store.Event{Type: store.EventPut, Object: o})
-	}
-	st := &BGPSpeakerState{}
-	for i := range 10000 {
-		st.Learned = append(st.Learned, LearnedRoute{
-			Prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), byte(i)}), 32),
-			NextHop: netip.MustParseAddr("192.168.7.254"), Peer: netip.MustParseAddr("192.168.7.254"),
+	for _, order := range []string{"sorted", "shuffled"} {
+		b.Run(order, func(b *testing.B) {
+			t := &testing.T{}
+			d := New(bgpCfg)
+			for _, o := range scenario(t, api.EncapNever) {
+				d.OnEvent(store.Event{Type: store.EventPut, Object: o})
+			}
+			st := &BGPSpeakerState{}
+			for i := range 10000 {
+				st.Learned = append(st.Learned, LearnedRoute{
+					Prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), byte(i)}), 32),
+					NextHop: netip.MustParseAddr("192.168.7.254"), Peer: netip.MustParseAddr("192.168.7.254"),
+				})
+			}
+			if order == "shuffled" {
+				rand.New(rand.NewSource(2)).Shuffle(len(st.Learned), func(i, j int) {
+					st.Learned[i], st.Learned[j] = st.Learned[j], st.Learned[i]
+				})
+			}
+			if err := d.OnLocal(LocalInput{Kind: LocalKindBGP, Value: st}); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := d.Compute(1); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
-	}
-	if err := d.OnLocal(LocalInput{Kind: LocalKindBGP, Value: st}); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for range b.N {
-		if _, err := d.Compute(1); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

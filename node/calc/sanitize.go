@@ -1,7 +1,9 @@
 package calc
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/weftnet/weft/dataplane"
@@ -72,16 +74,7 @@ func sanitize(out *Output) {
 	// Sorted by (table, destination, class), the routes to one destination
 	// are adjacent, the lowest class first: the first valid one of each
 	// stays (no map: learned routes can number thousands).
-	sort.SliceStable(d.Routes, func(i, j int) bool {
-		a, b := d.Routes[i], d.Routes[j]
-		if a.TableID() != b.TableID() {
-			return a.TableID() < b.TableID()
-		}
-		if c := comparePrefix(a.Dst, b.Dst); c != 0 {
-			return c < 0
-		}
-		return a.Class < b.Class
-	})
+	d.Routes = sortRoutes(d.Routes)
 	var routes []dataplane.Route
 	if len(d.Routes) > 0 {
 		routes = make([]dataplane.Route, 0, len(d.Routes))
@@ -138,4 +131,53 @@ func sanitize(out *Output) {
 		d.NAT = dataplane.NATConfig{}
 	}
 	sanitizeWireGuard(out)
+}
+
+// compareRoutes orders routes by (table, destination, class).
+func compareRoutes(a, b dataplane.Route) int {
+	if a.TableID() != b.TableID() {
+		return cmp.Compare(a.TableID(), b.TableID())
+	}
+	return cmp.Or(comparePrefix(a.Dst, b.Dst), cmp.Compare(a.Class, b.Class))
+}
+
+// sortRoutes sorts routes stably by [compareRoutes]. The learned routes,
+// thousands of them and recomputed on every change of the speaker's state,
+// usually arrive already in order (the speaker lists them sorted): they
+// are sorted apart from the few others, only when out of order, and the
+// two runs merged. The result is the one a stable sort of the whole list
+// gives: a learned and another route never compare equal (their classes
+// differ), and each part keeps its own order.
+func sortRoutes(routes []dataplane.Route) []dataplane.Route {
+	var learned, others []dataplane.Route
+	for i, r := range routes {
+		if r.Class == dataplane.RouteClassBGP {
+			if learned == nil {
+				learned = make([]dataplane.Route, 0, len(routes)-i)
+			}
+			learned = append(learned, r)
+		} else {
+			others = append(others, r)
+		}
+	}
+	if len(learned) == 0 || len(others) == 0 {
+		if !slices.IsSortedFunc(routes, compareRoutes) {
+			slices.SortStableFunc(routes, compareRoutes)
+		}
+		return routes
+	}
+	if !slices.IsSortedFunc(learned, compareRoutes) {
+		slices.SortStableFunc(learned, compareRoutes)
+	}
+	slices.SortStableFunc(others, compareRoutes)
+	out := routes[:0]
+	for len(learned) > 0 && len(others) > 0 {
+		if compareRoutes(others[0], learned[0]) <= 0 {
+			out, others = append(out, others[0]), others[1:]
+		} else {
+			out, learned = append(out, learned[0]), learned[1:]
+		}
+	}
+	out = append(out, others...)
+	return append(out, learned...)
 }
