@@ -85,8 +85,11 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/weft $(DESTDIR)$(UNITDIR)/weft.service $(DESTDIR)$(UNITDIR)/weft-wireguard.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/weft
 
+# The walkthrough twice: over VXLAN (with BGP to BIRD and policy), then with
+# WireGuard carrying every node pair. Each removes what it built.
 demo: deps build
 	./bin/weft demo
+	./bin/weft demo --wireguard
 
 demo-down: build
 	./bin/weft demo down
