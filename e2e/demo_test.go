@@ -81,13 +81,13 @@ func TestDemoKeepAndDown(t *testing.T) {
 
 	// A new demo over a running one removes it first.
 	again := runWeft(t, bin, "demo", "--keep")
-	if !strings.Contains(again, "Removed an earlier demo: 3 agents stopped, 11 network namespaces deleted") {
+	if !strings.Contains(again, "Removed an earlier demo: 3 agents stopped, the BIRD router stopped, 11 network namespaces deleted") {
 		t.Errorf("the second demo did not report removing the first:\n%s", again)
 	}
 	checkWalkthrough(t, again)
 
 	down := runWeft(t, bin, "demo", "down")
-	if !strings.Contains(down, "Removed the weft demo: 3 agents stopped, 10 network namespaces deleted, "+demo.StateDir+" removed.") {
+	if !strings.Contains(down, "Removed the weft demo: 3 agents stopped, the BIRD router stopped, 10 network namespaces deleted, "+demo.StateDir+" removed.") {
 		t.Errorf("demo down printed %q", down)
 	}
 	assertNoDemoLeft(t)
