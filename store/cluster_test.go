@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/weftnet/weft/internal/testtier"
 )
 
 // testRegistry has one command, "incr" (increments Counter/<name>, its
@@ -235,6 +236,7 @@ func TestLeaderKilledWritesContinueAndItCatchesUp(t *testing.T) {
 }
 
 func TestPartitionedFollowerServesReadsAndHeals(t *testing.T) {
+	testtier.Long(t)
 	c := newCluster(t, 3)
 	c.start("n1", "n2", "n3")
 	lead := c.leader()
@@ -339,6 +341,7 @@ func TestWholeClusterRestartsFromDisk(t *testing.T) {
 }
 
 func TestCorruptEntryStopsTheNodes(t *testing.T) {
+	testtier.Long(t)
 	c := newCluster(t, 3)
 	c.start("n1", "n2", "n3")
 	lead := c.leader()

@@ -14,11 +14,13 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/weftnet/weft/internal/testtier"
 	"github.com/weftnet/weft/store/pki"
 	"github.com/weftnet/weft/store/transport"
 )
 
 func TestFiveNodesNonVoterPromotedWhenVoterLost(t *testing.T) {
+	testtier.Long(t)
 	c := newCluster(t, 3)
 	c.start("n1", "n2", "n3", "n4", "n5")
 	roles := c.roles()

@@ -32,6 +32,7 @@ func TestRestartAloneServesItsState(t *testing.T) {
 // were appended): the restart restores the latest one and replays the
 // entries after it.
 func TestRestartAloneServesItsStateFromSnapshotAndLog(t *testing.T) {
+	testtier.Long(t)
 	testRestartAlone(t, 40, 300)
 }
 
@@ -251,6 +252,7 @@ func checkNotBehind(t *testing.T, n *Node, before map[Key]Object, rev uint64) {
 // serving less as the truth; once the others are back it catches up and
 // reads are ready (the sync with the leader is retried until it works).
 func TestReadsRefusedUntilInSync(t *testing.T) {
+	testtier.Long(t)
 	c := newCluster(t, 3)
 	c.start("n1", "n2", "n3")
 	for i := 0; i < 20; i++ {

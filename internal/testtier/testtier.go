@@ -31,12 +31,13 @@ import (
 const EnvStrict = "WEFT_TEST_STRICT"
 
 // Long marks t as a long unit test: it needs nothing but takes seconds of
-// wall time (a fault-injection run checked for linearizability). Skipped
+// wall time (a fault-injection run checked for linearizability, a wait
+// on a BGP hold timer, a cluster taken through a partition). Skipped
 // under -short so that `make test-unit` stays fast; `make test` runs it.
 func Long(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("long fault-injection run: skipped under -short, `make test` runs it")
+		t.Skip("long-running unit test: skipped under -short, `make test` runs it")
 	}
 }
 

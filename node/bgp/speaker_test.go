@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/internal/testtier"
 	"github.com/weftnet/weft/node/calc"
 )
 
@@ -420,6 +421,7 @@ func (p *proxy) reset() {
 // its routes as stale; a peer that goes silent (hold timer) loses them at
 // once and is reported dead until it is back.
 func TestSilentPeerLosesItsRoutesClosedSessionKeepsThem(t *testing.T) {
+	testtier.Long(t)
 	t.Parallel()
 	port := freePort(t)
 	r := newRouter(t, "127.0.0.10", 64512, port)
