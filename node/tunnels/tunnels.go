@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/internal/latest"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/calc"
 	"github.com/weftnet/weft/node/cluster"
@@ -46,7 +47,7 @@ type Controller struct {
 	ipam *ipam.Client
 	reg  Registrar
 	log  *slog.Logger
-	in   chan calc.TunnelNeeds
+	in   *latest.Box[calc.TunnelNeeds]
 }
 
 // New returns a controller.
@@ -60,23 +61,13 @@ func New(cfg Config, st store.Store, reg Registrar) *Controller {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
 	}
-	return &Controller{cfg: cfg, ipam: ipam.NewClient(st), reg: reg, log: cfg.Logger.With("component", "tunnels"), in: make(chan calc.TunnelNeeds, 1)}
+	return &Controller{cfg: cfg, ipam: ipam.NewClient(st), reg: reg, log: cfg.Logger.With("component", "tunnels"), in: latest.New[calc.TunnelNeeds]()}
 }
 
 // Set hands the controller the latest needs; it never blocks, and a need
 // not yet taken is replaced.
 func (c *Controller) Set(n calc.TunnelNeeds) {
-	for {
-		select {
-		case c.in <- n:
-			return
-		default:
-		}
-		select {
-		case <-c.in:
-		default:
-		}
-	}
+	c.in.Send(n)
 }
 
 // Run acts on the needs until ctx ends. After acting it waits for the
@@ -95,7 +86,7 @@ func (c *Controller) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case cur = <-c.in:
+		case cur = <-c.in.C():
 			have = true
 		case <-retry.C:
 		}

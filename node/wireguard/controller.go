@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/internal/latest"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node/apierr"
 	"github.com/weftnet/weft/node/calc"
@@ -72,7 +73,7 @@ type Controller struct {
 	reports dataplane.Reports
 	log     *slog.Logger
 
-	in   chan calc.TunnelNeeds
+	in   *latest.Box[calc.TunnelNeeds]
 	kick chan struct{}
 
 	mu       sync.Mutex
@@ -96,23 +97,13 @@ func New(cfg Config, st store.Store, keys *Keys, dev Device, reports dataplane.R
 	return &Controller{
 		cfg: cfg, st: st, ipam: ipam.NewClient(st), keys: keys, dev: dev, reports: reports,
 		log: cfg.Logger.With("component", "wireguard"),
-		in:  make(chan calc.TunnelNeeds, 1), kick: make(chan struct{}, 1), promoted: make(chan struct{}),
+		in:  latest.New[calc.TunnelNeeds](), kick: make(chan struct{}, 1), promoted: make(chan struct{}),
 	}
 }
 
 // Set hands the controller the latest needs; it never blocks.
 func (c *Controller) Set(n calc.TunnelNeeds) {
-	for {
-		select {
-		case c.in <- n:
-			return
-		default:
-		}
-		select {
-		case <-c.in:
-		default:
-		}
-	}
+	c.in.Send(n)
 }
 
 func (c *Controller) wake() {
@@ -143,7 +134,7 @@ func (c *Controller) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case cur = <-c.in:
+		case cur = <-c.in.C():
 			have = true
 			c.mu.Lock()
 			c.last, c.have = cur, true
